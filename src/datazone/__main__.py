@@ -1,0 +1,3 @@
+from datazone.cli import main
+
+main()

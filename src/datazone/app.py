@@ -1,0 +1,86 @@
+"""The FastAPI application factory: mounts each domain's router, one problem+json handler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from datazone import __version__
+from datazone.config import Settings, get_settings
+from datazone.dataset.api import router as dataset_router
+from datazone.db import Database
+from datazone.errors import PROBLEM_BASE, DomainError
+from datazone.ingest.api import router as ingest_router
+from datazone.supplier.api import router as supplier_router
+
+PROBLEM = "application/problem+json"
+
+
+def _problem(status: int, type_: str, title: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
+    body = {
+        "type": PROBLEM_BASE + type_,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def create_app(db: Database | None = None, settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = db is None
+        app.state.db = db if db is not None else Database.from_settings(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.db.dispose()
+
+    app = FastAPI(title="datazone", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(
+            exc.problem(request.url.path), status_code=exc.status, media_type=PROBLEM, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"location": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
+        detail = "; ".join(f"{e['location']}: {e['problem']}" for e in errors)
+        return _problem(
+            422, "invalid-request", "The request is not valid", detail, request.url.path, errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return _problem(
+            exc.status_code,
+            slug,
+            str(exc.detail),
+            f"{request.method} {request.url.path}: {exc.detail}",
+            request.url.path,
+        )
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    app.include_router(supplier_router)
+    app.include_router(dataset_router)
+    app.include_router(ingest_router)
+    return app

@@ -1,0 +1,357 @@
+"""The `datazone` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from datazone.config import get_settings
+from datazone.db import Database
+from datazone.errors import DomainError, InvalidSpec
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="datazone: the gateway of a public-data zone"
+)
+dataset_app = typer.Typer(no_args_is_help=True, help="dataset specs")
+department_app = typer.Typer(no_args_is_help=True, help="departments and other suppliers")
+ingest_app = typer.Typer(no_args_is_help=True, help="ingest runs")
+principal_app = typer.Typer(
+    no_args_is_help=True, help="operators, departments and institutions, and their keys"
+)
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(department_app, name="department")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(principal_app, name="principal")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _db() -> Database:
+    return Database.from_settings(get_settings())
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _yaml_documents(path: Path) -> list[Any]:
+    if not path.is_file():
+        raise _fail(f"{path}: no such file")
+    try:
+        return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    except yaml.YAMLError as exc:
+        raise _fail(f"{path}: not valid YAML: {exc}") from None
+
+
+@department_app.command("apply")
+def department_apply(files: list[Path]) -> None:
+    """Register or update departments from YAML (a list, or one mapping per document)."""
+    from pydantic import ValidationError
+
+    from datazone.supplier import service
+    from datazone.supplier.schemas import SupplierSpec
+
+    specs: list[SupplierSpec] = []
+    for path in files:
+        for doc in _yaml_documents(path):
+            for item in doc if isinstance(doc, list) else [doc]:
+                try:
+                    specs.append(SupplierSpec.model_validate(item))
+                except ValidationError as exc:
+                    raise _fail(f"{path}: {exc}") from None
+    db = _db()
+    with db.unit_of_work() as s:
+        for spec in specs:
+            _, created = service.apply_supplier(s, spec=spec)
+            out.print(f"department {spec.id}: {'created' if created else 'updated'}")
+
+
+@dataset_app.command("apply")
+def dataset_apply(files: list[Path]) -> None:
+    """Create or update datasets from spec files: all of them or none."""
+    from datazone.dataset import service
+
+    specs = []
+    for path in files:
+        for i, doc in enumerate(_yaml_documents(path)):
+            try:
+                specs.append(service.parse_spec(doc, origin=f"{path} (document {i + 1})"))
+            except InvalidSpec as exc:
+                raise _fail(exc.detail) from None
+    db = _db()
+    try:
+        with db.unit_of_work() as s:
+            results = [service.apply_dataset(s, spec=spec) for spec in specs]
+    except DomainError as exc:
+        raise _fail(exc.detail) from None
+    for ds, what in results:
+        out.print(f"dataset {ds.id}: {what}")
+
+
+@dataset_app.command("list")
+def dataset_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    from datazone.dataset import service
+
+    db = _db()
+    with db.unit_of_work() as s:
+        rows = [
+            {
+                "id": d.id,
+                "department": d.supplier_id,
+                "version": d.current_version,
+                "rows": d.current_rows,
+                "schedule": service.spec_of(d).schedule,
+            }
+            for d in service.list_datasets(s)
+        ]
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    t = Table("dataset", "department", "version", "rows", "schedule")
+    for r in rows:
+        t.add_row(r["id"], r["department"], str(r["version"] or "-"), f"{r['rows']:,}", r["schedule"] or "-")
+    out.print(t)
+
+
+def _report(db: Database, run_id: int) -> dict[str, Any]:
+    from datazone.ingest import service
+    from datazone.ingest.schemas import IngestRunOut, RejectOut
+
+    with db.unit_of_work() as s:
+        run = IngestRunOut.model_validate(service.get_run(s, run_id=run_id)).model_dump(mode="json")
+        rejects = [
+            RejectOut.model_validate(r).model_dump(mode="json")
+            for r in service.list_rejects(s, run_id=run_id)
+        ]
+    return {"run": run, "rejects": rejects}
+
+
+def _print_report(report: dict[str, Any], *, max_rejects: int = 50) -> None:
+    run = report["run"]
+    colour = {"succeeded": "green", "failed": "red", "aborted": "yellow"}.get(run["status"], "white")
+    out.print(f"run {run['id']} of {run['dataset_id']}: [{colour}]{run['status']}[/{colour}]")
+    for k in (
+        "source",
+        "encoding",
+        "version",
+        "rows_read",
+        "rows_loaded",
+        "rows_unchanged",
+        "rows_deleted",
+        "rows_rejected",
+        "error",
+        "note",
+    ):
+        if run.get(k) not in (None, ""):
+            out.print(f"  {k:15} {run[k]}", highlight=False)
+    rejects = report["rejects"]
+    if rejects:
+        t = Table("line", "column", "reason", "value", title=f"rejects ({len(rejects)} reported)")
+        for r in rejects[:max_rejects]:
+            t.add_row(str(r["line"] or ""), r["column"] or "", r["reason"], r["value"] or "")
+        out.print(t)
+        if len(rejects) > max_rejects:
+            out.print(f"  ... {len(rejects) - max_rejects} more: `datazone ingest report {run['id']} --csv`")
+
+
+@ingest_app.command("run")
+def ingest_run(
+    dataset: str,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="load this file instead of the dataset's source")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Run the dataset's ingest now, in this process, and print the run's report."""
+    from datazone.ingest import service
+    from datazone.ingest.pipeline import execute_run
+
+    settings = get_settings()
+    db = _db()
+    try:
+        with db.unit_of_work() as s:
+            run = service.request_run(
+                s, dataset_id=dataset, trigger="cli", requested_by="cli",
+                file=str(file.resolve()) if file else None,
+            )  # fmt: skip
+            run_id = run.id
+    except DomainError as exc:
+        raise _fail(exc.detail) from None
+    done = execute_run(db, run_id=run_id, settings=settings)
+    report = _report(db, done.id)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        _print_report(report)
+    if done.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@ingest_app.command("report")
+def ingest_report(
+    run_id: int,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="the whole reject report as CSV")] = False,
+) -> None:
+    from datazone.ingest import service
+
+    db = _db()
+    try:
+        if as_csv:
+            with db.unit_of_work() as s:
+                for chunk in service.reject_report_csv(s, run_id=run_id):
+                    sys.stdout.write(chunk)
+            return
+        report = _report(db, run_id)
+    except DomainError as exc:
+        raise _fail(exc.detail) from None
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        _print_report(report)
+
+
+@ingest_app.command("runs")
+def ingest_runs(dataset: Annotated[str | None, typer.Option("--dataset")] = None, limit: int = 20) -> None:
+    from datazone.ingest import service
+
+    db = _db()
+    with db.unit_of_work() as s:
+        runs = service.list_runs(s, dataset_id=dataset, limit=limit)
+        t = Table(
+            "run", "dataset", "status", "trigger", "created", "version", "read", "loaded", "rejected", "error"
+        )
+        for r in runs:
+            t.add_row(
+                str(r.id),
+                r.dataset_id,
+                r.status,
+                r.trigger,
+                f"{r.created_at:%Y-%m-%d %H:%M:%S}",
+                str(r.version or "-"),
+                str(r.rows_read),
+                str(r.rows_loaded),
+                str(r.rows_rejected),
+                (r.error or "")[:60],
+            )
+    out.print(t)
+
+
+@ingest_app.command("reap")
+def ingest_reap() -> None:
+    """Abort runs that made no progress for DATAZONE_INGEST_STALL_SECONDS."""
+    from datazone.ingest import service
+
+    db = _db()
+    with db.unit_of_work() as s:
+        ids = service.reap_stalled_runs(s, stall_seconds=get_settings().ingest_stall_seconds)
+    out.print(f"aborted {len(ids)} stalled run(s) {ids if ids else ''}")
+
+
+@principal_app.command("create")
+def principal_create(
+    name: str,
+    kind: Annotated[str, typer.Option("--kind", help="operator, department or institution")] = "operator",
+    role: Annotated[list[str] | None, typer.Option("--role")] = None,
+    department: Annotated[str | None, typer.Option("--department")] = None,
+) -> None:
+    """Create a principal and print its key once (only a hash of it is stored)."""
+    from datazone.principal import service
+
+    db = _db()
+    try:
+        with db.unit_of_work() as s:
+            p = service.create_principal(s, kind=kind, name=name, roles=role or [], supplier_id=department)
+            issued = service.issue_key(s, principal=p)
+    except DomainError as exc:
+        raise _fail(exc.detail) from None
+    out.print(f"{kind} {name}: key {issued.token}", highlight=False)
+    err.print("store it now: it is not shown again")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    _db()
+    out.print("database is at the latest migration")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+) -> None:
+    """Serve the gateway's HTTP API."""
+    import uvicorn
+
+    from datazone.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings=settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+    )
+
+
+@app.command()
+def scheduler() -> None:
+    """Run ingestion schedules (one such process per zone; a second one is harmless)."""
+    from datazone.ingest.scheduler import IngestScheduler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    IngestScheduler(_db(), settings).start()
+
+
+@app.command()
+def demo(
+    entities: Annotated[int, typer.Option(min=100, help="enterprises in the synthetic zone")] = 100_000,
+    port: Annotated[int | None, typer.Option(help="port for the gateway")] = None,
+    host: Annotated[str | None, typer.Option(help="address for the gateway")] = None,
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="serve the gateway afterwards")
+    ] = True,
+) -> None:
+    """Generate (or reuse) a synthetic zone, load it through the pipeline, and serve the gateway."""
+    import uvicorn
+
+    from datazone.app import create_app
+    from datazone.demo.setup import demo_file, prepare_demo
+
+    settings = get_settings().model_copy(
+        update={k: v for k, v in {"port": port, "host": host}.items() if v is not None}
+    )
+    db = Database.from_settings(settings)
+    zone = prepare_demo(db, settings, entities=entities, say=lambda m: out.print(m, highlight=False))
+    if zone.reused:
+        out.print(f"reusing the demo zone of {entities:,} enterprises in {settings.home}")
+    for r in zone.runs:
+        out.print(
+            f"  {r.dataset_id:24} version {r.version}  {r.rows_loaded:>10,} rows loaded", highlight=False
+        )
+    out.print(f"demo details in {demo_file(settings)}: url, database_url, operator_token", highlight=False)
+    if serve_after:
+        out.print(f"serving the gateway on {zone.info['url']}", highlight=False)
+        uvicorn.run(
+            create_app(db=db, settings=settings), host=settings.host, port=settings.port, log_level="info"
+        )
+
+
+def main() -> None:
+    try:
+        app()
+    except DomainError as exc:
+        err.print(f"error: {exc.detail}", highlight=False, markup=False)
+        sys.exit(2)

@@ -1,0 +1,37 @@
+"""Settings from the DATAZONE_* environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DATAZONE_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path(user_data_dir("datazone")))
+    # empty: start an embedded PostgreSQL (pgserver) under home/pgdata
+    database_url: str | None = None
+    # where departments drop files; relative source globs in dataset specs resolve here
+    drop_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # a running ingest that reports no progress for this long is aborted and its work discarded
+    ingest_stall_seconds: float = 600.0
+    # rejects kept per run in the downloadable report; the counts stay exact beyond it
+    ingest_max_reported_rejects: int = 100_000
+    ingest_batch_rows: int = 100_000
+    scheduler_poll_seconds: float = 5.0
+
+    @property
+    def drop_path(self) -> Path:
+        return self.drop_dir if self.drop_dir is not None else self.home / "drop"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from datazone.db import Base
+
+
+class Dataset(Base):
+    """A dataset a department sends; its rows live in zone.<id>, one version per successful ingest."""
+
+    __tablename__ = "dataset"
+
+    id: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
+    supplier_id: Mapped[str] = mapped_column(sa.ForeignKey("supplier.id"), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    spec_sha256: Mapped[str] = mapped_column(sa.String(64))
+    current_version: Mapped[int | None] = mapped_column(sa.Integer)
+    current_rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now(), onupdate=sa.func.now()
+    )
+
+
+class DatasetVersion(Base):
+    """One applied version of a dataset: what changed and which run brought it."""
+
+    __tablename__ = "dataset_version"
+
+    dataset_id: Mapped[str] = mapped_column(sa.ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.BigInteger)
+    rows_total: Mapped[int] = mapped_column(sa.BigInteger)
+    rows_loaded: Mapped[int] = mapped_column(sa.BigInteger)
+    rows_deleted: Mapped[int] = mapped_column(sa.BigInteger)
+    source: Mapped[str] = mapped_column(sa.Text)
+    source_sha256: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())

@@ -1,0 +1,149 @@
+"""Datasets: apply specs, keep their zone tables in step, list and read them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from datazone.dataset import zone
+from datazone.dataset.models import Dataset, DatasetVersion
+from datazone.dataset.schemas import DatasetSpec
+from datazone.errors import Conflict, InvalidSpec, NotFound
+from datazone.supplier import service as supplier_service
+
+
+def parse_spec(raw: Any, *, origin: str = "spec") -> DatasetSpec:
+    """Validate a spec document, listing every problem at once."""
+    try:
+        return DatasetSpec.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {"location": ".".join(str(p) for p in e["loc"]) or "(document)", "problem": e["msg"]}
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        summary = "; ".join(f"{e['location']}: {e['problem']}" for e in errors)
+        raise InvalidSpec(f"{origin} is not a valid dataset spec: {summary}", errors=errors) from None
+
+
+def spec_of(dataset: Dataset) -> DatasetSpec:
+    return DatasetSpec.model_validate(dataset.spec)
+
+
+def _sha(spec: DatasetSpec) -> str:
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def apply_dataset(session: Session, *, spec: DatasetSpec) -> tuple[Dataset, str]:
+    """Create or update a dataset and its zone table. Returns (dataset, 'created'|'updated'|'unchanged').
+
+    Changes that would reinterpret stored rows (a field's type, the record key) are
+    refused once the dataset holds data; adding fields is allowed (old rows get null).
+    """
+    supplier_service.get_supplier(session, supplier_id=spec.department)
+    sha = _sha(spec)
+    existing = session.get(Dataset, spec.id, with_for_update=True)
+    conn = session.connection().connection.driver_connection
+    assert conn is not None
+    if existing is None:
+        for stmt in zone.create_table_sql(spec):
+            conn.execute(stmt)
+        ds = Dataset(
+            id=spec.id,
+            supplier_id=spec.department,
+            spec=spec.model_dump(mode="json"),
+            spec_sha256=sha,
+            current_rows=0,
+        )
+        session.add(ds)
+        session.flush()
+        return ds, "created"
+    if existing.spec_sha256 == sha:
+        return existing, "unchanged"
+    old = spec_of(existing)
+    problems: list[str] = []
+    if old.department != spec.department:
+        problems.append(f"department cannot change ({old.department} -> {spec.department})")
+    if existing.current_version is not None:
+        if old.record_key() != spec.record_key():
+            problems.append(
+                f"record key cannot change once data is loaded ({old.record_key()} -> {spec.record_key()})"
+            )
+        old_types = {f.name: f.type for f in old.fields}
+        for f in spec.fields:
+            if f.name in old_types and old_types[f.name] != f.type:
+                problems.append(
+                    f"field {f.name!r} cannot change type once data is loaded ({old_types[f.name]} -> {f.type})"
+                )
+    if problems:
+        raise Conflict(
+            f"dataset {spec.id!r}: " + "; ".join(problems), errors=[{"problem": p} for p in problems]
+        )
+    if existing.current_version is None:
+        # no data yet: rebuild the table from the new spec
+        conn.execute(zone.sql.SQL("DROP TABLE {}").format(zone.table_ident(spec.id)))
+        for stmt in zone.create_table_sql(spec):
+            conn.execute(stmt)
+    else:
+        old_names = {f.name for f in old.fields}
+        for f in spec.fields:
+            if f.name not in old_names:
+                conn.execute(
+                    zone.sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(
+                        zone.table_ident(spec.id), zone.column_def(f)
+                    )
+                )
+    existing.spec = spec.model_dump(mode="json")
+    existing.spec_sha256 = sha
+    session.flush()
+    return existing, "updated"
+
+
+def get_dataset(session: Session, *, dataset_id: str, for_update: bool = False) -> Dataset:
+    ds = session.get(Dataset, dataset_id, with_for_update=for_update)
+    if ds is None:
+        raise NotFound(f"no dataset {dataset_id!r}; apply its spec with `datazone dataset apply`")
+    return ds
+
+
+def list_datasets(session: Session, *, department: str | None = None) -> list[Dataset]:
+    q = sa.select(Dataset).order_by(Dataset.id)
+    if department:
+        q = q.where(Dataset.supplier_id == department)
+    return list(session.scalars(q))
+
+
+def list_versions(session: Session, *, dataset_id: str) -> list[DatasetVersion]:
+    get_dataset(session, dataset_id=dataset_id)
+    q = (
+        sa.select(DatasetVersion)
+        .where(DatasetVersion.dataset_id == dataset_id)
+        .order_by(DatasetVersion.version.desc())
+    )
+    return list(session.scalars(q))
+
+
+def read_records(
+    session: Session, *, dataset_id: str, uscc: str, as_of: int | None = None, limit: int = 1000
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """An enterprise's records in a dataset, current or as of a version: (version, rows)."""
+    ds = get_dataset(session, dataset_id=dataset_id)
+    spec = spec_of(ds)
+    version = ds.current_version if as_of is None else as_of
+    if version is None:
+        return None, []
+    if ds.current_version is None or version < 1 or version > ds.current_version:
+        raise NotFound(f"dataset {dataset_id!r} has no version {version} (current: {ds.current_version})")
+    cols = zone.sql.SQL(", ").join(zone.sql.Identifier(f.name) for f in spec.fields)
+    stmt = zone.sql.SQL(
+        "SELECT {} FROM {} WHERE {} = %s AND _vfrom <= %s AND (_vto IS NULL OR _vto > %s) LIMIT %s"
+    ).format(cols, zone.table_ident(dataset_id), zone.sql.Identifier(spec.entity_key))
+    conn = session.connection().connection.driver_connection
+    assert conn is not None
+    cur = conn.execute(stmt, (uscc, version, version, limit))
+    names = [f.name for f in spec.fields]
+    return version, [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

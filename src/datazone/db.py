@@ -1,0 +1,138 @@
+"""Engine and sessions. One code path for PostgreSQL: embedded (pgserver) or a server URL."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from datazone.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+ZONE_SCHEMA = "zone"
+EMBEDDED_DB = "datazone"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def embedded_url(home: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL under home/pgdata and return its URL.
+
+    The server is left running after this process exits (cleanup_mode=None) so the
+    gateway, the scheduler and the CLI share one instance, as they would a server.
+    """
+    import pgserver  # imported lazily: only the embedded mode needs it
+
+    datadir = home / "pgdata"
+    datadir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(datadir, cleanup_mode=None)
+    uri = server.get_uri()
+    url = make_url(uri)
+    # a database of our own rather than 'postgres', like a real deployment
+    admin = sa.create_engine(url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": EMBEDDED_DB}
+        ).first()
+        if not exists:
+            conn.execute(sa.text(f'CREATE DATABASE "{EMBEDDED_DB}"'))
+    admin.dispose()
+    return url.set(database=EMBEDDED_DB).render_as_string(hide_password=False)
+
+
+def resolve_database_url(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    if settings.database_url:
+        return settings.database_url
+    return embedded_url(settings.home)
+
+
+def sqlalchemy_url(url: str) -> URL:
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
+def libpq_url(url: str | URL) -> str:
+    """The same URL for psycopg/libpq (used by the COPY loader)."""
+    u = make_url(url) if isinstance(url, str) else url
+    return u.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def make_engine(url: str) -> Engine:
+    return sa.create_engine(
+        sqlalchemy_url(url),
+        pool_pre_ping=True,
+        pool_size=int(os.environ.get("DATAZONE_DB_POOL_SIZE", "10")),
+        connect_args={"application_name": "datazone"},
+    )
+
+
+def migrate(engine: Engine) -> None:
+    """Apply Alembic migrations up to head; safe when several processes start at once."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        # serialize concurrent starters (gateway replicas, scheduler) on one lock
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7410001)"))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: committed once at the end, rolled back on error."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+class Database:
+    """The process's database: URL, engine and session factory, created once."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = session_factory(self.engine)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, *, migrate_schema: bool = True) -> Database:
+        db = cls(resolve_database_url(settings))
+        if migrate_schema:
+            migrate(db.engine)
+        return db
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        with session_scope(self.sessions) as s:
+            yield s
+
+    def dispose(self) -> None:
+        self.engine.dispose()

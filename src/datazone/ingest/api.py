@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from datazone.deps import DbDep, OperatorDep, SessionDep
+from datazone.ingest import service
+from datazone.ingest.schemas import IngestReport, IngestRunOut, RejectOut
+
+router = APIRouter(tags=["ingest"])
+
+REPORT_PREVIEW = 100
+
+
+@router.post("/v1/datasets/{dataset_id}/runs", response_model=IngestRunOut, status_code=202)
+def trigger_run(dataset_id: str, session: SessionDep, operator: OperatorDep) -> IngestRunOut:
+    """Run the dataset's ingest now: queued for the scheduler process, which executes it within seconds."""
+    run = service.request_run(session, dataset_id=dataset_id, trigger="manual", requested_by=operator.name)
+    return IngestRunOut.model_validate(run)
+
+
+@router.get("/v1/ingest/runs", response_model=list[IngestRunOut])
+def list_runs(
+    session: SessionDep,
+    _: OperatorDep,
+    dataset: str | None = Query(default=None),
+    status: str | None = Query(default=None, pattern="^(new|running|succeeded|failed|aborted)$"),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> list[IngestRunOut]:
+    return [
+        IngestRunOut.model_validate(r)
+        for r in service.list_runs(session, dataset_id=dataset, status=status, limit=limit)
+    ]
+
+
+@router.get("/v1/ingest/runs/{run_id}", response_model=IngestReport)
+def get_report(run_id: int, session: SessionDep, _: OperatorDep) -> IngestReport:
+    run = service.get_run(session, run_id=run_id)
+    rejects = service.list_rejects(session, run_id=run_id, limit=REPORT_PREVIEW)
+    reported = service.count_rejects(session, run_id=run_id)
+    return IngestReport(
+        run=IngestRunOut.model_validate(run),
+        rejects=[RejectOut.model_validate(r) for r in rejects],
+        rejects_reported=reported,
+    )
+
+
+@router.get("/v1/ingest/runs/{run_id}/rejects.csv")
+def download_rejects(run_id: int, session: SessionDep, db: DbDep, _: OperatorDep) -> StreamingResponse:
+    service.get_run(session, run_id=run_id)
+
+    def pages() -> Iterator[str]:
+        # a session of its own: the request's session is closed before a streamed body is sent
+        with db.unit_of_work() as s:
+            yield from service.reject_report_csv(s, run_id=run_id)
+
+    return StreamingResponse(
+        pages(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="ingest-run-{run_id}-rejects.csv"'},
+    )

@@ -1,0 +1,390 @@
+"""The ingest pipeline: fetch, decode, validate, load, switch.
+
+A run loads the whole file into a temporary staging table with COPY, inside one
+transaction, then applies the difference to the dataset's zone table and moves the
+dataset's current version in that same transaction. The commit is the switch: all
+of the new version or none of it. A killed process, a failed validation or a
+reaper's abort rolls everything back and the previous version keeps serving.
+
+Progress (a heartbeat, the counts) and the reject report travel on a second,
+autocommit connection, so they are visible while the load is still open and survive
+its rollback.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+from psycopg import sql
+
+from datazone.config import Settings
+from datazone.dataset import zone
+from datazone.dataset.schemas import DatasetSpec, Mode, SourceFormat
+from datazone.dataset.service import get_dataset, spec_of
+from datazone.db import Database, libpq_url
+from datazone.ingest import source as sources
+from datazone.ingest.formats import SourceError, detect_encoding, read_batches
+from datazone.ingest.models import IngestRun
+from datazone.ingest.validation import HeaderError, RecordValidator, Reject
+
+log = logging.getLogger(__name__)
+
+# failures that are the delivered file's fault: the file is moved to rejected/
+FILE_FAULTS = {"empty", "encoding", "malformed", "truncated", "unsupported", "header", "rejects", "no_rows"}
+
+
+class RunFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RunAborted(Exception):
+    """The run was marked aborted (by the stall reaper) while it was working."""
+
+
+@dataclass
+class LoadResult:
+    version: int | None
+    rows_read: int
+    rows_loaded: int
+    rows_unchanged: int
+    rows_deleted: int
+    rows_rejected: int
+    encoding: str | None
+    note: str | None
+
+
+class RunProgress:
+    """Heartbeat, counts and rejects of one run, on an autocommit connection of their own."""
+
+    def __init__(self, conninfo: str, run_id: int, max_reported: int) -> None:
+        self.conn = psycopg.connect(conninfo, autocommit=True, application_name=f"datazone-progress:{run_id}")
+        self.run_id = run_id
+        self.max_reported = max_reported
+        self.reported = 0
+
+    def beat(self, **counts: int | str | None) -> None:
+        assigns = [sql.SQL("heartbeat_at = now()")]
+        assigns += [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in counts]
+        stmt = sql.SQL(
+            "UPDATE ingest_run SET {} WHERE id = %(id)s AND status = 'running' RETURNING id"
+        ).format(sql.SQL(", ").join(assigns))
+        if self.conn.execute(stmt, {**counts, "id": self.run_id}).fetchone() is None:
+            raise RunAborted(f"run {self.run_id} is no longer running")
+
+    def report(self, rejects: list[Reject]) -> None:
+        room = self.max_reported - self.reported
+        if room <= 0 or not rejects:
+            return
+        take = rejects[:room]
+        with (
+            self.conn.cursor() as cur,
+            cur.copy('COPY ingest_reject (run_id, seq, line, "column", reason, value) FROM STDIN') as copy,
+        ):
+            for i, r in enumerate(take, start=self.reported + 1):
+                copy.write_row((self.run_id, i, r.line, r.column, r.reason, r.value))
+        self.reported += len(take)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _finish(conn: psycopg.Connection, run_id: int, status: str, **cols: object) -> None:
+    assigns = [sql.SQL("status = %(status)s"), sql.SQL("finished_at = now()")]
+    assigns += [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in cols]
+    conn.execute(
+        sql.SQL("UPDATE ingest_run SET {} WHERE id = %(id)s AND status = 'running'").format(
+            sql.SQL(", ").join(assigns)
+        ),
+        {**cols, "status": status, "id": run_id},
+    )
+
+
+def execute_run(db: Database, *, run_id: int, settings: Settings) -> IngestRun:
+    """Run a claimed ('new') run to its end and return its final record."""
+    with db.unit_of_work() as s:
+        run = s.get(IngestRun, run_id, with_for_update=True)
+        if run is None:
+            raise LookupError(f"no ingest run {run_id}")
+        if run.status != "new":
+            raise RuntimeError(f"run {run_id} is {run.status}, not new")
+        spec = spec_of(get_dataset(s, dataset_id=run.dataset_id))
+        override = run.source_override
+        run.status = "running"
+        run.worker = f"{socket.gethostname()}:{os.getpid()}"
+        s.execute(
+            sa.text("UPDATE ingest_run SET started_at = now(), heartbeat_at = now() WHERE id = :id"),
+            {"id": run_id},
+        )
+    conninfo = libpq_url(db.url)
+    progress = RunProgress(conninfo, run_id, settings.ingest_max_reported_rejects)
+    fetched: sources.FetchedSource | None = None
+    try:
+        try:
+            fetched = sources.fetch(
+                spec,
+                drop_dir=settings.drop_path,
+                work_dir=settings.home / "tmp",
+                override=override,
+                on_progress=lambda: progress.beat(),
+            )
+            progress.beat(source=fetched.display, source_sha256=fetched.sha256)
+            load(conninfo, spec, fetched, run_id, progress, settings)
+            moved = sources.archive(fetched, succeeded=True)
+            if moved is not None:
+                progress.conn.execute("UPDATE ingest_run SET source = %s WHERE id = %s", (str(moved), run_id))
+        except (RunFailed, sources.SourceUnavailable) as exc:
+            code = exc.code
+            if fetched is not None and code in FILE_FAULTS:
+                moved = sources.archive(fetched, succeeded=False)
+                if moved is not None:
+                    progress.conn.execute(
+                        "UPDATE ingest_run SET source = %s WHERE id = %s", (str(moved), run_id)
+                    )
+            elif fetched is not None and fetched.cleanup is not None:
+                fetched.cleanup.unlink(missing_ok=True)
+            _finish(progress.conn, run_id, "failed", error_code=code, error=str(exc))
+        except RunAborted:
+            log.warning("ingest run %s was aborted while loading; its work was discarded", run_id)
+        except Exception as exc:
+            log.exception("ingest run %s failed unexpectedly", run_id)
+            _finish(
+                progress.conn,
+                run_id,
+                "failed",
+                error_code="internal",
+                error=f"internal error: {type(exc).__name__}",
+            )
+    finally:
+        progress.close()
+    with db.unit_of_work() as s:
+        final = s.get(IngestRun, run_id)
+        assert final is not None
+        return final
+
+
+def _csv_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+    return buf.getvalue()
+
+
+def load(
+    conninfo: str,
+    spec: DatasetSpec,
+    fetched: sources.FetchedSource,
+    run_id: int,
+    progress: RunProgress,
+    settings: Settings,
+) -> LoadResult:
+    with psycopg.connect(conninfo, application_name=f"datazone-ingest:{run_id}") as conn:
+        progress.beat(backend_pid=conn.info.backend_pid)
+        got = conn.execute(
+            "SELECT pg_try_advisory_xact_lock(hashtext(%s))", (f"ingest:{spec.id}",)
+        ).fetchone()
+        if not got or not got[0]:
+            raise RunFailed("busy", f"another run of dataset {spec.id} is loading; this one was not started")
+        result = _stage_and_apply(conn, spec, fetched, run_id, progress, settings)
+        _finish(
+            conn,
+            run_id,
+            "succeeded",
+            version=result.version,
+            rows_read=result.rows_read,
+            rows_loaded=result.rows_loaded,
+            rows_unchanged=result.rows_unchanged,
+            rows_deleted=result.rows_deleted,
+            rows_rejected=result.rows_rejected,
+            encoding=result.encoding,
+            note=result.note,
+            heartbeat_at=None,
+        )
+        # the reaper may have aborted us between the last beat and here: then nothing commits
+        still = conn.execute("SELECT status FROM ingest_run WHERE id = %s", (run_id,)).fetchone()
+        if not still or still[0] != "succeeded":
+            conn.rollback()
+            raise RunAborted(f"run {run_id} was aborted before it could commit")
+        conn.commit()
+        return result
+
+
+def _stage_and_apply(
+    conn: psycopg.Connection,
+    spec: DatasetSpec,
+    fetched: sources.FetchedSource,
+    run_id: int,
+    progress: RunProgress,
+    settings: Settings,
+) -> LoadResult:
+    fields = [f.name for f in spec.fields]
+    stg_cols = sql.SQL(", ").join(zone.column_def(f) for f in spec.fields)
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE stg (_line bigint NOT NULL, {}, _deleted boolean NOT NULL) ON COMMIT DROP"
+        ).format(stg_cols)
+    )
+    copy_cols = sql.SQL(", ").join(sql.Identifier(c) for c in ["_line", *fields, "_deleted"])
+    encoding: str | None = None
+    try:
+        if spec.format is not SourceFormat.xlsx:
+            encoding = detect_encoding(fetched.path, spec.encoding)
+        rows_read = rows_rejected = 0
+        validator: RecordValidator | None = None
+        columns: list[str] | None = None
+        with (
+            conn.cursor() as cur,
+            cur.copy(sql.SQL("COPY stg ({}) FROM STDIN (FORMAT csv)").format(copy_cols)) as cp,
+        ):
+            for raw in read_batches(
+                fetched.path,
+                format=spec.format,
+                encoding=encoding,
+                sheet=spec.sheet,
+                batch_rows=settings.ingest_batch_rows,
+            ):
+                if validator is None or raw.columns != columns:
+                    validator, columns = RecordValidator(spec, raw.columns), list(raw.columns)
+                vb = validator.validate(raw)
+                rows_read += vb.rows_read
+                rows_rejected += vb.rows_rejected
+                progress.report(vb.rejects)
+                if vb.table.num_rows:
+                    cp.write(_csv_bytes(vb.table))
+                progress.beat(rows_read=rows_read, rows_rejected=rows_rejected, encoding=encoding)
+    except HeaderError as exc:
+        raise RunFailed(
+            "header", "the file's columns do not match the spec: " + "; ".join(exc.problems)
+        ) from None
+    except SourceError as exc:
+        raise RunFailed(exc.code, str(exc)) from None
+
+    cur_row = conn.execute(
+        "SELECT current_version, current_rows FROM dataset WHERE id = %s FOR UPDATE", (spec.id,)
+    ).fetchone()
+    assert cur_row is not None
+    current_version, current_rows = cur_row[0], int(cur_row[1])
+
+    if rows_read == 0:
+        if spec.mode is Mode.incremental:
+            return LoadResult(
+                current_version, 0, 0, 0, 0, 0, encoding, "the delta file has no rows; nothing changed"
+            )
+        raise RunFailed(
+            "no_rows",
+            f"the file has a header but no data rows; as a snapshot it would retire all {current_rows} current "
+            "records, so nothing was applied",
+        )
+
+    rows_rejected += _reject_duplicate_keys(conn, spec, progress)
+    progress.beat(rows_rejected=rows_rejected)
+    ratio = rows_rejected / rows_read
+    if rows_rejected and ratio > spec.reject_tolerance:
+        raise RunFailed(
+            "rejects",
+            f"{rows_rejected} of {rows_read} rows rejected ({ratio:.2%}), over the dataset's tolerance of "
+            f"{spec.reject_tolerance:.2%}; nothing was applied (see the run's reject report)",
+        )
+    conn.execute("ANALYZE stg")
+    new_version = (current_version or 0) + 1
+    loaded, unchanged, deleted, closed = _apply(conn, spec, new_version, current_rows)
+    if loaded == 0 and closed == 0:
+        return LoadResult(
+            current_version, rows_read, 0, unchanged, 0, rows_rejected, encoding,
+            f"no changes; version {current_version} stays current",
+        )  # fmt: skip
+    total = current_rows - closed + loaded
+    conn.execute(
+        "INSERT INTO dataset_version (dataset_id, version, run_id, rows_total, rows_loaded, rows_deleted, source,"
+        " source_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (spec.id, new_version, run_id, total, loaded, deleted, fetched.display, fetched.sha256),
+    )
+    conn.execute(
+        "UPDATE dataset SET current_version = %s, current_rows = %s, updated_at = now() WHERE id = %s",
+        (new_version, total, spec.id),
+    )
+    return LoadResult(new_version, rows_read, loaded, unchanged, deleted, rows_rejected, encoding, None)
+
+
+def _reject_duplicate_keys(conn: psycopg.Connection, spec: DatasetSpec, progress: RunProgress) -> int:
+    """Every record after the first with the same key is set aside; returns how many."""
+    key = spec.record_key()
+    show_values = all(spec.field(k).grade <= 2 for k in key)
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in key)
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT {k}, array_agg(_line ORDER BY _line) FROM stg GROUP BY {k} HAVING count(*) > 1 ORDER BY min(_line)"
+        ).format(k=keys)
+    ).fetchall()
+    drop: list[int] = []
+    rejects: list[Reject] = []
+    for row in rows:
+        lines = row[-1]
+        shown = (
+            ", ".join(f"{k}={v}" for k, v in zip(key, row[:-1], strict=True))
+            if show_values
+            else ", ".join(key)
+        )
+        for line in lines[1:]:
+            drop.append(line)
+            rejects.append(
+                Reject(line, None, f"duplicate record key ({shown}): first at line {lines[0]}", None)
+            )
+    if drop:
+        conn.execute("DELETE FROM stg WHERE _line = ANY(%s)", (drop,))
+        progress.report(rejects)
+    return len(drop)
+
+
+def _apply(
+    conn: psycopg.Connection, spec: DatasetSpec, v: int, current_rows: int
+) -> tuple[int, int, int, int]:
+    """Apply staging to the zone table as version v: (loaded, unchanged, deleted, closed)."""
+    t = zone.table_ident(spec.id)
+    cols = sql.SQL(", ").join(sql.Identifier(f.name) for f in spec.fields)
+    s_cols = sql.SQL(", ").join(sql.Identifier("s", f.name) for f in spec.fields)
+    s_hash = zone.row_hash_expr(spec, "s")
+    match = zone.key_match(spec, "s", "z")
+    live = conn.execute("SELECT count(*) FROM stg WHERE NOT _deleted").fetchone()
+    assert live is not None
+    incoming = int(live[0])
+    deleted = closed = 0
+    if current_rows > 0:
+        if spec.mode is Mode.snapshot:
+            # retire every current row the snapshot does not repeat exactly
+            stmt = sql.SQL(
+                "WITH closed AS (UPDATE {t} z SET _vto = %(v)s WHERE z._vto IS NULL AND NOT EXISTS "
+                "(SELECT 1 FROM stg s WHERE {m} AND {h} = z._hash) "
+                "RETURNING EXISTS (SELECT 1 FROM stg s WHERE {m}) AS replaced) "
+                "SELECT count(*), count(*) FILTER (WHERE NOT replaced) FROM closed"
+            )
+        else:
+            # retire current rows that the delta deletes or changes
+            stmt = sql.SQL(
+                "WITH closed AS (UPDATE {t} z SET _vto = %(v)s WHERE z._vto IS NULL AND EXISTS "
+                "(SELECT 1 FROM stg s WHERE {m} AND (s._deleted OR {h} <> z._hash)) "
+                "RETURNING (SELECT bool_or(s._deleted) FROM stg s WHERE {m}) AS removed) "
+                "SELECT count(*), count(*) FILTER (WHERE removed) FROM closed"
+            )
+        row = conn.execute(stmt.format(t=t, m=match, h=s_hash), {"v": v}).fetchone()
+        assert row is not None
+        closed, deleted = int(row[0]), int(row[1])
+        # rows still current with a key in staging are identical to it: skip them
+        insert = sql.SQL(
+            "INSERT INTO {t} ({c}, _vfrom, _hash) SELECT {sc}, %(v)s, {h} FROM stg s WHERE NOT s._deleted "
+            "AND NOT EXISTS (SELECT 1 FROM {t} z WHERE z._vto IS NULL AND {m})"
+        ).format(t=t, c=cols, sc=s_cols, h=s_hash, m=match)
+    else:
+        insert = sql.SQL(
+            "INSERT INTO {t} ({c}, _vfrom, _hash) SELECT {sc}, %(v)s, {h} FROM stg s WHERE NOT s._deleted"
+        ).format(t=t, c=cols, sc=s_cols, h=s_hash)
+    loaded = conn.execute(insert, {"v": v}).rowcount
+    return loaded, incoming - loaded, deleted, closed

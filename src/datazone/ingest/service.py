@@ -1,0 +1,141 @@
+"""Ingest runs: request, claim, list, report, and reap the stalled ones.
+
+The heavy work (execute_run) is in pipeline.py and runs in the CLI, the scheduler
+or a worker process, never in a request handler.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from datazone.dataset import service as dataset_service
+from datazone.errors import NotFound
+from datazone.ingest.models import IngestReject, IngestRun
+
+
+def request_run(
+    session: Session, *, dataset_id: str, trigger: str, requested_by: str = "", file: str | None = None
+) -> IngestRun:
+    """A run to do now; the caller executes it (CLI) or a scheduler/worker picks it up (API)."""
+    dataset_service.get_dataset(session, dataset_id=dataset_id)
+    run = IngestRun(dataset_id=dataset_id, trigger=trigger, requested_by=requested_by, source_override=file)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def claim_scheduled_run(session: Session, *, dataset_id: str, scheduled_for: datetime) -> IngestRun | None:
+    """Claim the run for (dataset, scheduled time) once: None when someone already claimed it."""
+    stmt = (
+        pg_insert(IngestRun)
+        .values(
+            dataset_id=dataset_id, trigger="schedule", requested_by="scheduler", scheduled_for=scheduled_for
+        )
+        .on_conflict_do_nothing(constraint="uq_ingest_run_scheduled")
+        .returning(IngestRun.id)
+    )
+    run_id = session.execute(stmt).scalar_one_or_none()
+    return None if run_id is None else session.get(IngestRun, run_id)
+
+
+def last_scheduled_for(session: Session, *, dataset_id: str) -> datetime | None:
+    return session.scalar(
+        sa.select(sa.func.max(IngestRun.scheduled_for)).where(IngestRun.dataset_id == dataset_id)
+    )
+
+
+def next_queued_run(session: Session) -> int | None:
+    """The oldest run waiting to be executed, locked so two workers never take the same."""
+    return session.scalar(
+        sa.select(IngestRun.id)
+        .where(IngestRun.status == "new")
+        .order_by(IngestRun.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def get_run(session: Session, *, run_id: int) -> IngestRun:
+    run = session.get(IngestRun, run_id)
+    if run is None:
+        raise NotFound(f"no ingest run {run_id}")
+    return run
+
+
+def list_runs(
+    session: Session, *, dataset_id: str | None = None, status: str | None = None, limit: int = 100
+) -> list[IngestRun]:
+    q = sa.select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)
+    if dataset_id:
+        dataset_service.get_dataset(session, dataset_id=dataset_id)
+        q = q.where(IngestRun.dataset_id == dataset_id)
+    if status:
+        q = q.where(IngestRun.status == status)
+    return list(session.scalars(q))
+
+
+def list_rejects(session: Session, *, run_id: int, limit: int | None = None) -> list[IngestReject]:
+    get_run(session, run_id=run_id)
+    q = sa.select(IngestReject).where(IngestReject.run_id == run_id).order_by(IngestReject.seq)
+    if limit is not None:
+        q = q.limit(limit)
+    return list(session.scalars(q))
+
+
+def reject_report_csv(session: Session, *, run_id: int) -> Iterator[str]:
+    """The run's reject report as CSV, streamed in pages."""
+    get_run(session, run_id=run_id)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["line", "column", "reason", "value"])
+    yield buf.getvalue()
+    after = 0
+    while True:
+        page = list(
+            session.scalars(
+                sa.select(IngestReject)
+                .where(IngestReject.run_id == run_id, IngestReject.seq > after)
+                .order_by(IngestReject.seq)
+                .limit(5000)
+            )
+        )
+        if not page:
+            return
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        for r in page:
+            w.writerow([r.line if r.line is not None else "", r.column or "", r.reason, r.value or ""])
+        yield buf.getvalue()
+        after = page[-1].seq
+
+
+def reap_stalled_runs(session: Session, *, stall_seconds: float) -> list[int]:
+    """Abort runs with no progress for stall_seconds and end their database work, discarding it."""
+    rows = session.execute(
+        sa.text(
+            "UPDATE ingest_run SET status = 'aborted', finished_at = now(), error_code = 'stalled', "
+            "error = 'no progress for ' || :secs || ' s; the run was aborted and its partial work discarded' "
+            "WHERE status = 'running' AND coalesce(heartbeat_at, started_at, created_at) "
+            "< now() - make_interval(secs => :secs) RETURNING id"
+        ),
+        {"secs": stall_seconds},
+    ).all()
+    ids = [r[0] for r in rows]
+    for run_id in ids:
+        # the load transaction is named after its run: ending it rolls the partial version back
+        session.execute(
+            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :app"),
+            {"app": f"datazone-ingest:{run_id}"},
+        )
+    return ids
+
+
+def count_rejects(session: Session, *, run_id: int) -> int:
+    return session.scalar(sa.select(sa.func.count()).where(IngestReject.run_id == run_id)) or 0

@@ -1,0 +1,69 @@
+"""Principals of the control plane and their bearer keys.
+
+A key reads `dzk_<id>_<secret>`; only SHA-256(secret) is stored, and the check is
+a constant-time comparison, so neither the table nor timing gives the secret away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from datazone.errors import Conflict, Unauthorized
+from datazone.principal.models import ApiKey, Principal
+
+KINDS = ("operator", "department", "institution")
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    principal: Principal
+    key_id: str
+    token: str  # shown once, never stored
+
+
+def create_principal(
+    session: Session, *, kind: str, name: str, roles: list[str] | None = None, supplier_id: str | None = None
+) -> Principal:
+    if kind not in KINDS:
+        raise Conflict(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if session.scalar(sa.select(Principal).where(Principal.name == name)) is not None:
+        raise Conflict(f"a principal named {name!r} exists already")
+    p = Principal(kind=kind, name=name, roles=roles or [], supplier_id=supplier_id)
+    session.add(p)
+    session.flush()
+    return p
+
+
+def find_principal(session: Session, *, name: str) -> Principal | None:
+    return session.scalar(sa.select(Principal).where(Principal.name == name))
+
+
+def issue_key(session: Session, *, principal: Principal) -> IssuedKey:
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    session.add(
+        ApiKey(id=key_id, principal_id=principal.id, secret_sha256=hashlib.sha256(secret.encode()).digest())
+    )
+    session.flush()
+    return IssuedKey(principal=principal, key_id=key_id, token=f"dzk_{key_id}_{secret}")
+
+
+def authenticate(session: Session, *, token: str) -> Principal:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != "dzk":
+        raise Unauthorized("the bearer token is not a datazone key")
+    key = session.get(ApiKey, parts[1])
+    digest = hashlib.sha256(parts[2].encode()).digest()
+    # compare even when the key is unknown, so timing does not tell which ids exist
+    expected = key.secret_sha256 if key is not None else b"\0" * 32
+    if not hmac.compare_digest(digest, expected) or key is None or key.revoked_at is not None:
+        raise Unauthorized("the bearer token is unknown or revoked")
+    principal = session.get(Principal, key.principal_id)
+    assert principal is not None
+    return principal

@@ -1,0 +1,176 @@
+"""Test fixtures: a real PostgreSQL for the whole session, migrated once with Alembic.
+
+With DATAZONE_DATABASE_URL set (CI runs the suite once against Debian's server) a
+fresh database is created on that server for the session and dropped afterwards;
+otherwise an embedded server (pgserver) is started in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from datazone.config import Settings
+from datazone.db import Database, migrate, sqlalchemy_url
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server_url = os.environ.get("DATAZONE_DATABASE_URL")
+    server = None
+    if not server_url:
+        import pgserver
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+        server_url = server.get_uri()
+    name = f"datazone_test_{secrets.token_hex(4)}"
+    admin = sa.create_engine(sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
+            ),
+            {"d": name},
+        )
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+    if server is not None:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    migrate(database.engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        home=tmp_path / "home",
+        database_url=database_url,
+        drop_dir=tmp_path / "drop",
+        ingest_batch_rows=1000,
+    )
+
+
+@pytest.fixture
+def session(db: Database) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test."""
+    conn = db.engine.connect()
+    trans = conn.begin()
+    s = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield s
+    finally:
+        s.close()
+        trans.rollback()
+        conn.close()
+
+
+def unique_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(4)}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATAZONE_HOME": str(settings.home),
+            "DATAZONE_DATABASE_URL": str(settings.database_url),
+            "DATAZONE_DROP_DIR": str(settings.drop_path),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def run_cli(settings: Settings, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "datazone", *args],
+        env=cli_env(settings, **extra),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+class Server:
+    """The real gateway in a subprocess on loopback."""
+
+    def __init__(self, settings: Settings, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = settings.home / f"server-{self.port}.log"
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self._log = self.log.open("w")
+        cmd = args or ("serve",)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "datazone", *cmd, "--port", str(self.port), "--host", "127.0.0.1"],
+            env=cli_env(settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}"
+                )
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server not ready in {timeout}s: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[Server]:
+    srv = Server(settings)
+    srv.wait_ready()
+    yield srv
+    srv.stop()
+
+
+def problem(resp: httpx.Response) -> dict[str, Any]:
+    assert resp.headers["content-type"].startswith("application/problem+json"), resp.text
+    body: dict[str, Any] = resp.json()
+    assert {"type", "title", "status", "detail"} <= body.keys()
+    return body

@@ -1,0 +1,93 @@
+"""Builders for test data: valid USCCs, dataset specs, department files."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from datazone import uscc
+from datazone.dataset import service as dataset_service
+from datazone.dataset.schemas import DatasetSpec
+from datazone.supplier import service as supplier_service
+from datazone.supplier.schemas import SupplierSpec
+
+
+def make_uscc(n: int, rng: random.Random | None = None) -> str:
+    """A valid USCC, distinct for each n."""
+    body = f"91110105{n:09d}"
+    return body + uscc.check_character(body)
+
+
+def bad_check(code: str) -> str:
+    alphabet = uscc.ALPHABET
+    return code[:17] + alphabet[(alphabet.index(code[17]) + 1) % len(alphabet)]
+
+
+HEADER = ["统一社会信用代码", "企业名称", "注册资本(万元)", "成立日期", "登记状态", "参保人数"]
+
+
+def firm_spec(dataset_id: str, **overrides: Any) -> DatasetSpec:
+    raw: dict[str, Any] = {
+        "id": dataset_id,
+        "name": "测试企业登记",
+        "department": "test-dept",
+        "entity_key": "uscc",
+        "fields": [
+            {"name": "uscc", "type": "uscc", "required": True, "headers": ["统一社会信用代码"], "grade": 1},
+            {"name": "name", "type": "string", "required": True, "headers": ["企业名称"], "grade": 1},
+            {"name": "capital", "type": "decimal", "headers": ["注册资本(万元)"], "grade": 2},
+            {"name": "founded", "type": "date", "required": True, "headers": ["成立日期"], "grade": 1},
+            {
+                "name": "status",
+                "type": "enum",
+                "required": True,
+                "headers": ["登记状态"],
+                "values": {"active": ["存续", "在业"], "deregistered": ["注销"]},
+            },
+            {"name": "staff", "type": "integer", "headers": ["参保人数"], "grade": 2},
+        ],
+        "source": {"kind": "directory", "path": f"{dataset_id}/*.csv"},
+        "format": "csv",
+        "encoding": "gb18030",
+        "schedule": "0 2 * * *",
+        "reject_tolerance": 0.0,
+    }
+    raw.update(overrides)
+    return DatasetSpec.model_validate(raw)
+
+
+def firm_rows(n: int, start: int = 0) -> list[list[str]]:
+    return [
+        [
+            make_uscc(i),
+            f"北京测试{i}科技有限公司",
+            f"{(i % 97 + 1) * 10:,}",
+            f"2015/{i % 12 + 1}/{i % 28 + 1}",
+            "存续",
+            str(i % 50),
+        ]
+        for i in range(start, start + n)
+    ]
+
+
+def write_csv(
+    path: Path, rows: list[list[str]], *, header: list[str] | None = None, encoding: str = "gb18030"
+) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(header if header is not None else HEADER)] + [",".join(r) for r in rows]
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return path
+
+
+def ensure_department(session: Session, dept: str = "test-dept") -> None:
+    supplier_service.apply_supplier(
+        session, spec=SupplierSpec(id=dept, name="测试委办局", name_en="Test department")
+    )
+
+
+def apply_spec(session: Session, spec: DatasetSpec) -> None:
+    ensure_department(session, spec.department)
+    dataset_service.apply_dataset(session, spec=spec)

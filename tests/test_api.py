@@ -1,0 +1,73 @@
+"""The gateway over real HTTP on loopback: datasets, runs, reports, problem+json, keys."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+
+from datazone.config import Settings
+from datazone.db import Database
+from datazone.principal import service as principal_service
+from tests.conftest import Server, problem, unique_id
+from tests.factories import apply_spec, bad_check, firm_rows, firm_spec, write_csv
+from tests.ingest.test_pipeline import ingest
+
+
+def _key(db: Database, kind: str = "operator") -> str:
+    with db.unit_of_work() as s:
+        p = principal_service.create_principal(s, kind=kind, name=unique_id(kind))
+        return principal_service.issue_key(s, principal=p).token
+
+
+def test_datasets_runs_and_reports_over_http(db: Database, settings: Settings, server: Server) -> None:
+    spec = firm_spec(unique_id("api"), reject_tolerance=0.5)
+    with db.unit_of_work() as s:
+        apply_spec(s, spec)
+    rows = firm_rows(6)
+    rows[1][0] = bad_check(rows[1][0])
+    write_csv(settings.drop_path / spec.id / "a.csv", rows)
+    run = ingest(db, settings, spec)
+    assert run.status == "succeeded"
+    op = {"Authorization": f"Bearer {_key(db)}"}
+    with httpx.Client(base_url=server.url, headers=op, timeout=10) as c:
+        listed = c.get("/v1/datasets").json()
+        mine = next(d for d in listed if d["id"] == spec.id)
+        assert (mine["current_version"], mine["current_rows"], mine["department"]) == (1, 5, "test-dept")
+        assert mine["spec"]["fields"][0]["name"] == "uscc"
+        assert c.get("/v1/departments").json()[0]["id"]
+        assert [v["version"] for v in c.get(f"/v1/datasets/{spec.id}/versions").json()] == [1]
+
+        report = c.get(f"/v1/ingest/runs/{run.id}").json()
+        assert report["run"]["status"] == "succeeded" and report["run"]["rows_rejected"] == 1
+        assert report["rejects"][0]["line"] == 3 and report["rejects_reported"] == 1
+        got = c.get(f"/v1/ingest/runs/{run.id}/rejects.csv")
+        assert got.headers["content-type"].startswith("text/csv")
+        table = list(csv.reader(io.StringIO(got.text)))
+        assert table[0] == ["line", "column", "reason", "value"]
+        assert table[1][0] == "3" and "check character" in table[1][2]
+
+        queued = c.post(f"/v1/datasets/{spec.id}/runs")
+        assert queued.status_code == 202 and queued.json()["status"] == "new"
+        assert queued.json()["trigger"] == "manual"
+        runs = c.get("/v1/ingest/runs", params={"dataset": spec.id}).json()
+        assert [r["status"] for r in runs] == ["new", "succeeded"]
+
+
+def test_errors_are_problem_json(db: Database, server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        anonymous = c.get("/v1/datasets")
+        assert anonymous.status_code == 401 and "Bearer" in problem(anonymous)["detail"]
+        forged = c.get("/v1/datasets", headers={"Authorization": "Bearer dzk_0000_nope"})
+        assert forged.status_code == 401 and problem(forged)["type"].endswith("/unauthorized")
+        institution = {"Authorization": f"Bearer {_key(db, 'institution')}"}
+        denied = c.post("/v1/datasets/whatever/runs", headers=institution)
+        assert denied.status_code == 403 and "operator" in problem(denied)["detail"]
+        op = {"Authorization": f"Bearer {_key(db)}"}
+        missing = c.get("/v1/datasets/no_such_dataset", headers=op)
+        assert missing.status_code == 404 and "no_such_dataset" in problem(missing)["detail"]
+        bad = c.get("/v1/ingest/runs", params={"status": "exploded", "limit": 0}, headers=op)
+        body = problem(bad)
+        assert bad.status_code == 422 and len(body["errors"]) == 2
+        assert c.get("/v1/ingest/runs/999999999", headers=op).status_code == 404

@@ -1,0 +1,83 @@
+"""The `datazone` command as an operator uses it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from datazone.config import Settings
+from datazone.db import Database
+from tests.conftest import run_cli, unique_id
+from tests.factories import bad_check, ensure_department, firm_rows, firm_spec, write_csv
+
+
+def test_apply_spec_and_run_ingest_with_json_report(db: Database, settings: Settings, tmp_path: Path) -> None:
+    with db.unit_of_work() as s:
+        ensure_department(s)
+    spec = firm_spec(unique_id("cli"), reject_tolerance=0.2)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), allow_unicode=True), encoding="utf-8")
+    applied = run_cli(settings, "dataset", "apply", str(path))
+    assert applied.returncode == 0, applied.stderr
+    assert f"dataset {spec.id}: created" in applied.stdout
+    again = run_cli(settings, "dataset", "apply", str(path))
+    assert f"dataset {spec.id}: unchanged" in again.stdout
+
+    rows = firm_rows(8)
+    rows[6][0] = bad_check(rows[6][0])
+    data = write_csv(tmp_path / "delivery.csv", rows)
+    done = run_cli(settings, "ingest", "run", spec.id, "--file", str(data), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["run"]["status"] == "succeeded"
+    assert (report["run"]["rows_read"], report["run"]["rows_loaded"], report["run"]["rows_rejected"]) == (
+        8,
+        7,
+        1,
+    )
+    assert report["rejects"][0]["line"] == 8
+    assert data.exists(), "a file given with --file is not moved"
+
+    listed = json.loads(run_cli(settings, "dataset", "list", "--json").stdout)
+    assert next(d for d in listed if d["id"] == spec.id)["rows"] == 7
+
+
+def test_failed_run_exits_non_zero_and_says_why(db: Database, settings: Settings, tmp_path: Path) -> None:
+    with db.unit_of_work() as s:
+        ensure_department(s)
+    spec = firm_spec(unique_id("clifail"))
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), allow_unicode=True), encoding="utf-8")
+    assert run_cli(settings, "dataset", "apply", str(path)).returncode == 0
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    done = run_cli(settings, "ingest", "run", spec.id, "--file", str(empty))
+    assert done.returncode == 1
+    assert "failed" in done.stdout and "empty" in done.stdout
+
+
+def test_invalid_specs_are_refused_with_every_problem(settings: Settings, tmp_path: Path) -> None:
+    bad = {
+        "id": "Bad-Id",
+        "name": "x",
+        "department": "test-dept",
+        "entity_key": "code",
+        "fields": [{"name": "code", "type": "text"}],
+        "source": {"kind": "directory", "path": "x/*.csv"},
+        "schedule": "every day",
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad), encoding="utf-8")
+    done = run_cli(settings, "dataset", "apply", str(path))
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    for part in ("id", "fields.0.type", "schedule"):
+        assert part in message, message
+
+    unknown_dept = firm_spec("orphan_ds").model_dump(mode="json")
+    unknown_dept["department"] = "no-such-dept"
+    path.write_text(yaml.safe_dump(unknown_dept, allow_unicode=True), encoding="utf-8")
+    done = run_cli(settings, "dataset", "apply", str(path))
+    assert done.returncode == 2 and "no-such-dept" in done.stderr
