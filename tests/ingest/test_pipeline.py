@@ -337,3 +337,22 @@ def test_no_delivered_file(db: Database, settings: Settings, dataset: DatasetSpe
     run = ingest(db, settings, dataset)
     assert run.status == "failed" and run.error_code == "no_source"
     assert dataset.id in (run.error or "")
+
+
+def test_first_load_with_duplicate_keys_falls_back_to_staging_and_reports_once(
+    db: Database, settings: Settings
+) -> None:
+    spec = firm_spec(unique_id("dup1"), reject_tolerance=0.25)
+    with db.unit_of_work() as s:
+        apply_spec(s, spec)
+    rows = firm_rows(10)
+    rows[1][0] = bad_check(rows[1][0])  # line 3
+    rows[8] = list(rows[4])  # line 10 repeats line 6
+    write_csv(drop(settings, spec, "a.csv"), rows)
+    run = ingest(db, settings, spec)
+    assert run.status == "succeeded", run.error
+    assert (run.version, run.rows_read, run.rows_loaded, run.rows_rejected) == (1, 10, 8, 2)
+    got = rejects(db, run.id)
+    assert [line for line, _, _ in got] == [3, 10], got
+    assert "first at line 6" in got[1][2]
+    assert len(zone_rows(db, spec)) == 8

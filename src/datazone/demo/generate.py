@@ -53,7 +53,14 @@ DISTRICTS: list[tuple[str, str, str, str, float, tuple[str, ...]]] = [
     ("110105", "朝阳区", "朝", "京0105", 20.0, ("建国路", "朝阳北路", "东三环中路", "望京街", "酒仙桥路")),
     ("110106", "丰台区", "丰", "京0106", 8.0, ("丰台北路", "南四环西路", "丽泽路", "马家堡东路")),
     ("110107", "石景山区", "石", "京0107", 3.0, ("石景山路", "鲁谷路", "古城大街", "实兴大街")),
-    ("110108", "海淀区", "海", "京0108", 17.0, ("中关村大街", "学院路", "上地信息路", "西北旺东路", "苏州街")),
+    (
+        "110108",
+        "海淀区",
+        "海",
+        "京0108",
+        17.0,
+        ("中关村大街", "学院路", "上地信息路", "西北旺东路", "苏州街"),
+    ),
     ("110109", "门头沟区", "门", "京0109", 1.5, ("石龙南路", "新桥大街", "滨河路")),
     ("110111", "房山区", "房", "京0111", 4.0, ("拱辰大街", "长虹西路", "良乡西路")),
     ("110112", "通州区", "通", "京0112", 8.0, ("新华西街", "运河东大街", "九棵树东路", "潞苑北大街")),
@@ -65,15 +72,30 @@ DISTRICTS: list[tuple[str, str, str, str, float, tuple[str, ...]]] = [
     ("110118", "密云区", "密", "京0118", 2.5, ("鼓楼东大街", "新东路", "滨河路")),
     ("110119", "延庆区", "延", "京0119", 1.5, ("妫水北街", "东外大街", "湖南东路")),
 ]
-OUTER_DISTRICTS = {"110109", "110111", "110112", "110113", "110114", "110115", "110116", "110117", "110118", "110119"}
+OUTER_DISTRICTS = {
+    "110109",
+    "110111",
+    "110112",
+    "110113",
+    "110114",
+    "110115",
+    "110116",
+    "110117",
+    "110118",
+    "110119",
+}
 
 # GB/T 4754-2017 sections: (section, share among companies, typical small-class codes, name words)
 # S (public administration, social organizations) and T are left out: they are not market entities.
 SECTIONS: list[tuple[str, float, tuple[str, ...], tuple[str, ...]]] = [
     ("A", 0.8, ("A0141", "A0311", "A0511"), ("农业科技", "生态农业", "园林绿化")),
     ("B", 0.1, ("B1011", "B1019"), ("矿业",)),
-    ("C", 6.0, ("C1469", "C1811", "C2319", "C2710", "C3399", "C3581", "C3911", "C3914", "C4011"),
-     ("机械设备", "电子科技", "食品", "服装", "医疗器械", "新材料", "印刷")),
+    (
+        "C",
+        6.0,
+        ("C1469", "C1811", "C2319", "C2710", "C3399", "C3581", "C3911", "C3914", "C4011"),
+        ("机械设备", "电子科技", "食品", "服装", "医疗器械", "新材料", "印刷"),
+    ),
     ("D", 0.5, ("D4430", "D4416"), ("新能源", "热力", "能源科技")),
     ("E", 5.0, ("E4790", "E4910", "E5011", "E5012"), ("建筑工程", "装饰工程", "建设工程")),
     ("F", 20.0, ("F5132", "F5191", "F5211", "F5212", "F5273"), ("商贸", "贸易", "医药", "超市")),
@@ -82,7 +104,12 @@ SECTIONS: list[tuple[str, float, tuple[str, ...], tuple[str, ...]]] = [
     ("I", 12.0, ("I6429", "I6513", "I6531", "I6550", "I6560"), ("信息技术", "网络科技", "软件", "数据科技")),
     ("J", 2.0, ("J6760", "J6999"), ("投资管理", "资本管理")),
     ("K", 3.0, ("K7010", "K7020", "K7030"), ("房地产开发", "物业管理", "房地产经纪")),
-    ("L", 18.0, ("L7212", "L7221", "L7251", "L7259", "L7269"), ("商务咨询", "企业管理", "文化传媒", "广告", "人力资源")),
+    (
+        "L",
+        18.0,
+        ("L7212", "L7221", "L7251", "L7259", "L7269"),
+        ("商务咨询", "企业管理", "文化传媒", "广告", "人力资源"),
+    ),
     ("M", 14.0, ("M7320", "M7340", "M7452", "M7484", "M7519"), ("科技", "生物技术", "工程设计", "检测技术")),
     ("N", 1.5, ("N7723", "N7850"), ("环保科技", "环境工程")),
     ("O", 3.0, ("O8010", "O8111", "O8290"), ("家政服务", "汽车维修", "生活服务")),
@@ -108,7 +135,7 @@ TECH_SECTIONS = {"C", "I", "M"}
 KIND_CHARS = ("1", "2", "3")  # 91 company, 92 individual business, 93 farmers' cooperative
 KIND_SHARES = (0.865, 0.13, 0.005)
 
-# (enterprise_type alias, share among companies, name suffix); {b} is the branch district
+# (enterprise_type alias, share among companies, name suffix); branches get their district in the suffix
 COMPANY_TYPES: list[tuple[str, float, str]] = [
     ("有限责任公司（自然人投资或控股）", 62.0, "有限公司"),
     ("有限责任公司（法人独资）", 15.0, "有限公司"),
@@ -119,7 +146,7 @@ COMPANY_TYPES: list[tuple[str, float, str]] = [
     ("普通合伙企业", 1.0, "工作室（普通合伙）"),
     ("有限责任公司（外商投资、非独资）", 2.0, "有限公司"),
     ("有限责任公司（外国法人独资）", 1.0, "有限公司"),
-    ("有限责任公司分公司", 4.0, "有限公司{b}分公司"),
+    ("有限责任公司分公司", 4.0, "有限公司分公司"),
 ]
 
 SURNAMES = (
@@ -142,14 +169,28 @@ ABNORMAL_REASONS = (
     ("未在市场监督管理部门依照《企业信息公示暂行条例》第十条规定责令的期限内公示有关企业信息", 0.03),
 )
 PENALTY_REASONS = (
-    "未按规定公示年度报告信息", "销售不符合食品安全标准的食品", "发布虚假广告", "未按规定明码标价",
-    "销售超过保质期的食品", "无照经营", "虚假宣传", "经营未经检验的计量器具", "侵犯注册商标专用权",
+    "未按规定公示年度报告信息",
+    "销售不符合食品安全标准的食品",
+    "发布虚假广告",
+    "未按规定明码标价",
+    "销售超过保质期的食品",
+    "无照经营",
+    "虚假宣传",
+    "经营未经检验的计量器具",
+    "侵犯注册商标专用权",
     "未按规定办理变更登记",
 )
 CAUSES = (
-    ("买卖合同纠纷", 0.28), ("金融借款合同纠纷", 0.12), ("借款合同纠纷", 0.08), ("劳动争议", 0.12),
-    ("房屋租赁合同纠纷", 0.1), ("服务合同纠纷", 0.1), ("建设工程施工合同纠纷", 0.06), ("承揽合同纠纷", 0.05),
-    ("侵害商标权纠纷", 0.04), ("民间借贷纠纷", 0.05),
+    ("买卖合同纠纷", 0.28),
+    ("金融借款合同纠纷", 0.12),
+    ("借款合同纠纷", 0.08),
+    ("劳动争议", 0.12),
+    ("房屋租赁合同纠纷", 0.1),
+    ("服务合同纠纷", 0.1),
+    ("建设工程施工合同纠纷", 0.06),
+    ("承揽合同纠纷", 0.05),
+    ("侵害商标权纠纷", 0.04),
+    ("民间借贷纠纷", 0.05),
 )
 DISHONEST_CONDUCT = (
     "有履行能力而拒不履行生效法律文书确定义务",
@@ -190,9 +231,13 @@ def load_demo_specs() -> tuple[list[dict[str, Any]], list[DatasetSpec]]:
     return departments, specs
 
 
-def enterprise_codes(entities: int, seed: int) -> npt.NDArray[np.str_]:
-    """The USCCs of the zone's enterprises, in mr_registration order."""
-    pop = _population(entities, seed, date(2026, 10, 31))
+def enterprise_codes(entities: int, seed: int, *, as_of: date = date(2026, 10, 31)) -> npt.NDArray[np.str_]:
+    """The USCCs of the zone's enterprises, in mr_registration order.
+
+    as_of matters: firms founded after the 2015 reform get 'MA' series codes, and
+    founding dates count back from as_of.
+    """
+    pop = _population(entities, seed, as_of)
     return _codes_as_str(pop.codes)
 
 
@@ -284,7 +329,7 @@ def _population(n: int, seed: int, as_of: date) -> _Population:
     start = np.datetime64("1990-01-01")
     end = np.datetime64(as_of) - np.timedelta64(1, "D")
     span = int((end - start).astype(np.int64))
-    age = (rng.exponential(9.0, n) * 365.25).astype(np.int64) % (span + 1)
+    age = (rng.exponential(11.0, n) * 365.25).astype(np.int64) % (span + 1)
     founded = end - age.astype("timedelta64[D]")
     # survivors are older: a small age bonus to health
     health = health + 0.15 * (np.log1p(age / 365.25) - 1.5)
@@ -333,13 +378,39 @@ def _registered_capital(rng: np.random.Generator, kind: npt.NDArray[np.int8], he
     wan = np.clip(wan, 10.0, 100_000.0)
     small = kind != 0  # individual businesses and co-ops declare small sums
     wan[small] = np.clip(np.exp(np.log(8.0) + 1.0 * rng.standard_normal(int(small.sum()))), 1.0, 500.0)
-    nice = np.array([1, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 800, 1000, 2000, 3000, 5000, 10000,
-                     20000, 50000, 100000], dtype=np.float64)
+    nice = np.array(
+        [
+            1,
+            3,
+            5,
+            10,
+            20,
+            30,
+            50,
+            100,
+            200,
+            300,
+            500,
+            800,
+            1000,
+            2000,
+            3000,
+            5000,
+            10000,
+            20000,
+            50000,
+            100000,
+        ],
+        dtype=np.float64,
+    )
     snapped = nice[np.abs(np.log(wan)[:, None] - np.log(nice)[None, :]).argmin(axis=1)]
     u = rng.random(n)
     # 70% round amounts, 25% to 0.01 万元, 5% odd amounts to the yuan (converted foreign capital)
-    yuan = np.where(u < 0.7, snapped * 10_000, np.where(u < 0.95, np.round(wan * 100) * 100, np.round(wan * 10_000)))
-    return yuan.astype(np.int64)
+    yuan = np.where(
+        u < 0.7, snapped * 10_000, np.where(u < 0.95, np.round(wan * 100) * 100, np.round(wan * 10_000))
+    )
+    result: IntArray = yuan.astype(np.int64)
+    return result
 
 
 _ALPHA_BYTES = np.frombuffer(ALPHABET.encode("ascii"), dtype=np.uint8)
@@ -383,7 +454,9 @@ def _make_codes(
     org_bytes[modern, 1] = ord("A")
     org_bytes[modern, 2] = ord("0")
     org_bytes[modern, 3:8] = alpha_chars[modern]
-    org_val[:] = np.where(org_bytes >= ord("A"), org_bytes.astype(np.int64) - ord("A") + 10, org_bytes - ord("0"))
+    org_val[:] = np.where(
+        org_bytes >= ord("A"), org_bytes.astype(np.int64) - ord("A") + 10, org_bytes - ord("0")
+    )
     c = 11 - (org_val * _ORG_WEIGHTS).sum(axis=1) % 11
     check = np.where(c == 10, ord("X"), np.where(c == 11, ord("0"), c + ord("0")))
     m[:, 8:16] = org_bytes
@@ -473,7 +546,9 @@ def _thousands(values: IntArray) -> pa.Array:
     g1, g2, g3 = values // 1_000_000, values // 1000 % 1000, values % 1000
     three = _join(_s(g1), ",", _pad(g2, 3), ",", _pad(g3, 3))
     two = _join(_s(values // 1000), ",", _pad(g3, 3))
-    return pc.if_else(pa.array(values >= 1_000_000), three, pc.if_else(pa.array(values >= 1000), two, _s(values)))
+    return pc.if_else(
+        pa.array(values >= 1_000_000), three, pc.if_else(pa.array(values >= 1000), two, _s(values))
+    )
 
 
 def _full_width_digits(values: pa.Array) -> pa.Array:
@@ -533,9 +608,7 @@ class _TextSink:
             lines = _join(*parts)
         else:
             values = [cols[name] for name in self.columns]
-            lines = pc.binary_join_element_wise(
-                *values, ",", null_handling="replace", null_replacement=""
-            )
+            lines = pc.binary_join_element_wise(*values, ",", null_handling="replace", null_replacement="")
             lines = _join(lines, self.newline)
         self._file.write(_encode(_concat(lines), self.encoding))
         self.rows += n
@@ -617,8 +690,9 @@ def _company_names(pop: _Population, rng: np.random.Generator) -> pa.Array:
     """Unique names: 北京<字号><行业词><组织形式>, shops and co-ops in their own styles."""
     type_idx = _company_type(pop)
     n = pop.n
-    word_pool = sorted({w for s in SECTIONS for w in s[3]} | {w for ws in SHOP_WORDS.values() for w in ws}
-                       | set(COOP_WORDS))
+    word_pool = sorted(
+        {w for s in SECTIONS for w in s[3]} | {w for ws in SHOP_WORDS.values() for w in ws} | set(COOP_WORDS)
+    )
     word_of = {w: i for i, w in enumerate(word_pool)}
     word_idx = np.empty(n, dtype=np.int64)
     for si, s in enumerate(SECTIONS):
@@ -629,11 +703,14 @@ def _company_names(pop: _Population, rng: np.random.Generator) -> pa.Array:
     suffixes = [t[2] for t in COMPANY_TYPES] + ["", "专业合作社"]
     district_names = [d[1] for d in DISTRICTS]
     suffix = _pick(suffixes, type_idx)
-    suffix = pc.replace_substring(suffix, "{b}", "")  # branch district filled below
-    is_branch = type_idx == len(COMPANY_TYPES) - 1
+    type_names = [t[0] for t in COMPANY_TYPES]
+    is_branch = type_idx == type_names.index("有限责任公司分公司")
     branch_suffix = _join("有限公司", _pick([d[:-1] for d in district_names], pop.district), "分公司")
     suffix = pc.if_else(pa.array(is_branch), branch_suffix, suffix)
-    foreign = np.isin(type_idx, [7, 8])
+    foreign = np.isin(
+        type_idx, [i for i, t in enumerate(type_names) if "外" in t]
+    )  # 'XX（北京）科技有限公司'
+
     prefix = pc.if_else(
         pa.array(pop.kind == 1), _join("北京市", _pick(district_names, pop.district)), pa.scalar("北京")
     )
@@ -700,7 +777,9 @@ def _capital_wan(yuan: IntArray, rng: np.random.Generator) -> pa.Array:
     return pc.if_else(pa.array((whole >= 1000) & (rng.random(yuan.shape[0]) < 0.25)), sep, plain)
 
 
-def _addresses(rng: np.random.Generator, district: npt.NDArray[np.int8], kind: npt.NDArray[np.int8]) -> pa.Array:
+def _addresses(
+    rng: np.random.Generator, district: npt.NDArray[np.int8], kind: npt.NDArray[np.int8]
+) -> pa.Array:
     n = district.shape[0]
     roads = [r for d in DISTRICTS for r in d[5]]
     first = np.cumsum([0] + [len(d[5]) for d in DISTRICTS])
@@ -708,9 +787,28 @@ def _addresses(rng: np.random.Generator, district: npt.NDArray[np.int8], kind: n
     road = first[district] + (rng.random(n) * counts[district]).astype(np.int64)
     number = rng.integers(1, 300, n)
     base = _join("北京市", _pick([d[1] for d in DISTRICTS], district), _pick(roads, road), _s(number), "号")
-    room = _join(_s(rng.integers(1, 20, n)), "号楼", _s(rng.integers(1, 25, n)), _pad(rng.integers(1, 30, n), 2), "室")
+    room = _join(
+        _s(rng.integers(1, 20, n)), "号楼", _s(rng.integers(1, 25, n)), _pad(rng.integers(1, 30, n), 2), "室"
+    )
     # offices carry a building and room; shops and farms do not
     return pc.if_else(pa.array((kind == 0) & (rng.random(n) < 0.6)), _join(base, room), base)
+
+
+def _serials(rng: np.random.Generator, group: IntArray, when: DayArray, *, max_gap: int) -> IntArray:
+    """Document numbers that count up by date within each group (court or bureau and year).
+
+    Unique within a group by construction; the random gaps stand for the numbers
+    that went to firms outside the zone.
+    """
+    order = np.lexsort((when, group))
+    g = group[order]
+    steps = rng.integers(1, max_gap + 1, g.size)
+    running = np.cumsum(steps)
+    starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
+    before = np.repeat(running[starts] - steps[starts], np.diff(np.r_[starts, g.size]))
+    serial = np.empty(group.size, dtype=np.int64)
+    serial[order] = running - before
+    return serial
 
 
 def _district_authority(district: npt.NDArray[np.int8], suffix: str) -> pa.Array:
@@ -720,7 +818,8 @@ def _district_authority(district: npt.NDArray[np.int8], suffix: str) -> pa.Array
 def _random_days(rng: np.random.Generator, lo: DayArray, hi: DayArray) -> DayArray:
     """Uniform days in [lo, hi] (element-wise; hi >= lo)."""
     span = (hi - lo).astype(np.int64)
-    return lo + (rng.random(span.shape[0]) * (span + 1)).astype(np.int64).astype("timedelta64[D]")
+    result: DayArray = lo + (rng.random(span.shape[0]) * (span + 1)).astype(np.int64).astype("timedelta64[D]")
+    return result
 
 
 def _write_mr_abnormal_operation(
@@ -733,23 +832,26 @@ def _write_mr_abnormal_operation(
     p = np.where(pop.status == 1, 0.75, 0.022 * np.exp(-0.9 * pop.health) / np.exp(0.405))
     listed = old_enough & (rng.random(n) < np.clip(p, 0, 1))
     idx = np.flatnonzero(listed)
-    # a second, earlier listing (since removed) for some
-    again = idx[rng.random(idx.size) < 0.1]
-    who = np.concatenate([idx, again])
-    second = np.concatenate([np.zeros(idx.size, bool), np.ones(again.size, bool)])
-    lo = pop.founded[who] + np.timedelta64(365, "D")
-    listed_on = _random_days(rng, lo, np.full(who.size, as_of - np.timedelta64(1, "D")))
-    # the earlier listing lies before the later one
-    listed_on = np.where(second, lo + ((listed_on - lo).astype(np.int64) // 2).astype("timedelta64[D]"), listed_on)
-    removed_gap = rng.integers(20, 400, who.size).astype("timedelta64[D]")
-    removed_on = listed_on + removed_gap
-    removable = (pop.status[who] == 0) & (rng.random(who.size) < 0.4) | second
-    removed = removable & (removed_on < as_of)
+    yesterday = as_of - np.timedelta64(1, "D")
+    lo = pop.founded[idx] + np.timedelta64(365, "D")
+    listed_on = _random_days(rng, lo, np.full(idx.size, yesterday))
+    removed_on = listed_on + rng.integers(20, 400, idx.size).astype("timedelta64[D]")
+    # active firms that caught up with their reports were taken off the list
+    removed = (pop.status[idx] == 0) & (rng.random(idx.size) < 0.4) & (removed_on < as_of)
+    # some were listed once before, and removed before the current listing
+    gap = (listed_on - lo).astype(np.int64)
+    again = (rng.random(idx.size) < 0.1) & (gap > 120)
+    prev_hi = listed_on[again] - np.timedelta64(61, "D")
+    prev_on = _random_days(rng, lo[again], prev_hi)
+    prev_removed = _random_days(
+        rng, prev_on + np.timedelta64(30, "D"), listed_on[again] - np.timedelta64(1, "D")
+    )
+    who = np.concatenate([idx, idx[again]])
+    listed_on = np.concatenate([listed_on, prev_on])
+    removed_on = np.concatenate([removed_on, prev_removed])
+    removed = np.concatenate([removed, np.ones(prev_on.size, dtype=bool)])
     order = np.lexsort((listed_on, who))
     who, listed_on, removed_on, removed = who[order], listed_on[order], removed_on[order], removed[order]
-    keep = np.ones(who.size, bool)
-    keep[1:] = ~((who[1:] == who[:-1]) & (listed_on[1:] == listed_on[:-1]))
-    who, listed_on, removed_on, removed = who[keep], listed_on[keep], removed_on[keep], removed[keep]
     reasons = [r for r, _ in ABNORMAL_REASONS]
     rw = np.array([w for _, w in ABNORMAL_REASONS])
     sink = _TextSink(spec, path)
@@ -777,17 +879,13 @@ def _write_mr_penalty(pop: _Population, spec: DatasetSpec, path: Path, rng: np.r
     decided = _random_days(rng, lo, np.full(who.size, as_of - np.timedelta64(1, "D")))
     year = _ymd(decided)[0]
     # decision numbers count up per district and year, as a bureau would number them
-    serial = np.empty(who.size, dtype=np.int64)
-    group = pop.district[who].astype(np.int64) * 10_000 + year
-    order = np.lexsort((decided, group))
-    g = group[order]
-    starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
-    rank = np.arange(g.size) - np.repeat(starts, np.diff(np.r_[starts, g.size]))
-    serial[order] = rank + 1 + rng.integers(0, 50, 1)[0]
+    serial = _serials(rng, pop.district[who].astype(np.int64) * 10_000 + year, decided, max_gap=3)
     abbr = _pick([d[2] for d in DISTRICTS], pop.district[who])
     decision_no = _join("京", abbr, "市监罚〔", _s(year), "〕", _s(serial), "号")
     warning = rng.random(who.size) < 0.2  # a warning carries no fine
-    fen = (np.round(np.exp(np.log(5000) + 1.2 * rng.standard_normal(who.size)) / 100) * 100).astype(np.int64) * 100
+    fen = (np.round(np.exp(np.log(5000) + 1.2 * rng.standard_normal(who.size)) / 100) * 100).astype(
+        np.int64
+    ) * 100
     fen = np.clip(fen, 10_000, 500_000_000)
     amount = _money(fen)
     # one district's export writes full-width digits
@@ -802,7 +900,8 @@ def _write_mr_penalty(pop: _Population, spec: DatasetSpec, path: Path, rng: np.r
             "authority": _district_authority(pop.district[who], "市场监督管理局"),
             "amount": _with_nulls(amount, warning),
             "reason": pc.if_else(
-                pa.array(warning), pa.scalar("未按规定公示年度报告信息"),
+                pa.array(warning),
+                pa.scalar("未按规定公示年度报告信息"),
                 _pick(PENALTY_REASONS, rng.integers(0, len(PENALTY_REASONS), who.size)),
             ),
         }
@@ -830,23 +929,38 @@ def _tax_grades(pop: _Population) -> dict[int, npt.NDArray[np.int8]]:
         rng = np.random.default_rng([pop.seed, 101])
         firm_noise = 0.45 * rng.standard_normal(pop.n)
         out: dict[int, npt.NDArray[np.int8]] = {}
-        cuts = np.cumsum([0.15, 0.50, 0.20, 0.10])  # A, B, M, C; the rest D
         for year in _tax_years(pop.as_of):
-            inc = _taxpayers(pop, year)
-            score = -(pop.health + firm_noise + 0.25 * rng.standard_normal(pop.n))  # higher is worse
+            inc = np.flatnonzero(_taxpayers(pop, year))
+            score = pop.health[inc] + firm_noise[inc] + 0.25 * rng.standard_normal(inc.size)
             grade = np.full(pop.n, -1, dtype=np.int8)
-            if inc.any():
-                q = np.quantile(score[inc], cuts)
-                g = np.searchsorted(q, score, side="right").astype(np.int8)
-                # new taxpayers in their first year get M unless they already earned D
-                new = pop.founded >= np.datetime64(f"{year}-01-01")
-                g = np.where(new & (g != 4), 2, g).astype(np.int8)
-                grade[inc] = g[inc]
+            grade[inc] = _grade_by_rank(score, pop.founded[inc] >= np.datetime64(f"{year}-01-01"))
             out[year] = grade
         return out
 
     result: dict[int, npt.NDArray[np.int8]] = pop.cached("tax_grades", make)
     return result
+
+
+def _grade_by_rank(score: FloatArray, new: BoolArray) -> npt.NDArray[np.int8]:
+    """Grades 0..4 (A, B, M, C, D) by score rank, hitting the target shares overall.
+
+    The worst 5% get D. M is what new taxpayers get in their first year, so they take
+    M and the established firms fill A, B and C from the top and the bottom, leaving
+    the rest of the M share in between.
+    """
+    n = score.size
+    grade = np.full(n, 2, dtype=np.int8)
+    order = np.argsort(score, kind="stable")  # worst first
+    n_d = round(0.05 * n)
+    grade[order[:n_d]] = 4
+    rest = order[n_d:]
+    rest = rest[~new[rest]]
+    n_c, n_a, n_b = round(0.10 * n), round(0.15 * n), round(0.50 * n)
+    grade[rest[:n_c]] = 3
+    best = rest[n_c:][::-1]
+    grade[best[:n_a]] = 0
+    grade[best[n_a : n_a + n_b]] = 1
+    return grade
 
 
 def _write_tax_credit_grade(pop: _Population, spec: DatasetSpec, path: Path, rng: np.random.Generator) -> int:
@@ -881,11 +995,18 @@ def _write_tax_payment(pop: _Population, spec: DatasetSpec, path: Path, rng: np.
             payer = _taxpayers(pop, year)[who]
             w = who[payer]
             t = k - (len(years) - 1)
-            yuan = pop.size[w] * per_head[payer] * np.exp(growth[payer] * t) * np.exp(0.15 * rng.standard_normal(w.size))
+            yuan = (
+                pop.size[w]
+                * per_head[payer]
+                * np.exp(growth[payer] * t)
+                * np.exp(0.15 * rng.standard_normal(w.size))
+            )
             zero = rng.random(w.size) < 0.08  # zero returns (零申报) are common among tiny firms
             paid = np.where(zero, 0, np.round(yuan * 100)).astype(np.int64)
-            owes = (-pop.health[w] + arrears_noise[w] + 0.3 * rng.standard_normal(w.size)) > 2.55
-            debt = np.where(owes, np.round(np.exp(np.log(30_000.0) + 1.3 * rng.standard_normal(w.size)) * 100), 0)
+            owes = (-pop.health[w] + arrears_noise[w] + 0.3 * rng.standard_normal(w.size)) > 2.2
+            debt = np.where(
+                owes, np.round(np.exp(np.log(30_000.0) + 1.3 * rng.standard_normal(w.size)) * 100), 0
+            )
             sink.write(
                 {
                     "uscc": _codes_arrow(pop.codes[w]),
@@ -980,8 +1101,12 @@ def _write_hf_contribution(pop: _Population, spec: DatasetSpec, path: Path, rng:
     insured = hc.insured[sel][:, -HF_QUARTERS:]
     share = rng.uniform(0.5, 1.0, who.size)
     # monthly deposit per person: 24% of a salary, employer and employee together, three months
-    per_person_fen = np.round(np.exp(np.log(9_000.0) + 0.1 * pop.health[who] + 0.35 * rng.standard_normal(who.size))
-                              * 0.24 * 3 * 100)
+    per_person_fen = np.round(
+        np.exp(np.log(9_000.0) + 0.1 * pop.health[who] + 0.35 * rng.standard_normal(who.size))
+        * 0.24
+        * 3
+        * 100
+    )
     periods = [q.isoformat() for q in hc.quarters[-HF_QUARTERS:]]
     sink = _TextSink(spec, path)
     for sl in _chunks(who.size):
@@ -1048,17 +1173,19 @@ def _court_cases(pop: _Population) -> _Cases:
         filed = _random_days(rng, lo, np.full(who.size, yesterday))
         year = _ymd(filed)[0]
         appeal = rng.random(who.size) < 0.15
-        inter = ["京01", "京02", "京03"]
-        court = pc.if_else(
-            pa.array(appeal),
-            _pick(inter, rng.integers(0, 3, who.size)),
-            _pick([x[3] for x in DISTRICTS], pop.district[who]),
+        # appeals go to the three intermediate courts (京01, 京02, 京03)
+        court_idx = np.where(appeal, len(DISTRICTS) + rng.integers(0, 3, who.size), pop.district[who])
+        court_codes = [x[3] for x in DISTRICTS] + ["京01", "京02", "京03"]
+        court = _pick(court_codes, court_idx)
+        serial = _serials(rng, (court_idx * 10_000 + year) * 2 + appeal, filed, max_gap=40)
+        case = _join(
+            "（", _s(year), "）", court, pc.if_else(pa.array(appeal), "民终", "民初"), _s(serial), "号"
         )
-        serial = 1 + rng.choice(899_999, size=who.size, replace=False)  # unique: no two cases share a number
-        case = _join("（", _s(year), "）", court, pc.if_else(pa.array(appeal), "民终", "民初"), _s(serial), "号")
         cw = np.array([w for _, w in CAUSES])
         cause = rng.choice(len(CAUSES), size=who.size, p=cw / cw.sum())
-        j_fen = np.round(np.exp(np.log(150_000.0) + 1.4 * rng.standard_normal(who.size))).astype(np.int64) * 100
+        j_fen = (
+            np.round(np.exp(np.log(150_000.0) + 1.4 * rng.standard_normal(who.size))).astype(np.int64) * 100
+        )
         age = (as_of - filed).astype(np.int64)
         closed = rng.random(who.size) < np.where(age > 365, 0.96, np.where(age > 120, 0.7, 0.3))
 
@@ -1071,7 +1198,7 @@ def _court_cases(pop: _Population) -> _Cases:
         e_who = who[enf]
         e_year = _ymd(e_filed)[0]
         e_court_code = _pick([x[3] for x in DISTRICTS], pop.district[e_who])
-        e_serial = 1 + rng.choice(899_999, size=enf.size, replace=False)
+        e_serial = _serials(rng, pop.district[e_who].astype(np.int64) * 10_000 + e_year, e_filed, max_gap=30)
         e_case = _join("（", _s(e_year), "）", e_court_code, "执", _s(e_serial), "号")
         e_court = _pick([f"北京市{x[1]}人民法院" for x in DISTRICTS], pop.district[e_who])
         e_fen = (j_fen[enf] * rng.uniform(0.6, 1.15, enf.size)).astype(np.int64) // 100 * 100
@@ -1083,9 +1210,21 @@ def _court_cases(pop: _Population) -> _Cases:
         ok = d_listed < as_of
         dis, d_listed = dis[ok], d_listed[ok]
         return _Cases(
-            j_who=who, j_case=case, j_filed=filed, j_defendant=defendant, j_cause=cause, j_fen=j_fen,
-            j_closed=closed, e_who=e_who, e_case=e_case, e_filed=e_filed, e_court=e_court, e_fen=e_fen,
-            d_pos=dis, d_listed=d_listed, d_unperformed=rng.random(dis.size) < 0.85,
+            j_who=who,
+            j_case=case,
+            j_filed=filed,
+            j_defendant=defendant,
+            j_cause=cause,
+            j_fen=j_fen,
+            j_closed=closed,
+            e_who=e_who,
+            e_case=e_case,
+            e_filed=e_filed,
+            e_court=e_court,
+            e_fen=e_fen,
+            d_pos=dis,
+            d_listed=d_listed,
+            d_unperformed=rng.random(dis.size) < 0.85,
         )
 
     result: _Cases = pop.cached("court_cases", make)
@@ -1109,7 +1248,9 @@ def _write_court_judgment(pop: _Population, spec: DatasetSpec, path: Path, rng: 
     return sink.close()
 
 
-def _write_court_enforcement(pop: _Population, spec: DatasetSpec, path: Path, rng: np.random.Generator) -> int:
+def _write_court_enforcement(
+    pop: _Population, spec: DatasetSpec, path: Path, rng: np.random.Generator
+) -> int:
     c = _court_cases(pop)
     sink = _TextSink(spec, path)
     sink.write(
@@ -1128,7 +1269,9 @@ def _write_court_dishonest(pop: _Population, spec: DatasetSpec, path: Path, rng:
     c = _court_cases(pop)
     pos = c.d_pos
     fen = c.e_fen[pos]
-    obligation = _join("被执行人于判决生效之日起十日内向申请执行人支付款项", _money(fen), "元及相应利息，并负担案件受理费")
+    obligation = _join(
+        "被执行人于判决生效之日起十日内向申请执行人支付款项", _money(fen), "元及相应利息，并负担案件受理费"
+    )
     sink = _TextSink(spec, path)
     sink.write(
         {
@@ -1137,7 +1280,9 @@ def _write_court_dishonest(pop: _Population, spec: DatasetSpec, path: Path, rng:
             "listed_on": _iso(c.d_listed),
             "obligation": obligation,
             "performance": pc.if_else(pa.array(c.d_unperformed), "全部未履行", "部分未履行"),
-            "conduct": _pick(DISHONEST_CONDUCT, rng.choice(len(DISHONEST_CONDUCT), pos.size, p=[0.85, 0.08, 0.05, 0.02])),
+            "conduct": _pick(
+                DISHONEST_CONDUCT, rng.choice(len(DISHONEST_CONDUCT), pos.size, p=[0.85, 0.08, 0.05, 0.02])
+            ),
         }
     )
     return sink.close()
@@ -1149,7 +1294,7 @@ def _write_court_dishonest(pop: _Population, spec: DatasetSpec, path: Path, rng:
 def _write_utility_usage(pop: _Population, spec: DatasetSpec, path: Path, rng: np.random.Generator) -> int:
     # Only firms with their own meter account (~60%): the rest sit in shared offices and
     # incubators whose bills name the landlord. 12 months for those is ~19M rows at 2.6M firms.
-    p = np.array([0.55, 0.85, 0.7])[pop.kind] * np.clip(1.0 + 0.1 * pop.health, 0.7, 1.2)
+    p = np.array([0.6, 0.9, 0.7])[pop.kind] * np.clip(1.0 + 0.1 * pop.health, 0.7, 1.2)
     idx = np.flatnonzero(pop.active & (rng.random(pop.n) < np.clip(p, 0, 1)))
     months = _months(pop.as_of, UTILITY_MONTHS)
     month_end = np.array([np.datetime64(_month_end(mo)) for mo in months])
@@ -1218,28 +1363,44 @@ def _certifications(pop: _Population) -> _Certs:
         tech = np.isin(letters[pop.section], list(TECH_SECTIONS))
         eligible = (pop.kind == 0) & (pop.status != 2) & (pop.founded <= as_of - np.timedelta64(365, "D"))
         cap = np.log(pop.capital_yuan / 1_000_000.0)
-        score = pop.health + np.where(tech, 1.6, -0.8) + 0.3 * cap + 0.2 * np.log(pop.size) + 0.6 * rng.standard_normal(pop.n)
+        score = (
+            pop.health
+            + np.where(tech, 1.6, -0.8)
+            + 0.3 * cap
+            + 0.2 * np.log(pop.size)
+            + 0.6 * rng.standard_normal(pop.n)
+        )
         score[~eligible] = -np.inf
         order = np.argsort(-score, kind="stable")
         high = order[: round(0.05 * pop.n)]
-        score2 = pop.health + np.where(tech, 0.8, 0.0) + 0.4 * np.log(pop.size) + 0.8 * rng.standard_normal(pop.n)
+        score2 = (
+            pop.health + np.where(tech, 0.8, 0.0) + 0.4 * np.log(pop.size) + 0.8 * rng.standard_normal(pop.n)
+        )
         score2[~eligible] = -np.inf
         order2 = np.argsort(-score2, kind="stable")
         spec_sme = order2[: round(0.025 * pop.n)]
         giant = order2[: round(0.0025 * pop.n)]  # the best of the specialized SMEs
         who = np.concatenate([high, spec_sme, giant])
-        kind = np.concatenate([np.zeros(high.size), np.ones(spec_sme.size), np.full(giant.size, 2)]).astype(np.int64)
+        kind = np.concatenate([np.zeros(high.size), np.ones(spec_sme.size), np.full(giant.size, 2)]).astype(
+            np.int64
+        )
         # certificates run three years; some issued before as_of-3y have lapsed
         years_back = rng.integers(1, 5, who.size)
         year = pop.as_of.year - years_back
         # Beijing announces batches in October to December
-        issued = np.array([np.datetime64(f"{y}-10-01") for y in range(pop.as_of.year - 5, pop.as_of.year + 1)])
+        issued = np.array(
+            [np.datetime64(f"{y}-10-01") for y in range(pop.as_of.year - 5, pop.as_of.year + 1)]
+        )
         issued = issued[year - (pop.as_of.year - 5)] + rng.integers(0, 80, who.size).astype("timedelta64[D]")
         too_early = issued <= pop.founded[who] + np.timedelta64(365, "D")
-        issued = np.where(too_early, np.minimum(pop.founded[who] + np.timedelta64(400, "D"), as_of - np.timedelta64(1, "D")), issued)
+        issued = np.where(
+            too_early,
+            np.minimum(pop.founded[who] + np.timedelta64(400, "D"), as_of - np.timedelta64(1, "D")),
+            issued,
+        )
         issued = np.minimum(issued, as_of - np.timedelta64(1, "D"))
         expires = _plus_years(issued, 3) - np.timedelta64(1, "D")
-        serial = 1 + rng.choice(99_999, size=who.size, replace=False)
+        serial = _serials(rng, kind * 10_000 + _ymd(issued)[0], issued, max_gap=2)
         return _Certs(who=who, kind=kind, serial=serial, issued=issued, expires=expires)
 
     result: _Certs = pop.cached("certs", make)
@@ -1253,10 +1414,13 @@ def _plus_years(days: DayArray, years: int) -> DayArray:
     last = (target + np.timedelta64(1, "M")).astype("datetime64[D]") - np.timedelta64(1, "D")
     offset = (days - months.astype("datetime64[D]")).astype(np.int64)
     candidate = target.astype("datetime64[D]") + offset.astype("timedelta64[D]")
-    return np.minimum(candidate, last)
+    result: DayArray = np.minimum(candidate, last)
+    return result
 
 
-def _write_sci_certification(pop: _Population, spec: DatasetSpec, path: Path, rng: np.random.Generator) -> int:
+def _write_sci_certification(
+    pop: _Population, spec: DatasetSpec, path: Path, rng: np.random.Generator
+) -> int:
     c = _certifications(pop)
     year = _ymd(c.issued)[0]
     prefix = np.array(["GR", "BJZJTX", "XJR"])[c.kind]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import json
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,11 +99,38 @@ def _read_sample(path: Path) -> tuple[bytes, bool]:
     return (sample[: cut + 1] if cut > 0 else sample), False
 
 
+# Guesses for short Chinese samples that are really GB: the double-byte ranges of these
+# East Asian encodings overlap GB's, and the detector cannot tell them apart on little text.
+_GB_LOOKALIKES = {
+    "big5",
+    "big5hkscs",
+    "cp950",
+    "cp949",
+    "euc_kr",
+    "cp932",
+    "shift_jis",
+    "shift_jis_2004",
+    "euc_jp",
+    "euc_jis_2004",
+    "iso2022_jp",
+    "johab",
+}
+
+
+def _decodes(sample: bytes, encoding: str) -> bool:
+    try:
+        sample.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _guess_charset(sample: bytes) -> str | None:
-    """charset-normalizer's guess, preferring a GB encoding when it scores as well as the best.
+    """charset-normalizer's guess, leaning to GB18030 where the detector cannot tell.
 
     Short Chinese samples are ambiguous between GB, Big5, EUC-KR and Shift-JIS; the
-    detector then ranks them arbitrarily, but our departments write GB, never Big5.
+    detector then ranks them arbitrarily, but mainland departments write GB, so a
+    tie with GB, or an East Asian guess that GB18030 also decodes, counts as GB18030.
     """
     matches = from_bytes(sample)
     best = matches.best()
@@ -114,6 +142,8 @@ def _guess_charset(sample: bytes) -> str | None:
         tied = m.chaos <= best.chaos + 0.01 and m.coherence >= best.coherence - 0.01
         if tied and any(_is_gb(c) for c in m.could_be_from_charset):
             return "gb18030"
+    if str(best.encoding).lower() in _GB_LOOKALIKES and _decodes(sample, "gb18030"):
+        return "gb18030"
     return str(best.encoding)
 
 
@@ -187,12 +217,18 @@ def _encoding_error(path: Path, encoding: str) -> SourceError | None:
     message = (
         f"file is not valid {_display(encoding)}: undecodable bytes at line {line} (byte offset {offset})"
     )
+    # a hint only when the bytes around the error read cleanly as the other usual encoding;
+    # anything else is more likely corruption than a wrong declaration
     with path.open("rb") as f:
-        f.seek(max(0, offset - 32_768))
+        start = max(0, offset - 32_768)
+        f.seek(start)
         window = f.read(65_536)
-    guess = _guess_charset(window)
-    if guess is not None and _display(guess) != _display(encoding):
-        message += f"; the file looks like {_display(guess)}, declare that encoding in the dataset spec"
+    first = window.find(b"\n") + 1 if start else 0
+    last = window.rfind(b"\n")
+    window = window[first : last + 1] if last >= first else window[first:]
+    other = "utf-8" if _is_gb(encoding) else "gb18030"
+    if window and _decodes(window, other):
+        message += f"; the file looks like {_display(other)}, declare that encoding in the dataset spec"
     return SourceError("encoding", message, line)
 
 
@@ -253,8 +289,46 @@ def read_batches(
 # --------------------------------------------------------------------------- CSV
 
 
+def _string_buffers(col: pa.Array) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]:
+    """(offsets, data) of a pa.string() array, honouring its slice offset."""
+    buffers = col.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32)[col.offset : col.offset + len(col) + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    return offsets, data
+
+
+# Bytes that can start or end whitespace utf8_trim_whitespace removes: ASCII whitespace,
+# and the lead bytes of Unicode spaces (U+0085/U+00A0: C2, U+1680: E1, U+2000..U+205F: E2,
+# U+3000: E3). A hit only means "trim this column", so false positives are harmless.
+_ASCII_WS = np.zeros(256, dtype=bool)
+_ASCII_WS[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20]] = True
+_WS_LEAD = _ASCII_WS.copy()
+_WS_LEAD[[0xC2, 0xE1, 0xE2, 0xE3]] = True
+_WS_LEAD3 = np.zeros(256, dtype=bool)
+_WS_LEAD3[[0xE1, 0xE2, 0xE3]] = True
+
+
+def _may_need_trim(col: pa.Array) -> bool:
+    offsets, data = _string_buffers(col)
+    starts, ends = offsets[:-1], offsets[1:]
+    nonempty = ends > starts
+    if not nonempty.any():
+        return False
+    starts, ends = starts[nonempty], ends[nonempty]
+    if _WS_LEAD[data[starts]].any() or _ASCII_WS[data[ends - 1]].any():
+        return True
+    two = ends - starts >= 2
+    if (data[ends[two] - 2] == 0xC2).any():
+        return True
+    three = ends - starts >= 3
+    return bool(_WS_LEAD3[data[ends[three] - 3]].any())
+
+
 def _clean_column(col: pa.Array) -> pa.Array:
     """Strip surrounding whitespace (incl. U+3000) and turn blanks into nulls."""
+    # pyarrow already made empty cells null; trimming (the slow part) only when some value needs it
+    if not _may_need_trim(col):
+        return col
     trimmed = pc.utf8_trim_whitespace(col)
     blank = pc.equal(trimmed, "")
     if pc.any(blank).as_py():
@@ -264,7 +338,9 @@ def _clean_column(col: pa.Array) -> pa.Array:
 
 def _line_breaks(col: pa.Array) -> npt.NDArray[np.int64] | None:
     """Line breaks inside each value of `col` (quoted newlines), or None when there are none."""
-    if not (pc.any(pc.match_substring(col, "\n")).as_py() or pc.any(pc.match_substring(col, "\r")).as_py()):
+    offsets, data = _string_buffers(col)
+    used = data[offsets[0] : offsets[-1]]
+    if not ((used == 0x0A).any() or (used == 0x0D).any()):
         return None
     counts = pc.count_substring_regex(col, r"\r\n|\r|\n")
     return np.asarray(counts.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -272,6 +348,11 @@ def _line_breaks(col: pa.Array) -> npt.NDArray[np.int64] | None:
 
 def _text_breaks(text: str) -> int:
     return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+def _ints(values: array[int]) -> npt.NDArray[np.int64]:
+    # a copy: a live view would stop the array from being trimmed afterwards
+    return np.frombuffer(values, dtype=np.int64).copy() if values else np.zeros(0, dtype=np.int64)
 
 
 class _CsvLines:
@@ -286,23 +367,35 @@ class _CsvLines:
     parse, at the cost of a substring scan per column and batch.
     """
 
-    def __init__(self, header_breaks: int) -> None:
+    def __init__(self, header_breaks: int, width: int) -> None:
+        self.width = width
         self.next_record = 2  # record number after the last valid row seen
         self.extra = header_breaks  # quoted line breaks in all records before next_record
-        # invalid records not yet placed: (record number, line breaks, reason)
-        self.pending: list[tuple[int, int, str]] = []
+        # invalid records not yet placed (pyarrow parses ahead, so some lie beyond the
+        # rows returned so far): record number, line breaks, columns found (-1: blank line).
+        # Flat int arrays, because a file can have millions of them.
+        self.pending_rec = array("q")
+        self.pending_breaks = array("q")
+        self.pending_cols = array("q")
         self.bad_rows: list[tuple[int, str]] = []
 
-    def invalid(self, number: int | None, text: str, reason: str) -> None:
+    def invalid(self, number: int | None, text: str, columns: int) -> None:
         # number is None only if pyarrow cannot tell; place the row where parsing stands
-        self.pending.append((number if number is not None else self.next_record, _text_breaks(text), reason))
+        rec = number if number is not None else max(self.next_record, *self.pending_rec[-1:])
+        self.pending_rec.append(rec)
+        self.pending_breaks.append(_text_breaks(text))
+        self.pending_cols.append(columns)
+
+    def _bad(self, line: int, columns: int) -> None:
+        if columns >= 0:
+            self.bad_rows.append(
+                (line, f"expected {self.width} columns, found {columns} (truncated or malformed row)")
+            )
 
     def place(self, n: int, breaks: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64]:
         """Lines of the next `n` valid rows; `breaks` is line breaks per row (None = none)."""
-        self.pending.sort(key=lambda p: p[0])
-        inv = np.array([p[0] for p in self.pending], dtype=np.int64)
-        inv_breaks = np.array([p[1] for p in self.pending], dtype=np.int64)
-        # position among the valid rows at which each invalid record sits
+        inv, inv_breaks = _ints(self.pending_rec), _ints(self.pending_breaks)
+        # how many valid rows precede each invalid record
         gap = inv - self.next_record - np.arange(len(inv), dtype=np.int64)
         k = np.arange(n, dtype=np.int64)
         before = np.searchsorted(gap, k, side="right").astype(np.int64)
@@ -314,23 +407,24 @@ class _CsvLines:
         # invalid records before this batch's last row are placed now, later ones wait
         consumed = int(np.searchsorted(gap, n - 1, side="right")) if n else 0
         for i in range(consumed):
-            rec, _, reason = self.pending[i]
             valid_before = int(min(max(gap[i], 0), n))
-            self.bad_rows.append((int(rec + self.extra + valid_cum[valid_before] + inv_cum[i]), reason))
+            line = int(inv[i] + self.extra + valid_cum[valid_before] + inv_cum[i])
+            self._bad(line, self.pending_cols[i])
         if n:
             self.next_record = int(records[-1]) + 1
             self.extra += int(valid_cum[-1]) + int(inv_cum[consumed])
-            del self.pending[:consumed]
+            del self.pending_rec[:consumed], self.pending_breaks[:consumed], self.pending_cols[:consumed]
         return lines
 
     def finish(self) -> None:
         """Place invalid records after the last valid row (e.g. a truncated last line)."""
-        self.pending.sort(key=lambda p: p[0])
         extra = self.extra
-        for rec, breaks, reason in self.pending:
-            self.bad_rows.append((rec + extra, reason))
+        for rec, breaks, columns in zip(
+            self.pending_rec, self.pending_breaks, self.pending_cols, strict=True
+        ):
+            self._bad(rec + extra, columns)
             extra += breaks
-        self.pending.clear()
+        del self.pending_rec[:], self.pending_breaks[:], self.pending_cols[:]
 
     def take_bad_rows(self) -> list[tuple[int, str]]:
         out, self.bad_rows = self.bad_rows, []
@@ -407,24 +501,20 @@ def _read_csv(path: Path, encoding: str, batch_rows: int) -> Iterator[RawBatch]:
         raise _csv_failure(path, encoding, exc) from exc
     _check_header(columns)
     width = len(columns)
-    lines = _CsvLines(sum(_text_breaks(c) for c in columns))
+    lines = _CsvLines(sum(_text_breaks(c) for c in columns), width)
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        if row.actual_columns == 1 and not row.text.strip(" \t,"):
-            lines.invalid(row.number, row.text, "")  # a blank line: keep the count, report nothing
-        else:
-            lines.invalid(
-                row.number,
-                row.text,
-                f"expected {width} columns, found {row.actual_columns} (truncated or malformed row)",
-            )
+        blank = row.actual_columns == 1 and not row.text.strip(" \t,")
+        lines.invalid(row.number, row.text, -1 if blank else row.actual_columns)
         return "skip"
 
     out_tables: list[pa.Table] = []
     out_lines: list[npt.NDArray[np.int64]] = []
     buffered = 0
     yielded = False
-    last_value: str | None = None  # raw last cell of the last row, for the unterminated-quote check
+    # raw last cell of the last row and its line, for the unterminated-quote check
+    last_value: str | None = None
+    last_line = 0
 
     def emit(
         tables: list[pa.Table], line_parts: list[npt.NDArray[np.int64]], bad: list[tuple[int, str]]
@@ -435,7 +525,7 @@ def _read_csv(path: Path, encoding: str, batch_rows: int) -> Iterator[RawBatch]:
         else:
             data = pa.Table.from_arrays([pa.array([], pa.string())] * width, names=columns)
             row_lines = np.zeros(0, dtype=np.int64)
-        return RawBatch(columns=list(columns), data=data, lines=row_lines, bad_rows=[b for b in bad if b[1]])
+        return RawBatch(columns=list(columns), data=data, lines=row_lines, bad_rows=bad)
 
     try:
         with pacsv.open_csv(path, *_csv_options(encoding, columns, on_invalid)) as reader:
@@ -451,6 +541,8 @@ def _read_csv(path: Path, encoding: str, batch_rows: int) -> Iterator[RawBatch]:
                         breaks = b if breaks is None else breaks + b
                     cleaned.append(_clean_column(col))
                 row_lines = lines.place(n, breaks)
+                if n:
+                    last_line = int(row_lines[-1])
                 table = pa.Table.from_arrays(cleaned, names=columns)
                 if n and all(c.null_count for c in cleaned):
                     # blank lines and lines of bare delimiters carry no data
@@ -477,15 +569,21 @@ def _read_csv(path: Path, encoding: str, batch_rows: int) -> Iterator[RawBatch]:
                     out_tables = [data.slice(batch_rows)]
                     out_lines = [all_lines[batch_rows:]]
                     buffered -= batch_rows
+                if len(lines.bad_rows) >= batch_rows:
+                    # a file of mostly broken rows: hand them on rather than hoard them
+                    yield emit(out_tables, out_lines, lines.take_bad_rows())
+                    yielded = True
+                    out_tables, out_lines, buffered = [], [], 0
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise _csv_failure(path, encoding, exc) from exc
     lines.finish()
     bad = lines.take_bad_rows()
-    last_line = int(out_lines[-1][-1]) if out_lines and len(out_lines[-1]) else 0
-    if last_value is not None and not any(b[1] and b[0] > last_line for b in bad):
+    if last_value is not None and not any(b[0] > last_line for b in bad):
         _check_unterminated_quote(path, encoding, last_value, last_line)
-    if buffered or not yielded or any(b[1] for b in bad):
-        yield emit([t for t in out_tables if t.num_rows], [x for x in out_lines if len(x)], bad)
+    if buffered or not yielded or bad:
+        yield emit(out_tables, out_lines, bad[:batch_rows])
+    for i in range(batch_rows, len(bad), batch_rows):
+        yield emit([], [], bad[i : i + batch_rows])
 
 
 # --------------------------------------------------------------------------- JSON Lines

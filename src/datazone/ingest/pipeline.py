@@ -16,11 +16,16 @@ from __future__ import annotations
 import io
 import logging
 import os
+import queue
 import socket
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from psycopg import sql
@@ -33,7 +38,7 @@ from datazone.db import Database, libpq_url
 from datazone.ingest import source as sources
 from datazone.ingest.formats import SourceError, detect_encoding, read_batches
 from datazone.ingest.models import IngestRun
-from datazone.ingest.validation import HeaderError, RecordValidator, Reject
+from datazone.ingest.validation import HeaderError, RecordValidator, Reject, ValidBatch
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +98,11 @@ class RunProgress:
             for i, r in enumerate(take, start=self.reported + 1):
                 copy.write_row((self.run_id, i, r.line, r.column, r.reason, r.value))
         self.reported += len(take)
+
+    def restart_report(self) -> None:
+        """The run starts over (a first load found duplicate keys): its report does too."""
+        self.conn.execute("DELETE FROM ingest_reject WHERE run_id = %s", (self.run_id,))
+        self.reported = 0
 
     def close(self) -> None:
         self.conn.close()
@@ -193,7 +203,7 @@ def load(
         ).fetchone()
         if not got or not got[0]:
             raise RunFailed("busy", f"another run of dataset {spec.id} is loading; this one was not started")
-        result = _stage_and_apply(conn, spec, fetched, run_id, progress, settings)
+        result = _load_version(conn, spec, fetched, run_id, progress, settings)
         _finish(
             conn,
             run_id,
@@ -206,7 +216,6 @@ def load(
             rows_rejected=result.rows_rejected,
             encoding=result.encoding,
             note=result.note,
-            heartbeat_at=None,
         )
         # the reaper may have aborted us between the last beat and here: then nothing commits
         still = conn.execute("SELECT status FROM ingest_run WHERE id = %s", (run_id,)).fetchone()
@@ -217,33 +226,82 @@ def load(
         return result
 
 
-def _stage_and_apply(
+@dataclass
+class _Streamed:
+    rows_read: int
+    rows_rejected: int
+    rows_copied: int
+    encoding: str | None
+
+
+def _stream(
     conn: psycopg.Connection,
     spec: DatasetSpec,
     fetched: sources.FetchedSource,
-    run_id: int,
     progress: RunProgress,
     settings: Settings,
-) -> LoadResult:
+    *,
+    direct_version: int | None,
+) -> _Streamed:
+    """Read, validate and COPY the file: into staging, or (direct_version) straight into the zone table."""
     fields = [f.name for f in spec.fields]
-    stg_cols = sql.SQL(", ").join(zone.column_def(f) for f in spec.fields)
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE stg (_line bigint NOT NULL, {}, _deleted boolean NOT NULL) ON COMMIT DROP"
-        ).format(stg_cols)
+    if direct_version is None:
+        target = sql.Identifier("stg")
+        names = ["_line", *fields, "_deleted"]
+    else:
+        target = zone.table_ident(spec.id)
+        names = [*fields, "_vfrom"]
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        target, sql.SQL(", ").join(sql.Identifier(c) for c in names)
     )
-    copy_cols = sql.SQL(", ").join(sql.Identifier(c) for c in ["_line", *fields, "_deleted"])
     encoding: str | None = None
+    rows_read = rows_rejected = copied = 0
     try:
         if spec.format is not SourceFormat.xlsx:
             encoding = detect_encoding(fetched.path, spec.encoding)
-        rows_read = rows_rejected = 0
-        validator: RecordValidator | None = None
-        columns: list[str] | None = None
-        with (
-            conn.cursor() as cur,
-            cur.copy(sql.SQL("COPY stg ({}) FROM STDIN (FORMAT csv)").format(copy_cols)) as cp,
-        ):
+        with conn.cursor() as cur:
+            with cur.copy(copy_sql) as cp:
+                for vb, chunk in _validated_chunks(spec, fetched, encoding, settings, direct_version):
+                    rows_read += vb.rows_read
+                    rows_rejected += vb.rows_rejected
+                    progress.report(vb.rejects)
+                    if chunk:
+                        cp.write(chunk)
+                    progress.beat(rows_read=rows_read, rows_rejected=rows_rejected, encoding=encoding)
+            copied = max(cur.rowcount, 0)
+    except HeaderError as exc:
+        raise RunFailed(
+            "header", "the file's columns do not match the spec: " + "; ".join(exc.problems)
+        ) from None
+    except SourceError as exc:
+        raise RunFailed(exc.code, str(exc)) from None
+    return _Streamed(rows_read, rows_rejected, copied, encoding)
+
+
+_DONE = object()
+
+
+def _validated_chunks(
+    spec: DatasetSpec,
+    fetched: sources.FetchedSource,
+    encoding: str | None,
+    settings: Settings,
+    direct_version: int | None,
+) -> Iterator[tuple[ValidBatch, bytes]]:
+    """Read, validate and encode batches in a thread of their own, two batches ahead.
+
+    While the server digests one COPY chunk, the next is parsed and checked: pyarrow
+    and psycopg both release the GIL, so the two cores work at once. The queue is
+    bounded, so memory stays a few batches whatever the file size.
+    """
+    fields = [f.name for f in spec.fields]
+    out: queue.Queue[object] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            validator: RecordValidator | None = None
+            columns: list[str] | None = None
             for raw in read_batches(
                 fetched.path,
                 format=spec.format,
@@ -254,24 +312,99 @@ def _stage_and_apply(
                 if validator is None or raw.columns != columns:
                     validator, columns = RecordValidator(spec, raw.columns), list(raw.columns)
                 vb = validator.validate(raw)
-                rows_read += vb.rows_read
-                rows_rejected += vb.rows_rejected
-                progress.report(vb.rejects)
-                if vb.table.num_rows:
-                    cp.write(_csv_bytes(vb.table))
-                progress.beat(rows_read=rows_read, rows_rejected=rows_rejected, encoding=encoding)
-    except HeaderError as exc:
-        raise RunFailed(
-            "header", "the file's columns do not match the spec: " + "; ".join(exc.problems)
-        ) from None
-    except SourceError as exc:
-        raise RunFailed(exc.code, str(exc)) from None
+                table = vb.table
+                if direct_version is not None:
+                    # nothing to delete in an empty table: deletion markers are no-ops
+                    table = table.filter(pc.invert(table.column("_deleted"))).select(fields)
+                    table = table.append_column(
+                        "_vfrom", pa.array(np.full(table.num_rows, direct_version, np.int32))
+                    )
+                item = (vb, _csv_bytes(table) if table.num_rows else b"")
+                while not stop.is_set():
+                    try:
+                        out.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            out.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            out.put(exc)
 
+    worker = threading.Thread(target=produce, name="ingest-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _check_tolerance(spec: DatasetSpec, rows_read: int, rows_rejected: int) -> None:
+    ratio = rows_rejected / rows_read
+    if rows_rejected and ratio > spec.reject_tolerance:
+        raise RunFailed(
+            "rejects",
+            f"{rows_rejected} of {rows_read} rows rejected ({ratio:.2%}), over the dataset's tolerance of "
+            f"{spec.reject_tolerance:.2%}; nothing was applied (see the run's reject report)",
+        )
+
+
+def _load_version(
+    conn: psycopg.Connection,
+    spec: DatasetSpec,
+    fetched: sources.FetchedSource,
+    run_id: int,
+    progress: RunProgress,
+    settings: Settings,
+) -> LoadResult:
     cur_row = conn.execute(
         "SELECT current_version, current_rows FROM dataset WHERE id = %s FOR UPDATE", (spec.id,)
     ).fetchone()
     assert cur_row is not None
     current_version, current_rows = cur_row[0], int(cur_row[1])
+    v = (current_version or 0) + 1
+
+    streamed: _Streamed | None = None
+    if current_rows == 0:
+        # nothing to compare with: COPY straight into the zone table, the unique index
+        # standing guard over duplicate keys. If it finds one, redo the run through
+        # staging, which reports every duplicate with its lines.
+        try:
+            with conn.transaction():
+                streamed = _stream(conn, spec, fetched, progress, settings, direct_version=v)
+                for stmt in zone.index_sql(spec):
+                    conn.execute(stmt)
+        except psycopg.errors.UniqueViolation:
+            progress.restart_report()
+            streamed = None
+    if streamed is not None:
+        loaded, unchanged, deleted, closed = streamed.rows_copied, 0, 0, 0
+        if streamed.rows_read:
+            _check_tolerance(spec, streamed.rows_read, streamed.rows_rejected)
+    else:
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE stg (_line bigint NOT NULL, {}, _deleted boolean NOT NULL) ON COMMIT DROP"
+            ).format(sql.SQL(", ").join(zone.column_def(f) for f in spec.fields))
+        )
+        streamed = _stream(conn, spec, fetched, progress, settings, direct_version=None)
+        if streamed.rows_read:
+            streamed.rows_rejected += _reject_duplicate_keys(conn, spec, progress)
+            progress.beat(rows_rejected=streamed.rows_rejected)
+            _check_tolerance(spec, streamed.rows_read, streamed.rows_rejected)
+            conn.execute("ANALYZE stg")
+            for stmt in zone.index_sql(spec):
+                conn.execute(stmt)
+            loaded, unchanged, deleted, closed = _apply(conn, spec, v, current_rows)
+    rows_read, rows_rejected, encoding = streamed.rows_read, streamed.rows_rejected, streamed.encoding
 
     if rows_read == 0:
         if spec.mode is Mode.incremental:
@@ -283,35 +416,22 @@ def _stage_and_apply(
             f"the file has a header but no data rows; as a snapshot it would retire all {current_rows} current "
             "records, so nothing was applied",
         )
-
-    rows_rejected += _reject_duplicate_keys(conn, spec, progress)
-    progress.beat(rows_rejected=rows_rejected)
-    ratio = rows_rejected / rows_read
-    if rows_rejected and ratio > spec.reject_tolerance:
-        raise RunFailed(
-            "rejects",
-            f"{rows_rejected} of {rows_read} rows rejected ({ratio:.2%}), over the dataset's tolerance of "
-            f"{spec.reject_tolerance:.2%}; nothing was applied (see the run's reject report)",
-        )
-    conn.execute("ANALYZE stg")
-    new_version = (current_version or 0) + 1
-    loaded, unchanged, deleted, closed = _apply(conn, spec, new_version, current_rows)
     if loaded == 0 and closed == 0:
         return LoadResult(
             current_version, rows_read, 0, unchanged, 0, rows_rejected, encoding,
-            f"no changes; version {current_version} stays current",
+            f"no changes; version {current_version} stays current" if current_version else "no records to load",
         )  # fmt: skip
     total = current_rows - closed + loaded
     conn.execute(
         "INSERT INTO dataset_version (dataset_id, version, run_id, rows_total, rows_loaded, rows_deleted, source,"
         " source_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (spec.id, new_version, run_id, total, loaded, deleted, fetched.display, fetched.sha256),
+        (spec.id, v, run_id, total, loaded, deleted, fetched.display, fetched.sha256),
     )
     conn.execute(
         "UPDATE dataset SET current_version = %s, current_rows = %s, updated_at = now() WHERE id = %s",
-        (new_version, total, spec.id),
+        (v, total, spec.id),
     )
-    return LoadResult(new_version, rows_read, loaded, unchanged, deleted, rows_rejected, encoding, None)
+    return LoadResult(v, rows_read, loaded, unchanged, deleted, rows_rejected, encoding, None)
 
 
 def _reject_duplicate_keys(conn: psycopg.Connection, spec: DatasetSpec, progress: RunProgress) -> int:
@@ -351,7 +471,7 @@ def _apply(
     t = zone.table_ident(spec.id)
     cols = sql.SQL(", ").join(sql.Identifier(f.name) for f in spec.fields)
     s_cols = sql.SQL(", ").join(sql.Identifier("s", f.name) for f in spec.fields)
-    s_hash = zone.row_hash_expr(spec, "s")
+    same = zone.rows_equal(spec, "s", "z")
     match = zone.key_match(spec, "s", "z")
     live = conn.execute("SELECT count(*) FROM stg WHERE NOT _deleted").fetchone()
     assert live is not None
@@ -362,7 +482,7 @@ def _apply(
             # retire every current row the snapshot does not repeat exactly
             stmt = sql.SQL(
                 "WITH closed AS (UPDATE {t} z SET _vto = %(v)s WHERE z._vto IS NULL AND NOT EXISTS "
-                "(SELECT 1 FROM stg s WHERE {m} AND {h} = z._hash) "
+                "(SELECT 1 FROM stg s WHERE {m} AND {same}) "
                 "RETURNING EXISTS (SELECT 1 FROM stg s WHERE {m}) AS replaced) "
                 "SELECT count(*), count(*) FILTER (WHERE NOT replaced) FROM closed"
             )
@@ -370,21 +490,17 @@ def _apply(
             # retire current rows that the delta deletes or changes
             stmt = sql.SQL(
                 "WITH closed AS (UPDATE {t} z SET _vto = %(v)s WHERE z._vto IS NULL AND EXISTS "
-                "(SELECT 1 FROM stg s WHERE {m} AND (s._deleted OR {h} <> z._hash)) "
+                "(SELECT 1 FROM stg s WHERE {m} AND (s._deleted OR NOT {same})) "
                 "RETURNING (SELECT bool_or(s._deleted) FROM stg s WHERE {m}) AS removed) "
                 "SELECT count(*), count(*) FILTER (WHERE removed) FROM closed"
             )
-        row = conn.execute(stmt.format(t=t, m=match, h=s_hash), {"v": v}).fetchone()
+        row = conn.execute(stmt.format(t=t, m=match, same=same), {"v": v}).fetchone()
         assert row is not None
         closed, deleted = int(row[0]), int(row[1])
-        # rows still current with a key in staging are identical to it: skip them
-        insert = sql.SQL(
-            "INSERT INTO {t} ({c}, _vfrom, _hash) SELECT {sc}, %(v)s, {h} FROM stg s WHERE NOT s._deleted "
-            "AND NOT EXISTS (SELECT 1 FROM {t} z WHERE z._vto IS NULL AND {m})"
-        ).format(t=t, c=cols, sc=s_cols, h=s_hash, m=match)
-    else:
-        insert = sql.SQL(
-            "INSERT INTO {t} ({c}, _vfrom, _hash) SELECT {sc}, %(v)s, {h} FROM stg s WHERE NOT s._deleted"
-        ).format(t=t, c=cols, sc=s_cols, h=s_hash)
+    # rows still current with a key in staging are identical to it: skip them
+    insert = sql.SQL(
+        "INSERT INTO {t} ({c}, _vfrom) SELECT {sc}, %(v)s FROM stg s WHERE NOT s._deleted "
+        "AND NOT EXISTS (SELECT 1 FROM {t} z WHERE z._vto IS NULL AND {m})"
+    ).format(t=t, c=cols, sc=s_cols, m=match)
     loaded = conn.execute(insert, {"v": v}).rowcount
     return loaded, incoming - loaded, deleted, closed
