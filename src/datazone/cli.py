@@ -119,7 +119,13 @@ def dataset_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         return
     t = Table("dataset", "department", "version", "rows", "schedule")
     for r in rows:
-        t.add_row(r["id"], r["department"], str(r["version"] or "-"), f"{r['rows']:,}", r["schedule"] or "-")
+        t.add_row(
+            str(r["id"]),
+            str(r["department"]),
+            str(r["version"] or "-"),
+            f"{r['rows']:,}",
+            str(r["schedule"] or "-"),
+        )
     out.print(t)
 
 

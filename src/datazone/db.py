@@ -35,7 +35,7 @@ def embedded_url(home: Path) -> str:
 
     datadir = home / "pgdata"
     datadir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(datadir, cleanup_mode=None)
+    server = pgserver.get_server(datadir, cleanup_mode=None)  # type: ignore[attr-defined]
     uri = server.get_uri()
     url = make_url(uri)
     # a database of our own rather than 'postgres', like a real deployment

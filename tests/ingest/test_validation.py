@@ -15,7 +15,7 @@ from stdnum.cn import uscc as stdnum_uscc
 from datazone import uscc
 from datazone.dataset.schemas import DatasetSpec
 from datazone.ingest.formats import RawBatch, read_batches
-from datazone.ingest.validation import HeaderError, RecordValidator, Reject, uscc_valid_bytes
+from datazone.ingest.validation import HeaderError, RecordValidator, Reject
 
 GOOD = "91350100M000100Y43"  # check character computed with uscc.check_character
 GOOD2 = "91110000" + "600037341" + uscc.check_character("91110000600037341")
@@ -437,7 +437,7 @@ def test_uscc_checks_agree_with_stdnum_and_valid_mask() -> None:
     # the byte-level check against uscc.valid_mask, on the 18-character codes
     eighteen = [c for c in codes if len(c) == 18]
     matrix = np.frombuffer("".join(eighteen).encode(), dtype=np.uint8).reshape(-1, 18)
-    assert uscc_valid_bytes(matrix).tolist() == uscc.valid_mask(eighteen).tolist()
+    assert uscc.valid_bytes(matrix).tolist() == uscc.valid_mask(eighteen).tolist()
 
 
 def test_uscc_is_stripped_and_upper_cased() -> None:
@@ -559,7 +559,7 @@ def test_uscc_byte_check_matches_valid_mask_on_letters_in_every_position() -> No
             body = "".join(chars)
             codes.append(body + uscc.check_character(body))
     matrix = np.frombuffer("".join(codes).encode(), dtype=np.uint8).reshape(-1, 18)
-    ours = uscc_valid_bytes(matrix).tolist()
+    ours = uscc.valid_bytes(matrix).tolist()
     assert ours == uscc.valid_mask(codes).tolist()
     # letters in characters 3-8 (the division code) are never valid; elsewhere they are
     assert [ok for code, ok in zip(codes, ours, strict=True) if not code[2:8].isdigit()] == [False] * 120

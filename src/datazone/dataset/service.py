@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg import sql
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
@@ -85,7 +86,7 @@ def apply_dataset(session: Session, *, spec: DatasetSpec) -> tuple[Dataset, str]
         )
     if existing.current_version is None:
         # no data yet: rebuild the table from the new spec
-        conn.execute(zone.sql.SQL("DROP TABLE {}").format(zone.table_ident(spec.id)))
+        conn.execute(sql.SQL("DROP TABLE {}").format(zone.table_ident(spec.id)))
         for stmt in zone.create_table_sql(spec):
             conn.execute(stmt)
     else:
@@ -93,7 +94,7 @@ def apply_dataset(session: Session, *, spec: DatasetSpec) -> tuple[Dataset, str]
         for f in spec.fields:
             if f.name not in old_names:
                 conn.execute(
-                    zone.sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(
                         zone.table_ident(spec.id), zone.column_def(f)
                     )
                 )
@@ -138,10 +139,10 @@ def read_records(
         return None, []
     if ds.current_version is None or version < 1 or version > ds.current_version:
         raise NotFound(f"dataset {dataset_id!r} has no version {version} (current: {ds.current_version})")
-    cols = zone.sql.SQL(", ").join(zone.sql.Identifier(f.name) for f in spec.fields)
-    stmt = zone.sql.SQL(
+    cols = sql.SQL(", ").join(sql.Identifier(f.name) for f in spec.fields)
+    stmt = sql.SQL(
         "SELECT {} FROM {} WHERE {} = %s AND _vfrom <= %s AND (_vto IS NULL OR _vto > %s) LIMIT %s"
-    ).format(cols, zone.table_ident(dataset_id), zone.sql.Identifier(spec.entity_key))
+    ).format(cols, zone.table_ident(dataset_id), sql.Identifier(spec.entity_key))
     conn = session.connection().connection.driver_connection
     assert conn is not None
     cur = conn.execute(stmt, (uscc, version, version, limit))

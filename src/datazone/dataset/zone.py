@@ -33,7 +33,7 @@ def column_def(field: FieldSpec) -> sql.Composed:
     return sql.SQL("{} {}").format(sql.Identifier(field.name), sql.SQL(PG_TYPES[field.type]))
 
 
-def create_table_sql(spec: DatasetSpec) -> list[sql.Composable]:
+def create_table_sql(spec: DatasetSpec) -> list[sql.Composed]:
     """The table alone: its indexes come with the first load (index_sql), built once over
     the loaded rows, which costs a third of maintaining them row by row during COPY."""
     cols = sql.SQL(", ").join(column_def(f) for f in spec.fields)
@@ -41,7 +41,7 @@ def create_table_sql(spec: DatasetSpec) -> list[sql.Composable]:
     return [sql.SQL("CREATE TABLE {} ({}, _vfrom integer NOT NULL, _vto integer)").format(t, cols)]
 
 
-def index_sql(spec: DatasetSpec) -> list[sql.Composable]:
+def index_sql(spec: DatasetSpec) -> list[sql.Composed]:
     # the enterprise key leads, so the current-row index also serves lookups by enterprise
     key_cols = [spec.entity_key, *[k for k in spec.record_key() if k != spec.entity_key]]
     key = sql.SQL(", ").join(sql.Identifier(k) for k in key_cols)

@@ -78,7 +78,7 @@ class RunProgress:
         self.reported = 0
 
     def beat(self, **counts: int | str | None) -> None:
-        assigns = [sql.SQL("heartbeat_at = now()")]
+        assigns: list[sql.Composable] = [sql.SQL("heartbeat_at = now()")]
         assigns += [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in counts]
         stmt = sql.SQL(
             "UPDATE ingest_run SET {} WHERE id = %(id)s AND status = 'running' RETURNING id"
@@ -109,7 +109,7 @@ class RunProgress:
 
 
 def _finish(conn: psycopg.Connection, run_id: int, status: str, **cols: object) -> None:
-    assigns = [sql.SQL("status = %(status)s"), sql.SQL("finished_at = now()")]
+    assigns: list[sql.Composable] = [sql.SQL("status = %(status)s"), sql.SQL("finished_at = now()")]
     assigns += [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in cols]
     conn.execute(
         sql.SQL("UPDATE ingest_run SET {} WHERE id = %(id)s AND status = 'running'").format(
@@ -245,6 +245,7 @@ def _stream(
 ) -> _Streamed:
     """Read, validate and COPY the file: into staging, or (direct_version) straight into the zone table."""
     fields = [f.name for f in spec.fields]
+    target: sql.Composable
     if direct_version is None:
         target = sql.Identifier("stg")
         names = ["_line", *fields, "_deleted"]
