@@ -3,8 +3,9 @@
 Each row carries the version that brought it (`_vfrom`) and the version that
 retired it (`_vto`, null while current), so a product can answer "as of" any
 version: a row is visible in version v when _vfrom <= v and (_vto is null or _vto > v).
-An unchanged row in a new snapshot costs a comparison, not a write. The enterprise key is in every table, so Citus or
-native partitioning can distribute them by enterprise.
+An unchanged row in a new snapshot costs a comparison, not a write. The enterprise
+key is in every table, so Citus or native partitioning can distribute them by
+enterprise.
 """
 
 from __future__ import annotations

@@ -374,6 +374,7 @@ def _load_version(
     v = (current_version or 0) + 1
 
     streamed: _Streamed | None = None
+    loaded = unchanged = deleted = closed = 0
     if current_rows == 0:
         # nothing to compare with: COPY straight into the zone table, the unique index
         # standing guard over duplicate keys. If it finds one, redo the run through
@@ -387,7 +388,7 @@ def _load_version(
             progress.restart_report()
             streamed = None
     if streamed is not None:
-        loaded, unchanged, deleted, closed = streamed.rows_copied, 0, 0, 0
+        loaded = streamed.rows_copied
         if streamed.rows_read:
             _check_tolerance(spec, streamed.rows_read, streamed.rows_rejected)
     else:

@@ -242,18 +242,27 @@ def _matches_date_form(value: str) -> bool:
     return any(r.match(v) for r in _DATE_FORMS_RE)
 
 
-def _parse_integer(s: pa.Array, f: FieldSpec) -> _Parsed:
+def _plain_numbers(s: pa.Array, pattern: str) -> tuple[BoolMask, BoolMask, pa.Array]:
+    """(present, matches pattern, text without thousands separators or a leading '+').
+
+    Values that do not match are null in the text; each rewrite only runs when some value needs it.
+    """
     text = _nfkc(s)
     present = _np_bool(pc.is_valid(text))
-    ok = _np_bool(pc.match_substring_regex(text, _INTEGER))
-    # '-1,234.00' -> '-1234'; each rewrite only runs when some value needs it
+    ok = _np_bool(pc.match_substring_regex(text, pattern))
     clean = pc.if_else(pa.array(ok), text, pa.scalar(None, pa.string()))
     if pc.any(pc.match_substring(clean, ",")).as_py():
         clean = pc.replace_substring(clean, ",", "")
-    if pc.any(pc.match_substring(clean, ".")).as_py():
-        clean = pc.replace_substring_regex(clean, r"\.0+$", "")
     if pc.any(pc.starts_with(clean, "+")).as_py():
         clean = pc.utf8_ltrim(clean, "+")
+    return present, ok, clean
+
+
+def _parse_integer(s: pa.Array, f: FieldSpec) -> _Parsed:
+    present, ok, clean = _plain_numbers(s, _INTEGER)
+    # '-1234.00' -> '-1234'
+    if pc.any(pc.match_substring(clean, ".")).as_py():
+        clean = pc.replace_substring_regex(clean, r"\.0+$", "")
     # more than 18 digits may overflow int64: compare those as text, against the limits
     long = _np_bool(pc.greater_equal(pc.utf8_length(clean), 19))
     for i in np.flatnonzero(long).tolist():
@@ -296,14 +305,7 @@ def _split_one(value: str) -> tuple[str, str | None] | None:
 
 
 def _parse_decimal(s: pa.Array, f: FieldSpec) -> _Parsed:
-    text = _nfkc(s)
-    present = _np_bool(pc.is_valid(text))
-    ok = _np_bool(pc.match_substring_regex(text, _NUMBER))
-    clean = pc.if_else(pa.array(ok), text, pa.scalar(None, pa.string()))
-    if pc.any(pc.match_substring(clean, ",")).as_py():
-        clean = pc.replace_substring(clean, ",", "")
-    if pc.any(pc.starts_with(clean, "+")).as_py():
-        clean = pc.utf8_ltrim(clean, "+")
+    present, ok, clean = _plain_numbers(s, _NUMBER)
     negative_zero = pc.match_substring_regex(clean, r"^-[0.]+$")
     if pc.any(negative_zero).as_py():
         clean = pc.if_else(negative_zero, pc.utf8_ltrim(clean, "-"), clean)
