@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 from datazone import uscc
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import DatasetSpec
+from datazone.db import Database
+from datazone.principal import service as principal_service
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierSpec
 
@@ -91,3 +93,27 @@ def ensure_department(session: Session, dept: str = "test-dept") -> None:
 def apply_spec(session: Session, spec: DatasetSpec) -> None:
     ensure_department(session, spec.department)
     dataset_service.apply_dataset(session, spec=spec)
+
+
+def principal_key(
+    db: Database,
+    kind: str = "operator",
+    *,
+    roles: list[str] | None = None,
+    supplier_id: str | None = None,
+    name: str | None = None,
+) -> str:
+    """Create a principal (committed) and return its bearer key."""
+    import secrets
+
+    if kind == "operator" and not roles:
+        roles = ["curator", "reviewer", "auditor"]
+    with db.unit_of_work() as s:
+        p = principal_service.create_principal(
+            s, kind=kind, name=name or f"{kind}_{secrets.token_hex(4)}", roles=roles, supplier_id=supplier_id
+        )
+        return principal_service.issue_key(s, principal=p).token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

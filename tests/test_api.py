@@ -9,16 +9,15 @@ import httpx
 
 from datazone.config import Settings
 from datazone.db import Database
-from datazone.principal import service as principal_service
 from tests.conftest import Server, problem, unique_id
-from tests.factories import apply_spec, bad_check, firm_rows, firm_spec, write_csv
+from tests.factories import apply_spec, bad_check, firm_rows, firm_spec, principal_key, write_csv
 from tests.ingest.test_pipeline import ingest
 
 
 def _key(db: Database, kind: str = "operator") -> str:
-    with db.unit_of_work() as s:
-        p = principal_service.create_principal(s, kind=kind, name=unique_id(kind))
-        return principal_service.issue_key(s, principal=p).token
+    if kind == "operator":
+        return principal_key(db, "operator", roles=["curator"])
+    return principal_key(db, kind)
 
 
 def test_datasets_runs_and_reports_over_http(db: Database, settings: Settings, server: Server) -> None:

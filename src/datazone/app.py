@@ -12,11 +12,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from datazone import __version__
+from datazone.access.api import router as access_router
+from datazone.audit.api import router as audit_router
 from datazone.config import Settings, get_settings
+from datazone.consent.api import router as consent_router
+from datazone.contract.api import router as contract_router
 from datazone.dataset.api import router as dataset_router
 from datazone.db import Database
 from datazone.errors import PROBLEM_BASE, DomainError
+from datazone.grant.api import router as grant_router
 from datazone.ingest.api import router as ingest_router
+from datazone.lifecycle.api import router as lifecycle_router
+from datazone.product.api import router as product_router
 from datazone.supplier.api import router as supplier_router
 
 PROBLEM = "application/problem+json"
@@ -83,4 +90,11 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.include_router(supplier_router)
     app.include_router(dataset_router)
     app.include_router(ingest_router)
+    app.include_router(product_router)
+    app.include_router(access_router)
+    app.include_router(lifecycle_router)
+    app.include_router(grant_router)
+    app.include_router(contract_router)
+    app.include_router(consent_router)
+    app.include_router(audit_router)
     return app

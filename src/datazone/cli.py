@@ -31,6 +31,22 @@ app.add_typer(department_app, name="department")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(principal_app, name="principal")
 
+
+def _mount_domain_commands() -> None:
+    # each domain keeps its own sub-commands next to its service
+    from datazone.audit.cli import app as audit_app
+    from datazone.grant.cli import app as grant_app
+    from datazone.lifecycle.cli import app as lifecycle_app
+    from datazone.product.cli import app as product_app
+
+    app.add_typer(product_app, name="product")
+    app.add_typer(grant_app, name="grant")
+    app.add_typer(lifecycle_app, name="lifecycle")
+    app.add_typer(audit_app, name="audit")
+
+
+_mount_domain_commands()
+
 out = Console()
 err = Console(stderr=True)
 

@@ -1,8 +1,12 @@
-"""FastAPI dependencies shared by the domain routers: the request's session and its principal."""
+"""FastAPI dependencies shared by the domain routers: the request's session and its principal.
+
+Least privilege: every route names the kind of principal (and, for operator staff,
+the role) it serves; the service then scopes what that principal may see to its own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -40,11 +44,39 @@ def current_principal(
     return principal_service.authenticate(session, token=creds.credentials)
 
 
-def require_operator(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def require_operator(principal: PrincipalDep) -> Principal:
     if principal.kind != "operator":
         raise Forbidden(f"only the zone's operator may do this; you are a {principal.kind}")
     return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(current_principal)]
+def require_role(*roles: str) -> Callable[[Principal], Principal]:
+    """An operator holding one of `roles`."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.kind != "operator" or not set(roles) & set(principal.roles):
+            held = ", ".join(principal.roles) if principal.kind == "operator" else principal.kind
+            raise Forbidden(f"this needs an operator with the role {' or '.join(roles)}; you are {held}")
+        return principal
+
+    return check
+
+
+def require_kind(kind: str) -> Callable[[Principal], Principal]:
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.kind != kind:
+            raise Forbidden(f"only a {kind} may do this; you are a {principal.kind}")
+        return principal
+
+    return check
+
+
 OperatorDep = Annotated[Principal, Depends(require_operator)]
+CuratorDep = Annotated[Principal, Depends(require_role("curator"))]
+ReviewerDep = Annotated[Principal, Depends(require_role("reviewer"))]
+AuditorDep = Annotated[Principal, Depends(require_role("auditor"))]
+DepartmentDep = Annotated[Principal, Depends(require_kind("department"))]
+InstitutionDep = Annotated[Principal, Depends(require_kind("institution"))]

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from datazone.errors import Conflict, Unauthorized
+from datazone.errors import Conflict, NotFound, Unauthorized
 from datazone.principal.models import ApiKey, Principal
 
 KINDS = ("operator", "department", "institution")
+# Operator staff split their powers (separation of duties): curators shape the catalog,
+# reviewers admit suppliers, data and models, auditors read the trail and usage.
+OPERATOR_ROLES = ("curator", "reviewer", "auditor")
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,23 @@ def create_principal(
 ) -> Principal:
     if kind not in KINDS:
         raise Conflict(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    roles = sorted(set(roles or []))
+    if kind == "operator":
+        unknown = [r for r in roles if r not in OPERATOR_ROLES]
+        if unknown or not roles:
+            raise Conflict(
+                f"an operator needs one or more roles of {', '.join(OPERATOR_ROLES)}"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            )
+    elif roles:
+        raise Conflict(f"a {kind} has no roles; its powers follow from its kind")
+    if kind == "department" and not supplier_id:
+        raise Conflict("a department principal must name its department (supplier id)")
+    if kind != "department" and supplier_id:
+        raise Conflict(f"only a department principal names a department, not a {kind}")
     if session.scalar(sa.select(Principal).where(Principal.name == name)) is not None:
         raise Conflict(f"a principal named {name!r} exists already")
-    p = Principal(kind=kind, name=name, roles=roles or [], supplier_id=supplier_id)
+    p = Principal(kind=kind, name=name, roles=roles, supplier_id=supplier_id)
     session.add(p)
     session.flush()
     return p
@@ -42,6 +59,20 @@ def create_principal(
 
 def find_principal(session: Session, *, name: str) -> Principal | None:
     return session.scalar(sa.select(Principal).where(Principal.name == name))
+
+
+def get_principal(session: Session, *, principal_id: int) -> Principal:
+    principal = session.get(Principal, principal_id)
+    if principal is None:
+        raise NotFound(f"no principal {principal_id}")
+    return principal
+
+
+def list_principals(session: Session, *, kind: str | None = None) -> list[Principal]:
+    q = sa.select(Principal).order_by(Principal.id)
+    if kind:
+        q = q.where(Principal.kind == kind)
+    return list(session.scalars(q))
 
 
 def issue_key(session: Session, *, principal: Principal) -> IssuedKey:
