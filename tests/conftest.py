@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,31 @@ def session(db: Database) -> Iterator[Session]:
         s.close()
         trans.rollback()
         conn.close()
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[Database]:
+    name = f"datazone_test_{secrets.token_hex(4)}"
+    admin = sa.create_engine(sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    db = Database(url)
+    try:
+        migrate(db.engine)
+        yield db
+    finally:
+        db.dispose()
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :d AND pid <> pg_backend_pid()"
+                ),
+                {"d": name},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
 
 
 def unique_id(prefix: str) -> str:
@@ -167,6 +193,27 @@ def server(settings: Settings) -> Iterator[Server]:
     srv.wait_ready()
     yield srv
     srv.stop()
+
+
+# the synthetic zone shared by product, gateway and demo tests: generated and ingested
+# through the real pipeline once per test session (same parameters everywhere, so a
+# second load of the same files would be a no-op)
+SYNTHETIC_ENTITIES = 2000
+
+
+@pytest.fixture(scope="session")
+def synthetic_zone(db: Database, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The demo zone (departments, 13 datasets, products, demo bank) on the test database.
+
+    Returns demo.json's content plus `drop_dir` (where the department files are)."""
+    from datazone.demo.setup import prepare_demo
+
+    root = tmp_path_factory.mktemp("synthetic")
+    zone_settings = Settings(
+        home=root / "home", database_url=database_url, drop_dir=root / "drop", ingest_batch_rows=50_000
+    )
+    zone = prepare_demo(db, zone_settings, entities=SYNTHETIC_ENTITIES)
+    return {**zone.info, "drop_dir": zone_settings.drop_path}
 
 
 def problem(resp: httpx.Response) -> dict[str, Any]:

@@ -95,6 +95,26 @@ def apply_spec(session: Session, spec: DatasetSpec) -> None:
     dataset_service.apply_dataset(session, spec=spec)
 
 
+def new_principal(
+    db: Database,
+    kind: str = "operator",
+    *,
+    roles: list[str] | None = None,
+    supplier_id: str | None = None,
+    name: str | None = None,
+) -> tuple[int, str]:
+    """Create a principal (committed): (its id, its bearer key)."""
+    import secrets
+
+    if kind == "operator" and not roles:
+        roles = ["curator", "reviewer", "auditor"]
+    with db.unit_of_work() as s:
+        p = principal_service.create_principal(
+            s, kind=kind, name=name or f"{kind}_{secrets.token_hex(4)}", roles=roles, supplier_id=supplier_id
+        )
+        return p.id, principal_service.issue_key(s, principal=p).token
+
+
 def principal_key(
     db: Database,
     kind: str = "operator",
@@ -104,15 +124,7 @@ def principal_key(
     name: str | None = None,
 ) -> str:
     """Create a principal (committed) and return its bearer key."""
-    import secrets
-
-    if kind == "operator" and not roles:
-        roles = ["curator", "reviewer", "auditor"]
-    with db.unit_of_work() as s:
-        p = principal_service.create_principal(
-            s, kind=kind, name=name or f"{kind}_{secrets.token_hex(4)}", roles=roles, supplier_id=supplier_id
-        )
-        return principal_service.issue_key(s, principal=p).token
+    return new_principal(db, kind, roles=roles, supplier_id=supplier_id, name=name)[1]
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from datazone import __version__
 from datazone.access.api import router as access_router
 from datazone.audit.api import router as audit_router
+from datazone.audit.sealer import AuditSealer
 from datazone.config import Settings, get_settings
 from datazone.consent.api import router as consent_router
 from datazone.contract.api import router as contract_router
@@ -48,9 +49,17 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = db is None
         app.state.db = db if db is not None else Database.from_settings(settings)
+        # every replica runs a sealer; an advisory lock lets one seal at a time
+        sealer = AuditSealer(
+            app.state.db,
+            interval_seconds=settings.audit_seal_seconds,
+            max_entries=settings.audit_block_max_entries,
+        )
+        sealer.start()
         try:
             yield
         finally:
+            sealer.stop()
             if owned:
                 app.state.db.dispose()
 

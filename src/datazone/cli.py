@@ -333,8 +333,18 @@ def scheduler() -> None:
     from datazone.ingest.scheduler import IngestScheduler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from datazone.audit.sealer import AuditSealer
+
     settings = get_settings()
-    IngestScheduler(_db(), settings).start()
+    db = _db()
+    sealer = AuditSealer(
+        db, interval_seconds=settings.audit_seal_seconds, max_entries=settings.audit_block_max_entries
+    )
+    sealer.start()
+    try:
+        IngestScheduler(db, settings).start()
+    finally:
+        sealer.stop()
 
 
 @app.command()

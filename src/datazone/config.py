@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     ingest_max_reported_rejects: int = 100_000
     ingest_batch_rows: int = 100_000
     scheduler_poll_seconds: float = 5.0
+    # the background sealer closes a block of audit entries this often, at most this many per block;
+    # 0 leaves sealing to another process (e.g. `datazone scheduler`)
+    audit_seal_seconds: float = 2.0
+    audit_block_max_entries: int = 5000
 
     @property
     def drop_path(self) -> Path:

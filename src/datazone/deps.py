@@ -17,6 +17,7 @@ from datazone.db import Database
 from datazone.errors import Forbidden, Unauthorized
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
+from datazone.principal.service import a_kind
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -49,7 +50,7 @@ PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 def require_operator(principal: PrincipalDep) -> Principal:
     if principal.kind != "operator":
-        raise Forbidden(f"only the zone's operator may do this; you are a {principal.kind}")
+        raise Forbidden(f"only the zone's operator may do this; you are {a_kind(principal.kind)}")
     return principal
 
 
@@ -68,7 +69,7 @@ def require_role(*roles: str) -> Callable[[Principal], Principal]:
 def require_kind(kind: str) -> Callable[[Principal], Principal]:
     def check(principal: PrincipalDep) -> Principal:
         if principal.kind != kind:
-            raise Forbidden(f"only a {kind} may do this; you are a {principal.kind}")
+            raise Forbidden(f"only {a_kind(kind)} may do this; you are {a_kind(principal.kind)}")
         return principal
 
     return check

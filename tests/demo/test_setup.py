@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import UTC, datetime
 
 from datazone.config import Settings
+from datazone.consent import service as consent_service
+from datazone.contract import service as contract_service
 from datazone.db import Database
-from datazone.demo.setup import demo_file, prepare_demo
+from datazone.demo.setup import DEMO_PRODUCTS, demo_file, prepare_demo
+from datazone.lifecycle import service as lifecycle_service
 from datazone.principal import service as principal_service
+from datazone.product import service as product_service
+from tests.conftest import fresh_database
 
 
-def test_demo_zone_loads_cleanly_and_is_reused(db: Database, settings: Settings) -> None:
+def test_demo_zone_loads_cleanly_and_is_reused(database_url: str, settings: Settings) -> None:
+    # a database of its own: the shared test database holds the session's synthetic zone
+    with fresh_database(database_url) as db:
+        _demo_loads_and_is_reused(db, settings)
+
+
+def _demo_loads_and_is_reused(db: Database, settings: Settings) -> None:
     first = prepare_demo(db, settings, entities=1500)
     assert not first.reused
     assert len(first.runs) == 13
@@ -23,12 +35,34 @@ def test_demo_zone_loads_cleanly_and_is_reused(db: Database, settings: Settings)
     assert next(r for r in first.runs if r.dataset_id == "sci_certification").source.endswith(".xlsx")
 
     info = json.loads(demo_file(settings).read_text(encoding="utf-8"))
-    assert {"url", "database_url", "entities", "operator_token"} <= info.keys()
+    assert {"url", "database_url", "entities", "operator_token", "institution_token"} <= info.keys()
     assert info["entities"] == 1500
     assert stat.S_IMODE(demo_file(settings).stat().st_mode) == 0o600
     with db.unit_of_work() as s:
         assert principal_service.authenticate(s, token=info["operator_token"]).kind == "operator"
+        bank = principal_service.authenticate(s, token=info["institution_token"])
+        assert bank.kind == "institution" and bank.name == "demo-bank"
+        # the tour's products are published over admitted data, and the bank may call them
+        for product_id in DEMO_PRODUCTS:
+            product = product_service.get_product(s, product_id=product_id)
+            assert product.state == "published"
+            spec = product_service.spec_of(product)
+            lifecycle_service.require_in_use(s, dataset_ids=sorted(spec.sources))
+            contract_service.require_contract(
+                s, institution_id=bank.id, product_id=product_id, purpose="pre_loan", at=datetime.now(UTC)
+            )
+        assert len(info["consented_usccs"]) == 20
+        consent_service.require_consents(
+            s, institution_id=bank.id, usccs=info["consented_usccs"], purpose="pre_loan",
+            product_id="risk-insight", at=datetime.now(UTC),
+        )
 
     second = prepare_demo(db, settings, entities=1500)
     assert second.reused and second.runs == []
     assert second.info["operator_token"] == info["operator_token"]
+    assert second.info["institution_token"] == info["institution_token"]
+    with db.unit_of_work() as s:
+        bank = principal_service.authenticate(s, token=info["institution_token"])
+        # a second run adds no second contract, grant or consent
+        assert len(contract_service.list_contracts(s, viewer=bank)) == 1
+        assert len(consent_service.list_consents(s, viewer=bank, limit=1000)) == 40

@@ -1,16 +1,29 @@
-"""The audit trail: every control-plane change and every data access, sealed into a hash chain."""
+"""The audit trail: every control-plane change and every data access, sealed into a hash chain.
+
+Requests only INSERT entries (`record`), in their own transaction, and never wait on
+a lock shared with other requests. A sealer (`seal_pending`, run in the background by
+`AuditSealer`) later numbers the committed, unsealed entries into the next block under
+an advisory lock that only sealers and verifiers take. The hashing is in `chain.py`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import itertools
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from datazone.audit.models import AuditEntry
+from datazone.audit import chain
+from datazone.audit.models import AuditBlock, AuditEntry
+from datazone.audit.schemas import PublishedRoot
+from datazone.errors import Conflict, Forbidden, InvalidSpec, NotFound
+from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 
 OUTCOMES = ("ok", "refused", "failed")
@@ -97,3 +110,528 @@ def usage_volume(
     if product_id is not None:
         q = q.where(AuditEntry.object_id == product_id)
     return [UsageVolume(p, d, int(c), int(e), int(r)) for p, d, c, e, r in session.execute(q)]
+
+
+# ---------------------------------------------------------------- sealing
+
+# taken by sealers (exclusive, try-only) and verifiers (shared); never by requests
+SEAL_LOCK_KEY = 7_410_003
+
+
+class AuditEntryNotSealed(Conflict):
+    type = "audit-entry-not-sealed"
+    title = "The audit entry is not sealed yet"
+
+
+def _entry_table() -> sa.Table:
+    table = AuditEntry.__table__
+    assert isinstance(table, sa.Table)
+    return table
+
+
+def _forget_stale_positions(session: Session) -> None:
+    # the block assignment was a Core UPDATE: entries loaded in this session still show NULL
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, AuditEntry):
+            session.expire(obj, ["block_height", "block_position"])
+
+
+def pending_count(session: Session) -> int:
+    """Committed (or own) entries not yet sealed into a block."""
+    return int(session.scalar(sa.select(sa.func.count()).where(AuditEntry.block_height.is_(None))) or 0)
+
+
+def seal_pending(session: Session, *, max_entries: int) -> AuditBlock | None:
+    """Seal up to `max_entries` unsealed entries, in id order, into the next block.
+
+    Returns None when nothing is pending or another sealer holds the lock (it will seal
+    them). An entry whose transaction is still open is invisible here and stays NULL, so
+    the next run seals it: blocks are (height, position), not id ranges. The advisory
+    lock makes sealers take turns; the primary key on height stops a fork regardless.
+    """
+    if max_entries < 1:
+        raise ValueError("max_entries must be at least 1")
+    if not session.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(SEAL_LOCK_KEY))):
+        return None
+    last = session.execute(
+        sa.select(AuditBlock.height, AuditBlock.block_hash).order_by(AuditBlock.height.desc()).limit(1)
+    ).first()
+    height = 0 if last is None else last.height + 1
+    prev_hash = chain.GENESIS_PREV_HASH if last is None else bytes(last.block_hash)
+
+    t = _entry_table()
+    picked = (
+        sa.select(t.c.id, (sa.func.row_number().over(order_by=t.c.id) - 1).label("position"))
+        .where(t.c.block_height.is_(None))
+        .order_by(t.c.id)
+        .limit(max_entries)
+        .subquery()
+    )
+    rows = (
+        session.execute(
+            t.update()
+            .where(t.c.id == picked.c.id)
+            .values(block_height=height, block_position=picked.c.position)
+            .returning(*t.c)
+        )
+        .mappings()
+        .all()
+    )
+    if not rows:
+        return None
+    rows = sorted(rows, key=lambda r: r["block_position"])
+    root = chain.merkle_root([chain.leaf_hash(chain.entry_content(r)) for r in rows])
+    sealed_at = session.scalar(sa.select(sa.func.clock_timestamp()))
+    assert sealed_at is not None
+    block = AuditBlock(
+        height=height,
+        prev_hash=prev_hash,
+        merkle_root=root,
+        entry_count=len(rows),
+        first_entry_id=rows[0]["id"],
+        last_entry_id=rows[-1]["id"],
+        sealed_at=sealed_at,
+        block_hash=chain.block_hash(
+            height=height,
+            prev_hash=prev_hash,
+            merkle_root=root,
+            entry_count=len(rows),
+            first_entry_id=rows[0]["id"],
+            last_entry_id=rows[-1]["id"],
+            sealed_at=sealed_at,
+        ),
+    )
+    session.add(block)
+    session.flush()
+    _forget_stale_positions(session)
+    return block
+
+
+# ---------------------------------------------------------------- published roots
+
+
+def block_header(block: AuditBlock | Mapping[Any, Any]) -> dict[str, Any]:
+    """A block as published: hashes in hex, sealed_at in ISO 8601 UTC with microseconds."""
+    get = block.__getitem__ if isinstance(block, Mapping) else block.__getattribute__
+    return {
+        "height": get("height"),
+        "prev_hash": bytes(get("prev_hash")).hex(),
+        "merkle_root": bytes(get("merkle_root")).hex(),
+        "block_hash": bytes(get("block_hash")).hex(),
+        "entry_count": get("entry_count"),
+        "first_entry_id": get("first_entry_id"),
+        "last_entry_id": get("last_entry_id"),
+        "sealed_at": chain.timestamp_text(get("sealed_at")),
+    }
+
+
+def list_blocks(session: Session, *, from_height: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    """The published roots, lowest height first: what a verifier keeps to check the chain later."""
+    q = sa.select(AuditBlock).where(AuditBlock.height >= from_height).order_by(AuditBlock.height)
+    if limit is not None:
+        q = q.limit(limit)
+    return [block_header(b) for b in session.scalars(q)]
+
+
+def parse_roots(roots: Iterable[Any]) -> list[PublishedRoot]:
+    """Published roots read back (e.g. from `datazone audit roots`), every problem listed."""
+    parsed: list[PublishedRoot] = []
+    errors: list[dict[str, Any]] = []
+    for i, item in enumerate(roots):
+        try:
+            parsed.append(PublishedRoot.model_validate(item))
+        except ValidationError as exc:
+            for e in exc.errors():
+                where = ".".join(str(p) for p in e["loc"])
+                errors.append(
+                    {"location": f"roots[{i}]" + (f".{where}" if where else ""), "problem": e["msg"]}
+                )
+    heights = [r.height for r in parsed]
+    for h in sorted({h for h in heights if heights.count(h) > 1}):
+        errors.append({"location": "roots", "problem": f"height {h} is published more than once"})
+    if errors:
+        raise InvalidSpec(
+            "the published roots are not valid: "
+            + "; ".join(f"{e['location']}: {e['problem']}" for e in errors)
+            + " (export them with `datazone audit roots` or GET /v1/audit/blocks)",
+            errors=errors,
+        )
+    return parsed
+
+
+# ---------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    blocks_checked: int
+    entries_checked: int
+    unsealed_entries: int
+    first_bad_block: int | None
+    problem: str | None
+    roots_checked: int = 0
+
+
+class _Broken(Exception):
+    def __init__(self, height: int, problem: str) -> None:
+        super().__init__(problem)
+        self.height = height
+        self.problem = problem
+
+
+def _check_block(block: Mapping[Any, Any], entries: list[Mapping[Any, Any]], prev_hash: bytes) -> None:
+    """Raise _Broken naming what is wrong with one block, given its entries by position."""
+    h = block["height"]
+    if bytes(block["prev_hash"]) != prev_hash:
+        what = "the genesis value (32 zero bytes)" if h == 0 else f"block {h - 1}'s hash"
+        raise _Broken(
+            h, f"block {h}: prev_hash does not match {what} (a block was removed, reordered or edited)"
+        )
+    if not entries:
+        raise _Broken(
+            h,
+            f"block {h}: no entries left of the {block['entry_count']} it was sealed with (deleted or moved)",
+        )
+    for expected, e in enumerate(entries):
+        pos = e["block_position"]
+        if pos != expected:
+            if pos is None:
+                problem = f"entry {e['id']} has no position"
+            elif pos < expected:
+                problem = f"two entries at position {pos} (an entry was moved here or duplicated)"
+            else:
+                problem = f"no entry at position {expected} (an entry was deleted or moved away)"
+            raise _Broken(h, f"block {h}: {problem}")
+    if len(entries) != block["entry_count"]:
+        how = "added or moved here" if len(entries) > block["entry_count"] else "deleted or moved away"
+        raise _Broken(
+            h,
+            f"block {h}: holds {len(entries)} entries but was sealed with {block['entry_count']} "
+            f"(an entry was {how})",
+        )
+    try:
+        root = chain.merkle_root([chain.leaf_hash(chain.entry_content(e)) for e in entries])
+    except (TypeError, ValueError) as exc:  # e.g. a timestamp edited to something unhashable
+        raise _Broken(h, f"block {h}: an entry cannot be hashed ({exc})") from None
+    if root != bytes(block["merkle_root"]):
+        raise _Broken(
+            h,
+            f"block {h}: Merkle root does not match its entries (an entry was edited, reordered or replaced)",
+        )
+    if (entries[0]["id"], entries[-1]["id"]) != (block["first_entry_id"], block["last_entry_id"]):
+        raise _Broken(h, f"block {h}: first/last entry ids do not match its entries")
+    recomputed = chain.block_hash(
+        height=h,
+        prev_hash=bytes(block["prev_hash"]),
+        merkle_root=bytes(block["merkle_root"]),
+        entry_count=block["entry_count"],
+        first_entry_id=block["first_entry_id"],
+        last_entry_id=block["last_entry_id"],
+        sealed_at=block["sealed_at"],
+    )
+    if recomputed != bytes(block["block_hash"]):
+        raise _Broken(h, f"block {h}: block hash does not match its header (the block row was edited)")
+
+
+def _check_published(block: Mapping[Any, Any], root: PublishedRoot) -> None:
+    h = block["height"]
+    if bytes(block["block_hash"]).hex() != root.block_hash:
+        raise _Broken(
+            h,
+            f"block {h}: differs from the published root (block hash {root.block_hash[:16]}... was "
+            f"published, the database has {bytes(block['block_hash']).hex()[:16]}...): the chain was "
+            "rewritten from here",
+        )
+
+
+def _sealed_entries(session: Session) -> Generator[Mapping[Any, Any], None, None]:
+    """Every sealed entry by (height, position), streamed: the trail may be far larger than memory."""
+    t = _entry_table()
+    result = session.execute(
+        sa.select(t)
+        .where(t.c.block_height.is_not(None))
+        .order_by(t.c.block_height, t.c.block_position, t.c.id)
+        .execution_options(yield_per=2000),
+    )
+    try:
+        yield from result.mappings()
+    finally:
+        result.close()  # also when the walk stops at a bad block
+
+
+def verify_chain(session: Session, *, roots: Iterable[Any] | None = None) -> ChainReport:
+    """Walk the blocks by height and name the first one that was altered, removed or reordered.
+
+    With `roots` (published earlier), each block must also be the one published at its
+    height, so a chain rewritten consistently after the fact is still caught.
+    """
+    published = {r.height: r for r in parse_roots(roots)} if roots is not None else {}
+    # shared with other verifiers, exclusive of sealers: no block appears half-way through the walk
+    session.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(SEAL_LOCK_KEY)))
+    unsealed = pending_count(session)
+    blocks = [dict(m) for m in session.execute(sa.select(AuditBlock.__table__).order_by("height")).mappings()]
+    stream = _sealed_entries(session)
+    groups = itertools.groupby(stream, key=lambda e: e["block_height"])
+    pending_group: tuple[int, list[Mapping[Any, Any]]] | None = None
+
+    def entries_of(height: int) -> list[Mapping[Any, Any]]:
+        nonlocal pending_group
+        while True:
+            if pending_group is None:
+                nxt = next(groups, None)
+                if nxt is None:
+                    return []
+                pending_group = (nxt[0], list(nxt[1]))
+            if pending_group[0] > height:
+                return []
+            got_height, got = pending_group
+            pending_group = None
+            if got_height == height:
+                return got
+            # entries point at a height before this block that had no block of its own
+            raise _Broken(got_height, f"{_ids(got)} sealed into block {got_height}, which does not exist")
+
+    checked_blocks = checked_entries = roots_checked = 0
+    prev_hash = chain.GENESIS_PREV_HASH
+    try:
+        for expected, block in enumerate(blocks):
+            h = block["height"]
+            if h != expected:
+                if expected in published or h > expected:
+                    raise _Broken(expected, f"block {expected} is missing (the next block is {h})")
+                raise _Broken(min(h, expected), f"block at unexpected height {h}")
+            entries = entries_of(h)
+            _check_block(block, entries, prev_hash)
+            if h in published:
+                _check_published(block, published[h])
+                roots_checked += 1
+            prev_hash = bytes(block["block_hash"])
+            checked_blocks += 1
+            checked_entries += len(entries)
+        top = len(blocks)
+        # entries left over point past the last block: that block (at least) was removed
+        if pending_group is None:
+            nxt = next(groups, None)
+            pending_group = None if nxt is None else (nxt[0], list(nxt[1]))
+        if pending_group is not None:
+            stray_height, stray = pending_group
+            raise _Broken(
+                stray_height,
+                f"{_ids(stray)} sealed into block {stray_height}, which does not exist (the block was removed)",
+            )
+        beyond = sorted(h for h in published if h >= top)
+        if beyond:
+            raise _Broken(beyond[0], f"block {beyond[0]} was published but is missing from the database")
+    except _Broken as broken:
+        return ChainReport(
+            ok=False,
+            blocks_checked=checked_blocks,
+            entries_checked=checked_entries,
+            unsealed_entries=unsealed,
+            first_bad_block=broken.height,
+            problem=broken.problem,
+            roots_checked=roots_checked,
+        )
+    finally:
+        stream.close()
+    return ChainReport(
+        ok=True,
+        blocks_checked=checked_blocks,
+        entries_checked=checked_entries,
+        unsealed_entries=unsealed,
+        first_bad_block=None,
+        problem=None,
+        roots_checked=roots_checked,
+    )
+
+
+def _ids(entries: list[Mapping[Any, Any]]) -> str:
+    """'entry 7 is' / 'entries 7, 8 and 3 more are'."""
+    ids = ", ".join(str(e["id"]) for e in entries[:5])
+    if len(entries) == 1:
+        return f"entry {ids} is"
+    more = f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+    return f"entries {ids}{more} are"
+
+
+# ---------------------------------------------------------------- who sees what
+
+
+def _visible_to(viewer: Principal) -> sa.ColumnElement[bool]:
+    """Least privilege: auditors see all, a department its data's entries, an institution its own."""
+    if viewer.kind == "operator":
+        if "auditor" in viewer.roles:
+            return sa.true()
+        raise Forbidden(
+            "the audit trail is open to operators with the role auditor; you hold "
+            + (", ".join(viewer.roles) or "no role"),
+        )
+    if viewer.kind == "department" and viewer.supplier_id:
+        return AuditEntry.supplier_ids.contains([viewer.supplier_id])
+    if viewer.kind == "institution":
+        return AuditEntry.institution_id == viewer.id
+    raise Forbidden(f"a {viewer.kind} principal has no view of the audit trail")
+
+
+def _check_window(*, since: datetime | None, until: datetime | None, limit: int, max_limit: int) -> None:
+    errors: list[dict[str, Any]] = []
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            errors.append(
+                {"location": name, "problem": "needs a timezone offset, e.g. 2026-11-21T00:00:00+08:00"}
+            )
+    if since is not None and until is not None and since.tzinfo and until.tzinfo and since >= until:
+        errors.append({"location": "since", "problem": "must be before until"})
+    if not 1 <= limit <= max_limit:
+        errors.append({"location": "limit", "problem": f"must be between 1 and {max_limit}"})
+    if errors:
+        raise InvalidSpec("; ".join(f"{e['location']}: {e['problem']}" for e in errors), errors=errors)
+
+
+MAX_PAGE = 1000
+
+
+def list_entries(
+    session: Session,
+    *,
+    viewer: Principal,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[AuditEntry]:
+    """The entries `viewer` may see, newest first; page on with `before_id` = the last id seen."""
+    scope = _visible_to(viewer)
+    _check_window(since=since, until=until, limit=limit, max_limit=MAX_PAGE)
+    q = sa.select(AuditEntry).where(scope).order_by(AuditEntry.id.desc()).limit(limit)
+    if action is not None:
+        q = q.where(AuditEntry.action == action)
+    if since is not None:
+        q = q.where(AuditEntry.at >= since)
+    if until is not None:
+        q = q.where(AuditEntry.at < until)
+    if before_id is not None:
+        q = q.where(AuditEntry.id < before_id)
+    return list(session.scalars(q))
+
+
+def get_entry(session: Session, *, viewer: Principal, entry_id: int) -> AuditEntry:
+    """One entry if `viewer` may see it; otherwise 404, so its existence does not leak."""
+    entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.id == entry_id, _visible_to(viewer)))
+    if entry is None:
+        raise NotFound(f"no audit entry {entry_id} that you may see", entry_id=entry_id)
+    return entry
+
+
+@dataclass(frozen=True)
+class Use:
+    """One data access as its department or institution sees it."""
+
+    entry_id: int
+    at: datetime
+    institution_id: int | None
+    institution: str | None
+    product_id: str
+    entity_count: int
+    purpose: str | None
+    outcome: str
+    reason: str | None
+    supplier_ids: list[str]
+
+
+def list_uses(
+    session: Session,
+    *,
+    viewer: Principal,
+    since: datetime,
+    until: datetime,
+    product_id: str | None = None,
+    limit: int = MAX_PAGE,
+    before_id: int | None = None,
+) -> list[Use]:
+    """The data accesses `viewer` may see in [since, until), newest first: a department every
+    use of its data, an institution only its own calls, an auditor all."""
+    scope = _visible_to(viewer)
+    _check_window(since=since, until=until, limit=limit, max_limit=MAX_PAGE)
+    q = (
+        sa.select(AuditEntry)
+        .where(scope, AuditEntry.action == DATA_ACCESS, AuditEntry.at >= since, AuditEntry.at < until)
+        .order_by(AuditEntry.id.desc())
+        .limit(limit)
+    )
+    if product_id is not None:
+        q = q.where(AuditEntry.object_id == product_id)
+    if before_id is not None:
+        q = q.where(AuditEntry.id < before_id)
+    entries = list(session.scalars(q))
+    names: dict[int, str] = {}
+    for inst in {e.institution_id for e in entries if e.institution_id is not None}:
+        # a principal removed since keeps its id in the entry
+        with contextlib.suppress(NotFound):
+            names[inst] = principal_service.get_principal(session, principal_id=inst).name
+    return [
+        Use(
+            entry_id=e.id,
+            at=e.at,
+            institution_id=e.institution_id,
+            institution=names.get(e.institution_id) if e.institution_id is not None else None,
+            product_id=e.object_id,
+            entity_count=e.entity_count,
+            purpose=e.purpose,
+            outcome=e.outcome,
+            reason=e.reason,
+            supplier_ids=list(e.supplier_ids),
+        )
+        for e in entries
+    ]
+
+
+# ---------------------------------------------------------------- inclusion proofs
+
+
+def inclusion_proof(session: Session, *, entry_id: int, viewer: Principal | None = None) -> dict[str, Any]:
+    """The proof that an entry is in its sealed block: check it with `chain.verify_proof`
+    against the block hash published for that height.
+
+    With `viewer`, an entry the viewer may not see is answered as not found.
+    """
+    if viewer is not None:
+        entry = get_entry(session, viewer=viewer, entry_id=entry_id)
+    else:
+        found = session.get(AuditEntry, entry_id)
+        if found is None:
+            raise NotFound(f"no audit entry {entry_id}", entry_id=entry_id)
+        entry = found
+    session.refresh(entry, ["block_height", "block_position"])
+    if entry.block_height is None or entry.block_position is None:
+        raise AuditEntryNotSealed(
+            f"audit entry {entry_id} is not sealed into a block yet; the sealer runs every few "
+            "seconds, ask again shortly",
+            entry_id=entry_id,
+        )
+    block = session.get(AuditBlock, entry.block_height)
+    if block is None:
+        raise NotFound(
+            f"audit entry {entry_id} names block {entry.block_height}, which does not exist; "
+            "run `datazone audit verify`",
+            entry_id=entry_id,
+        )
+    t = _entry_table()
+    rows = (
+        session.execute(sa.select(t).where(t.c.block_height == block.height).order_by(t.c.block_position))
+        .mappings()
+        .all()
+    )
+    index = next(i for i, r in enumerate(rows) if r["id"] == entry_id)
+    leaves = [chain.leaf_hash(chain.entry_content(r)) for r in rows]
+    content = chain.entry_content(rows[index])
+    return {
+        "entry_id": entry_id,
+        "entry": content,
+        "leaf_hash": leaves[index].hex(),
+        "position": rows[index]["block_position"],
+        "audit_path": [{"side": s.side, "hash": s.hash.hex()} for s in chain.audit_path(leaves, index)],
+        "block": block_header(block),
+    }

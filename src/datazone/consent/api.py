@@ -2,4 +2,54 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-router = APIRouter(tags=["consent"])
+from datazone.consent import service
+from datazone.consent.schemas import ConsentIn, ConsentOut, RevokeIn
+from datazone.deps import InstitutionDep, PrincipalDep, SessionDep
+
+router = APIRouter(prefix="/v1/consents", tags=["consent"])
+
+
+@router.post("", status_code=201)
+def register_consents(
+    body: list[ConsentIn] | ConsentIn, session: SessionDep, institution: InstitutionDep
+) -> list[ConsentOut] | ConsentOut:
+    """One consent, or a list of up to 1,000: all registered, or none."""
+    items = body if isinstance(body, list) else [body]
+    consents = service.register_consents(session, institution=institution, items=items)
+    out = [ConsentOut.model_validate(c) for c in consents]
+    return out if isinstance(body, list) else out[0]
+
+
+@router.get("")
+def list_consents(
+    session: SessionDep,
+    principal: PrincipalDep,
+    uscc: str | None = None,
+    live: bool | None = None,
+    institution_id: int | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+) -> list[ConsentOut]:
+    consents = service.list_consents(
+        session,
+        viewer=principal,
+        uscc=uscc,
+        live=live,
+        institution_id=institution_id,
+        after_id=after_id,
+        limit=limit,
+    )
+    return [ConsentOut.model_validate(c) for c in consents]
+
+
+@router.get("/{consent_id}")
+def get_consent(consent_id: int, session: SessionDep, principal: PrincipalDep) -> ConsentOut:
+    return ConsentOut.model_validate(service.get_consent(session, consent_id=consent_id, viewer=principal))
+
+
+@router.post("/{consent_id}/revoke")
+def revoke_consent(
+    consent_id: int, body: RevokeIn, session: SessionDep, institution: InstitutionDep
+) -> ConsentOut:
+    consent = service.revoke_consent(session, consent_id=consent_id, by=institution, reason=body.reason)
+    return ConsentOut.model_validate(consent)

@@ -2,4 +2,65 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-router = APIRouter(tags=["contract"])
+from datazone.contract import service
+from datazone.contract.schemas import ContractIn, ContractOut, StatusChangeIn
+from datazone.deps import CuratorDep, PrincipalDep, SessionDep
+
+router = APIRouter(prefix="/v1/contracts", tags=["contract"])
+
+
+@router.post("", status_code=201)
+def create_contract(body: ContractIn, session: SessionDep, curator: CuratorDep) -> ContractOut:
+    contract = service.create_contract(
+        session,
+        institution_id=body.institution_id,
+        purposes=body.purposes,
+        products=body.products,
+        clearance=body.clearance,
+        valid_from=body.valid_from,
+        valid_to=body.valid_to,
+        max_batch=body.max_batch,
+        by=curator,
+    )
+    return ContractOut.model_validate(contract)
+
+
+@router.get("")
+def list_contracts(
+    session: SessionDep, principal: PrincipalDep, institution_id: int | None = None, status: str | None = None
+) -> list[ContractOut]:
+    contracts = service.list_contracts(
+        session, viewer=principal, institution_id=institution_id, status=status
+    )
+    return [ContractOut.model_validate(c) for c in contracts]
+
+
+@router.get("/{contract_id}")
+def get_contract(contract_id: int, session: SessionDep, principal: PrincipalDep) -> ContractOut:
+    return ContractOut.model_validate(
+        service.get_contract(session, contract_id=contract_id, viewer=principal)
+    )
+
+
+@router.post("/{contract_id}/suspend")
+def suspend_contract(
+    contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
+) -> ContractOut:
+    c = service.suspend_contract(session, contract_id=contract_id, by=curator, reason=body.reason)
+    return ContractOut.model_validate(c)
+
+
+@router.post("/{contract_id}/resume")
+def resume_contract(
+    contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
+) -> ContractOut:
+    c = service.resume_contract(session, contract_id=contract_id, by=curator, reason=body.reason)
+    return ContractOut.model_validate(c)
+
+
+@router.post("/{contract_id}/terminate")
+def terminate_contract(
+    contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
+) -> ContractOut:
+    c = service.terminate_contract(session, contract_id=contract_id, by=curator, reason=body.reason)
+    return ContractOut.model_validate(c)

@@ -21,6 +21,10 @@ class Dataset(Base):
     spec_sha256: Mapped[str] = mapped_column(sa.String(64))
     current_version: Mapped[int | None] = mapped_column(sa.Integer)
     current_rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    # data admission and retirement (lifecycle MACHINES["dataset"]); only admitted or
+    # deprecated data may be served
+    admission_state: Mapped[str] = mapped_column(sa.String(16), server_default="intake")
+    successor_id: Mapped[str | None] = mapped_column(sa.ForeignKey("dataset.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     updated_at: Mapped[datetime] = mapped_column(
         sa.DateTime(timezone=True), server_default=sa.func.now(), onupdate=sa.func.now()

@@ -121,6 +121,19 @@ class DeletionMarker(BaseModel):
     values: list[str] = Field(min_length=1, description="values of the column that mean 'delete this record'")
 
 
+class QualityThresholds(BaseModel):
+    """What data admission and evaluation require of a delivery (defaults apply when absent).
+
+    Required fields must always be complete; `fields` sets the floor per optional field,
+    for fields sparse by nature (a removal date, a gas reading of a firm with no gas meter)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_completeness: Annotated[float, Field(ge=0, le=1)] = 0.95
+    min_validity: Annotated[float, Field(ge=0, le=1)] = 0.99
+    fields: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+
+
 class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -144,6 +157,7 @@ class DatasetSpec(BaseModel):
     schedule: str | None = Field(default=None, description="cron expression, Asia/Shanghai")
     reject_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.0
     ignore_unknown_columns: bool = False
+    quality: QualityThresholds | None = None
 
     @field_validator("schedule")
     @classmethod
@@ -195,6 +209,13 @@ class DatasetSpec(BaseModel):
                     problems.append(f"deletion marker column {h!r} is also a field header")
         if self.sheet is not None and self.format is not SourceFormat.xlsx:
             problems.append("sheet only applies to the xlsx format")
+        if self.quality is not None:
+            unknown = sorted(set(self.quality.fields) - set(names))
+            if unknown:
+                problems.append(f"quality.fields names undeclared fields: {', '.join(unknown)}")
+            strict = sorted(n for n in self.quality.fields if n in by_name and by_name[n].required)
+            if strict:
+                problems.append(f"quality.fields cannot relax required fields: {', '.join(strict)}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,7 +37,10 @@ def spec_of(dataset: Dataset) -> DatasetSpec:
 
 
 def _sha(spec: DatasetSpec) -> str:
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    # unset optional sections stay out of the hash, so adding one to the schema does not
+    # make every stored spec look changed
+    dumped = spec.model_dump(mode="json", exclude_none=True)
+    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
 
 
 def apply_dataset(session: Session, *, spec: DatasetSpec) -> tuple[Dataset, str]:
@@ -179,3 +183,104 @@ def read_current_records(
     for row in conn.execute(stmt, (list(usccs),)).fetchall():
         by_entity.setdefault(row[key_at], []).append(dict(zip(names, row, strict=True)))
     return ds.current_version, by_entity
+
+
+# --- lifecycle: data admission, retirement and the figures its quality checks read ---------
+
+
+@dataclass(frozen=True)
+class AdmissionState:
+    dataset_id: str
+    supplier_id: str
+    state: str
+    successor_id: str | None
+
+
+def admission_states(session: Session, *, dataset_ids: list[str]) -> dict[str, AdmissionState]:
+    """Admission state of each named dataset that exists, in one query (the use gate runs it per call)."""
+    if not dataset_ids:
+        return {}
+    q = sa.select(Dataset.id, Dataset.supplier_id, Dataset.admission_state, Dataset.successor_id).where(
+        Dataset.id.in_(set(dataset_ids))
+    )
+    return {r[0]: AdmissionState(r[0], r[1], r[2], r[3]) for r in session.execute(q)}
+
+
+def set_admission_state(
+    session: Session, *, dataset_id: str, state: str, successor_id: str | None = None
+) -> Dataset:
+    """Store a state the lifecycle service has already checked and recorded; nothing else calls this."""
+    ds = get_dataset(session, dataset_id=dataset_id, for_update=True)
+    ds.admission_state = state
+    ds.successor_id = successor_id
+    session.flush()
+    return ds
+
+
+def get_version(session: Session, *, dataset_id: str, version: int) -> DatasetVersion:
+    v = session.get(DatasetVersion, (dataset_id, version))
+    if v is None:
+        raise NotFound(f"dataset {dataset_id!r} has no version {version}")
+    return v
+
+
+@dataclass(frozen=True)
+class VersionProfile:
+    """What a version holds, counted in the zone table: the raw material of quality figures."""
+
+    dataset_id: str
+    version: int
+    rows: int
+    non_null: dict[str, int]
+    duplicate_keys: int  # rows beyond the first of each record key
+    enum_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # null counted as ""
+
+
+def profile_version(session: Session, *, dataset_id: str, version: int) -> VersionProfile:
+    """Count rows, non-null values per field, repeated record keys and enum values of one version."""
+    ds = get_dataset(session, dataset_id=dataset_id)
+    spec = spec_of(ds)
+    get_version(session, dataset_id=dataset_id, version=version)
+    t = zone.table_ident(dataset_id)
+    visible = sql.SQL("_vfrom <= %(v)s AND (_vto IS NULL OR _vto > %(v)s)")
+    conn = session.connection().connection.driver_connection
+    assert conn is not None
+    counts = sql.SQL(", ").join(
+        [sql.SQL("count(*)")] + [sql.SQL("count({})").format(sql.Identifier(f.name)) for f in spec.fields]
+    )
+    row = conn.execute(
+        sql.SQL("SELECT {} FROM {} WHERE {}").format(counts, t, visible), {"v": version}
+    ).fetchone()
+    assert row is not None
+    rows = int(row[0])
+    non_null = {f.name: int(n) for f, n in zip(spec.fields, row[1:], strict=True)}
+    key = sql.SQL(", ").join(sql.Identifier(k) for k in spec.record_key())
+    distinct = conn.execute(
+        sql.SQL("SELECT count(*) FROM (SELECT DISTINCT {} FROM {} WHERE {}) k").format(key, t, visible),
+        {"v": version},
+    ).fetchone()
+    assert distinct is not None
+    enum_counts: dict[str, dict[str, int]] = {}
+    for f in spec.fields:
+        if f.values is None:
+            continue
+        col = sql.Identifier(f.name)
+        cur = conn.execute(
+            sql.SQL("SELECT coalesce({}, ''), count(*) FROM {} WHERE {} GROUP BY 1 ORDER BY 1").format(
+                col, t, visible
+            ),
+            {"v": version},
+        )
+        enum_counts[f.name] = {str(value): int(n) for value, n in cur.fetchall()}
+    return VersionProfile(dataset_id, version, rows, non_null, rows - int(distinct[0]), enum_counts)
+
+
+def current_entities(session: Session, *, dataset_id: str, limit: int = 100) -> list[str]:
+    """Entity keys with current records, in key order (for samples and tours)."""
+    spec = spec_of(get_dataset(session, dataset_id=dataset_id))
+    stmt = sql.SQL("SELECT DISTINCT {k} FROM {t} WHERE _vto IS NULL ORDER BY {k} LIMIT %s").format(
+        k=sql.Identifier(spec.entity_key), t=zone.table_ident(dataset_id)
+    )
+    conn = session.connection().connection.driver_connection
+    assert conn is not None
+    return [row[0] for row in conn.execute(stmt, (limit,)).fetchall()]

@@ -8,25 +8,45 @@ finds the zone loaded and reuses it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
+from sqlalchemy.orm import Session
+
 from datazone.config import Settings
+from datazone.consent import service as consent_service
+from datazone.consent.schemas import ConsentIn
+from datazone.contract import service as contract_service
 from datazone.dataset import service as dataset_service
 from datazone.db import Database
 from datazone.demo.generate import generate_zone, load_demo_specs
+from datazone.errors import DomainError
+from datazone.grant import service as grant_service
 from datazone.ingest import service as ingest_service
 from datazone.ingest.models import IngestRun
 from datazone.ingest.pipeline import execute_run
+from datazone.lifecycle import service as lifecycle_service
 from datazone.principal import service as principal_service
+from datazone.principal.models import Principal
+from datazone.product import service as product_service
+from datazone.purposes import Purpose
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierSpec
 
 DEMO_OPERATOR = "demo-operator"
+DEMO_BANK = "demo-bank"
+# the products shipped with the zone (one YAML file each), applied and published by the demo
+PRODUCTS_DIR = Path(__file__).resolve().parents[3] / "products"
+DEMO_PRODUCTS = ("credit-basic", "risk-insight", "enterprise-portrait", "admission-analysis")
+# enterprises whose consent the demo bank holds, so the paid products answer for them
+CONSENTED = 20
 
 
 @dataclass
@@ -88,20 +108,23 @@ def prepare_demo(
             runs.append(done)
             if done.status != "succeeded":
                 raise RuntimeError(f"demo dataset {f.dataset_id} failed to load: {done.error}")
-    token = previous.get("operator_token")
     with db.unit_of_work() as s:
-        operator = principal_service.find_principal(s, name=DEMO_OPERATOR)
-        if token:
-            try:
-                principal_service.authenticate(s, token=token)
-            except Exception:
-                token = None
-        if operator is None:
-            operator = principal_service.create_principal(
-                s, kind="operator", name=DEMO_OPERATOR, roles=["curator", "reviewer", "auditor"]
-            )
-        if not token:
-            token = principal_service.issue_key(s, principal=operator).token
+        operator, token = _principal_with_key(
+            s,
+            name=DEMO_OPERATOR,
+            kind="operator",
+            token=previous.get("operator_token"),
+            roles=["curator", "reviewer", "auditor"],
+        )
+        _admit_datasets(s, [spec.id for spec in specs], operator)
+        _publish_products(s, operator, say)
+    with db.unit_of_work() as s:
+        bank, bank_token = _principal_with_key(
+            s, name=DEMO_BANK, kind="institution", token=previous.get("institution_token")
+        )
+        operator = principal_service.get_principal(s, principal_id=operator.id)
+        sample = _sample_enterprises(s, count=CONSENTED)
+        _authorize_bank(s, bank, operator, [d["id"] for d in departments], sample)
     info = dict(previous)
     info.update(
         {
@@ -109,7 +132,132 @@ def prepare_demo(
             "database_url": db.url,
             "entities": entities,
             "operator_token": token,
+            "institution": DEMO_BANK,
+            "institution_token": bank_token,
+            "consented_usccs": sample,
         }
     )
     write_demo_file(settings, info)
     return DemoZone(reused=reused, runs=runs, info=info)
+
+
+def _principal_with_key(
+    s: Session, *, name: str, kind: str, token: str | None, roles: list[str] | None = None
+) -> tuple[Principal, str]:
+    """The demo's principal and a working key: the one in demo.json if it still works."""
+    principal = principal_service.find_principal(s, name=name)
+    if principal is None:
+        principal = principal_service.create_principal(s, kind=kind, name=name, roles=roles)
+    if token:
+        try:
+            if principal_service.authenticate(s, token=token).id == principal.id:
+                return principal, token
+        except DomainError:
+            pass
+    return principal, principal_service.issue_key(s, principal=principal).token
+
+
+def _admit_datasets(s: Session, dataset_ids: list[str], operator: Principal) -> None:
+    for dataset_id in dataset_ids:
+        if dataset_service.get_dataset(s, dataset_id=dataset_id).admission_state in (
+            "admitted",
+            "deprecated",
+        ):
+            continue
+        lifecycle_service.review_dataset(
+            s,
+            dataset_id=dataset_id,
+            decision="admit",
+            by=operator,
+            reason="演示数据：样本质量检查通过 (demo data, sample check passed)",
+        )
+
+
+def _publish_products(s: Session, operator: Principal, say: Callable[[str], None]) -> None:
+    for product_id in DEMO_PRODUCTS:
+        path = PRODUCTS_DIR / f"{product_id}.yaml"
+        spec = product_service.parse_product_spec(
+            yaml.safe_load(path.read_text(encoding="utf-8")), origin=str(path)
+        )
+        product, outcome = product_service.apply_product(s, spec=spec, by=operator, origin=str(path))
+        if product.state == "draft":
+            product_service.publish_product(
+                s, product_id=product_id, by=operator, reason="演示目录上线 (demo catalog)"
+            )
+        say(f"product {product_id}: {outcome}, {product.state}")
+
+
+def _sample_enterprises(s: Session, *, count: int) -> list[str]:
+    """Active enterprises for the tour: the first by code, so every demo run picks the same."""
+    codes: list[str] = []
+    for code in dataset_service.current_entities(s, dataset_id="mr_registration", limit=count * 3):
+        _, rows = dataset_service.read_records(s, dataset_id="mr_registration", uscc=code)
+        if rows and rows[0]["status"] == "active":
+            codes.append(code)
+        if len(codes) == count:
+            break
+    return codes
+
+
+def _authorize_bank(
+    s: Session, bank: Principal, operator: Principal, departments: list[str], sample: list[str]
+) -> None:
+    """A contract for the demo products, every department's grant naming the bank, and the
+    consent of the sample enterprises: what a real bank has before its first call."""
+    now = datetime.now(UTC)
+    start, end = now - timedelta(days=1), now + timedelta(days=365)
+    purposes = [p.value for p in Purpose]
+    live = [
+        c
+        for c in contract_service.list_contracts(s, viewer=bank)
+        if c.status == "active" and c.valid_to > now
+    ]
+    if not live:
+        contract_service.create_contract(
+            s,
+            institution_id=bank.id,
+            purposes=purposes,
+            products=list(DEMO_PRODUCTS),
+            clearance=2,
+            valid_from=start,
+            valid_to=end,
+            by=operator,
+        )
+    for supplier_id in departments:
+        datasets = [d.id for d in dataset_service.list_datasets(s, department=supplier_id)]
+        if not datasets:
+            continue
+        name = f"demo-{supplier_id}"
+        dept = principal_service.find_principal(s, name=name) or principal_service.create_principal(
+            s, kind="department", name=name, supplier_id=supplier_id
+        )
+        if grant_service.list_grants(s, viewer=dept, live=True):
+            continue
+        grant_service.create_grant(
+            s,
+            department=supplier_id,
+            datasets=datasets,
+            purposes=purposes,
+            products=None,
+            institutions=[bank.id],
+            valid_from=start,
+            valid_to=end,
+            by=dept,
+        )
+    held = {c.uscc for c in consent_service.list_consents(s, viewer=bank, live=True)}
+    wanted = [
+        ConsentIn(
+            uscc=code,
+            purpose=purpose,
+            products=None,
+            valid_from=start,
+            valid_to=end,
+            evidence_ref=f"demo://consents/{code}.pdf",
+            evidence_sha256=hashlib.sha256(f"demo consent {code}".encode()).hexdigest(),
+        )
+        for code in sample
+        if code not in held
+        for purpose in (Purpose.pre_loan.value, Purpose.post_loan.value)
+    ]
+    if wanted:
+        consent_service.register_consents(s, institution=bank, items=wanted)

@@ -113,6 +113,27 @@ class IngestScheduler:
         for run_id in ids:
             log.warning("aborted stalled ingest run %s", run_id)
 
+    def evaluate(self) -> None:
+        """Quality figures for new dataset versions, and timeliness of the latest ones.
+
+        Hourly and coalesced; a second scheduler doing the same upserts the same rows.
+        A dataset deleted meanwhile is simply skipped.
+        """
+        from datazone.lifecycle import service as lifecycle_service  # lifecycle reads ingest runs
+
+        with self.db.unit_of_work() as s:
+            dataset_ids = [ds.id for ds in dataset_service.list_datasets(s)]
+        evaluated = 0
+        for dataset_id in dataset_ids:
+            # one transaction a dataset: a long scan of one zone table holds no lock on the others
+            with self.db.unit_of_work() as s:
+                result = lifecycle_service.evaluate_datasets(
+                    s, now=datetime.now(UTC), dataset_ids=[dataset_id]
+                )
+            evaluated += len(result.evaluated)
+        if evaluated:
+            log.info("evaluated quality of %s dataset versions", evaluated)
+
     def _execute(self, run_id: int) -> None:
         try:
             run = execute_run(self.db, run_id=run_id, settings=self.settings)
@@ -131,5 +152,6 @@ class IngestScheduler:
         self.scheduler.add_job(self.reap, "interval", seconds=max(poll, 5.0), id="reap", next_run_time=first)
         self.scheduler.add_job(self.sync, "interval", seconds=30, id="sync", next_run_time=first)
         self.scheduler.add_job(self.run_queued, "interval", seconds=poll, id="queue", next_run_time=first)
+        self.scheduler.add_job(self.evaluate, "interval", hours=1, id="evaluate", next_run_time=first)
         log.info("scheduler started")
         self.scheduler.start()

@@ -23,6 +23,11 @@ KINDS = ("operator", "department", "institution")
 OPERATOR_ROLES = ("curator", "reviewer", "auditor")
 
 
+def a_kind(kind: str) -> str:
+    """'an institution', 'a department': for messages that tell a principal what it is."""
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
 @dataclass(frozen=True)
 class IssuedKey:
     principal: Principal

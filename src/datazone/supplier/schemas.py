@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,23 @@ class SupplierSpec(BaseModel):
     kind: Literal["department", "other"] = "department"
 
 
+class Attachment(BaseModel):
+    """A reference to a document an admission is decided on; the document itself stays where it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=63,
+            description="e.g. qualification_certificate, security_assessment, business_license",
+        ),
+    ]
+    reference: Annotated[str, Field(min_length=1, max_length=1000, description="document id or URL")]
+    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
+
+
 class SupplierOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -26,3 +43,9 @@ class SupplierOut(BaseModel):
     kind: str
     admission_status: str
     created_at: datetime
+
+
+class SupplierAdmissionOut(SupplierOut):
+    """A supplier with the documents its admission was decided on (operator and the supplier itself)."""
+
+    attachments: list[dict[str, Any]] = Field(default_factory=list)

@@ -1,0 +1,284 @@
+"""The one path every product answer takes.
+
+A request is checked in a fixed order, and a refusal names the check that failed
+(the problem's `check` member): the caller's contract, the product's lifecycle state,
+the data's lifecycle state (admitted data of a supplier in good standing), the
+departments' grants, the enterprises' consent. Then the answer is computed from the
+zone tables, desensitized by the one masking engine under the contract's clearance,
+and recorded in the audit trail in the same transaction as the answer. No product
+logic does any of this on its own. Nothing is cached between requests: a revoked
+grant or consent refuses the very next request on every replica.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from datazone import uscc as uscc_rules
+from datazone.audit import service as audit_service
+from datazone.consent import service as consent_service
+from datazone.contract import service as contract_service
+from datazone.dataset.schemas import SHANGHAI
+from datazone.errors import DomainError, Forbidden, InvalidSpec, NotFound
+from datazone.grant import service as grant_service
+from datazone.lifecycle import service as lifecycle_service
+from datazone.masking import service as masking
+from datazone.principal.models import Principal
+from datazone.principal.service import a_kind
+from datazone.product import engine
+from datazone.product import service as product_service
+from datazone.purposes import Purpose
+
+# a chain of seamless switches longer than this is a configuration loop
+MAX_SWITCHES = 8
+
+
+class ProductRetired(DomainError):
+    status = 410
+    type = "product-retired"
+    title = "The product is retired"
+
+
+class EnterpriseNotFound(NotFound):
+    type = "enterprise-not-found"
+    title = "The enterprise is not in the zone"
+
+
+class PurposeNotServed(Forbidden):
+    type = "purpose-not-served"
+    title = "The product does not serve this purpose"
+
+
+@dataclass
+class Delivery:
+    """A computed, masked answer for one or more enterprises, and what it rests on."""
+
+    requested_id: str
+    served_id: str
+    served_state: str
+    purpose: Purpose
+    as_of: date
+    computed_at: datetime
+    data_versions: dict[str, int | None]
+    clearance: int
+    masking: dict[str, str]
+    contract_id: int
+    grant_ids: list[str]
+    answers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    successor_id: str | None = None
+    departments: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def _check(name: str) -> Iterator[None]:
+    """Tag a refusal with the check that raised it, so the caller sees which gate closed."""
+    try:
+        yield
+    except DomainError as exc:
+        exc.extra.setdefault("check", name)
+        raise
+
+
+def validate_usccs(usccs: Sequence[str]) -> list[str]:
+    """Upper-case and validate every code; list every bad one with why."""
+    codes = [u.strip().upper() for u in usccs]
+    errors = []
+    for i, code in enumerate(codes):
+        why = uscc_rules.explain_invalid(code)
+        if why is not None:
+            errors.append({"location": f"usccs.{i}" if len(codes) > 1 else "uscc", "problem": why})
+    if errors:
+        raise InvalidSpec(
+            "not a valid unified social credit code: "
+            + "; ".join(f"{e['location']}: {e['problem']}" for e in errors),
+            errors=errors,
+            check="uscc",
+        )
+    dupes = sorted({c for c in codes if codes.count(c) > 1})
+    if dupes:
+        raise InvalidSpec(f"a batch lists each enterprise once; repeated: {', '.join(dupes)}", check="uscc")
+    return codes
+
+
+def resolve_product(session: Session, *, product_id: str) -> tuple[Any, Any]:
+    """(requested, served): a retired product is served by its successor only where the
+    operator chose a seamless switch; otherwise it answers 410 naming the successor."""
+    requested = product_service.get_product(session, product_id=product_id)
+    if requested.state == "draft":
+        # drafts are the operator's business: to a caller they do not exist yet
+        raise NotFound(f"no published product {product_id!r}; see GET /v1/catalog/products")
+    served = requested
+    for _ in range(MAX_SWITCHES):
+        if served.state != "retired":
+            return requested, served
+        if served.successor_id and served.seamless_switch:
+            served = product_service.get_product(session, product_id=served.successor_id)
+            continue
+        succ = served.successor_id
+        raise ProductRetired(
+            f"product {served.id!r} is retired"
+            + (f"; use its successor {succ!r}" if succ else " and has no successor"),
+            successor=succ,
+            successor_url=f"/v1/products/{succ}" if succ else None,
+        )
+    raise ProductRetired(f"product {product_id!r} has no live successor within {MAX_SWITCHES} switches")
+
+
+def deliver(
+    session: Session,
+    *,
+    caller: Principal,
+    product_id: str,
+    usccs: Sequence[str],
+    purpose: Purpose,
+    at: datetime | None = None,
+    as_of: date | None = None,
+    require_found: bool = False,
+) -> Delivery:
+    """Check, compute, mask and record one product call for `usccs` (one, or a batch)."""
+    at = at or datetime.now(UTC)
+    as_of = as_of or at.astimezone(SHANGHAI).date()
+    with _check("institution"):
+        if caller.kind != "institution":
+            raise Forbidden(f"products are called by institutions; you are {a_kind(caller.kind)}")
+    with _check("uscc"):
+        codes = validate_usccs(usccs)
+    with _check("product"):
+        requested, served = resolve_product(session, product_id=product_id)
+    # the contract names what the institution asked for; a seamless switch is the operator's promise
+    with _check("contract"):
+        contract = contract_service.require_contract(
+            session, institution_id=caller.id, product_id=requested.id, purpose=purpose, at=at
+        )
+    spec = product_service.spec_of(served)
+    with _check("product"):
+        if purpose not in spec.purposes:
+            raise PurposeNotServed(
+                f"product {served.id!r} serves {', '.join(p.value for p in spec.purposes)}; not {purpose.value}",
+                product=served.id,
+            )
+    datasets = sorted(spec.sources)
+    with _check("data"):
+        lifecycle_service.require_in_use(session, dataset_ids=datasets)
+    with _check("grant"):
+        grants = grant_service.require_grants(
+            session,
+            product_id=served.id,
+            dataset_ids=datasets,
+            institution_id=caller.id,
+            purpose=purpose,
+            at=at,
+        )
+    needs_consent = spec.consent_required or product_service.spec_of(requested).consent_required
+    if needs_consent:
+        with _check("consent"):
+            consent_service.require_consents(
+                session,
+                institution_id=caller.id,
+                usccs=codes,
+                purpose=purpose,
+                product_id=requested.id,
+                at=at,
+            )
+    computed = engine.compute(session, spec=spec, usccs=codes, as_of=as_of)
+    if require_found:
+        with _check("zone"):
+            missing = [c for c in codes if computed.answers.get(c) is None]
+            if missing:
+                raise EnterpriseNotFound(
+                    f"no enterprise {', '.join(missing)} in the zone's registration data", usccs=missing
+                )
+    rules = [masking.FieldRule(o.name, *o.policy()) for o in spec.outputs]
+    applied: dict[str, str] = {}
+    answers: dict[str, dict[str, Any] | None] = {}
+    for code in codes:
+        raw = computed.answers.get(code)
+        if raw is None:
+            answers[code] = None
+            continue
+        masked = masking.mask_answer(raw, rules, clearance=contract.clearance)
+        answers[code] = masked.values
+        applied.update(masked.applied)
+    if not applied:
+        applied = {r.name: _policy(r, contract.clearance) for r in rules}
+    departments = product_service.product_departments(session, product=served)
+    found = [c for c in codes if answers[c] is not None]
+    audit_service.record(
+        session,
+        actor=caller,
+        action=audit_service.DATA_ACCESS,
+        object_type="product",
+        object_id=served.id,
+        purpose=purpose.value,
+        entities=codes,
+        supplier_ids=departments,
+        institution_id=caller.id,
+        detail={
+            "requested": requested.id,
+            "found": len(found),
+            "data_versions": computed.data_versions,
+            "contract_id": contract.id,
+            "grant_ids": sorted({g.id for g in grants}),
+            "masking_clearance": contract.clearance,
+        },
+    )
+    return Delivery(
+        requested_id=requested.id,
+        served_id=served.id,
+        served_state=served.state,
+        purpose=purpose,
+        as_of=as_of,
+        computed_at=at,
+        data_versions=computed.data_versions,
+        clearance=contract.clearance,
+        masking=applied,
+        contract_id=contract.id,
+        grant_ids=sorted({g.id for g in grants}),
+        answers=answers,
+        successor_id=served.successor_id,
+        departments=departments,
+    )
+
+
+def _policy(rule: masking.FieldRule, clearance: int) -> str:
+    """What masking would apply to a field, for answers where nothing was found to mask."""
+    probe = masking.mask_answer({rule.name: None}, [rule], clearance=clearance)
+    return probe.applied.get(rule.name, "withheld")
+
+
+def record_refusal(
+    session: Session,
+    *,
+    caller: Principal | None,
+    product_id: str,
+    usccs: Sequence[str],
+    purpose: str | None,
+    error: DomainError,
+) -> None:
+    """A refused call is audited too, in its own transaction (the request's rolls back)."""
+    departments: list[str] = []
+    with suppress(DomainError):
+        departments = product_service.product_departments(
+            session, product=product_service.get_product(session, product_id=product_id)
+        )
+    codes = [u.strip().upper() for u in usccs][:1000]
+    audit_service.record(
+        session,
+        actor=caller,
+        action=audit_service.DATA_ACCESS,
+        object_type="product",
+        object_id=product_id,
+        outcome="refused",
+        reason=error.type,
+        purpose=purpose,
+        entities=codes,
+        supplier_ids=departments,
+        institution_id=caller.id if caller is not None and caller.kind == "institution" else None,
+        detail={"check": error.extra.get("check"), "status": error.status, "detail": error.detail[:500]},
+    )

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class ContractIn(BaseModel):
+    """Purposes and products are checked by the service so that every problem is listed at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    institution_id: int
+    purposes: list[str]
+    products: list[str]
+    clearance: int = Field(default=2, description="fields of grade <= clearance are shown in clear (1..4)")
+    valid_from: AwareDatetime
+    valid_to: AwareDatetime
+    max_batch: int = 1000
+
+
+class ContractOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    institution_id: int
+    purposes: list[str]
+    products: list[str]
+    clearance: int
+    valid_from: datetime
+    valid_to: datetime
+    status: str
+    max_batch: int
+    created_by: int
+    created_at: datetime
+    status_changed_at: datetime | None
+    status_reason: str | None
+
+
+class StatusChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1)

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class GrantIn(BaseModel):
+    """Purposes, datasets, products and institutions are checked by the service so that
+    every problem is listed at once. The department is the caller's own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    department: str | None = Field(default=None, description="your department (the default)")
+    datasets: list[str]
+    purposes: list[str]
+    products: list[str] | None = Field(default=None, description="null: any product")
+    institutions: list[int] | None = Field(default=None, description="null: all institutions")
+    valid_from: AwareDatetime
+    valid_to: AwareDatetime
+
+
+class GrantOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    department: str
+    datasets: list[str]
+    purposes: list[str]
+    products: list[str] | None
+    institutions: list[int] | None
+    valid_from: datetime
+    valid_to: datetime
+    created_at: datetime
+    revoked_at: datetime | None
+    revoke_reason: str | None
+    status: str = Field(default="", description="live, upcoming, expired or revoked, as of the request")
+
+
+class RevokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1)

@@ -1,0 +1,182 @@
+"""Product specs: what a data product reads, computes, answers and costs.
+
+A spec is declared in YAML, one file a product, in the top-level `products/` folder and
+applied with `datazone product apply products/*.yaml` (or `PUT /v1/products/{id}`). The
+pydantic model checks the document's own shape; `service.validate_against_zone` checks it
+against the zone (datasets, fields, the engine's logics) and lists every problem at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from datazone.dataset.schemas import IDENT, SLUG, Masking
+from datazone.purposes import Purpose
+
+
+class Category(StrEnum):
+    credit_lookup = "credit_lookup"
+    admission_analysis = "admission_analysis"
+    risk_insight = "risk_insight"
+    competitiveness_analysis = "competitiveness_analysis"
+    enterprise_portrait = "enterprise_portrait"
+    trust_analysis = "trust_analysis"
+    custom = "custom"
+
+
+CATEGORY_NAMES: dict[Category, str] = {
+    Category.credit_lookup: "信用信息查询",
+    Category.admission_analysis: "准入分析",
+    Category.risk_insight: "风险洞察",
+    Category.competitiveness_analysis: "竞争力分析",
+    Category.enterprise_portrait: "企业画像",
+    Category.trust_analysis: "守信分析",
+    Category.custom: "定制",
+}
+
+
+class Tier(StrEnum):
+    free = "free"
+    paid = "paid"
+    negotiated = "negotiated"  # priced per contract: price_fen may be 0
+
+
+class ProductState(StrEnum):
+    draft = "draft"
+    published = "published"
+    deprecated = "deprecated"
+    retired = "retired"
+
+
+# states a caller who is not the operator may see in the catalog
+VISIBLE_STATES: tuple[str, ...] = (ProductState.published.value, ProductState.deprecated.value)
+
+
+class OutputSpec(BaseModel):
+    """One field of the product's answer. grade and masking default to the source field's
+    when `from` names exactly one field; with several sources they must be stated."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: Annotated[str, Field(pattern=IDENT)]
+    description: str = ""
+    from_: Annotated[list[str], Field(alias="from", min_length=1)]
+    grade: Annotated[int, Field(ge=1, le=5)] | None = None
+    masking: Masking | None = None
+    unit: str | None = None
+
+    def policy(self) -> tuple[int, Masking]:
+        """(grade, masking) of an applied product's output: apply resolves both, so a stored
+        spec always has them; an unapplied spec may not."""
+        if self.grade is None or self.masking is None:
+            raise ValueError(f"output {self.name!r} has no resolved grade/masking: apply the spec first")
+        return self.grade, self.masking
+
+
+class ProductSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, Field(pattern=SLUG)]
+    name: Annotated[str, Field(min_length=1)]
+    name_en: str = ""
+    description: str = ""
+    category: Category
+    tier: Tier
+    price_fen: Annotated[int, Field(ge=0)]
+    purposes: Annotated[list[Purpose], Field(min_length=1)]
+    consent_required: bool
+    logic: Annotated[str, Field(min_length=1)]
+    sources: Annotated[dict[str, Annotated[list[str], Field(min_length=1)]], Field(min_length=1)]
+    outputs: Annotated[list[OutputSpec], Field(min_length=1)]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProductSpec:
+        problems: list[str] = []
+        if self.tier is Tier.free and self.price_fen != 0:
+            problems.append(f"a free product costs 0 fen, not {self.price_fen}")
+        if self.tier is Tier.paid and self.price_fen == 0:
+            problems.append(
+                "a paid product needs a price_fen above 0 (use tier 'negotiated' for per-contract)"
+            )
+        dupes = sorted({p.value for p in self.purposes if self.purposes.count(p) > 1})
+        if dupes:
+            problems.append(f"purposes listed twice: {', '.join(dupes)}")
+        names = [o.name for o in self.outputs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            problems.append(f"outputs declared twice: {', '.join(dupes)}")
+        for ds, fields in self.sources.items():
+            twice = sorted({f for f in fields if fields.count(f) > 1})
+            if twice:
+                problems.append(f"sources.{ds} lists {', '.join(twice)} twice")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def output(self, name: str) -> OutputSpec:
+        for o in self.outputs:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------- API models
+
+
+class OutputOut(BaseModel):
+    name: str
+    description: str
+    from_: list[str] = Field(serialization_alias="from")
+    grade: int
+    masking: Masking
+    unit: str | None
+
+
+class ProductOut(BaseModel):
+    """A catalog entry."""
+
+    id: str
+    name: str
+    name_en: str
+    description: str
+    category: Category
+    category_name: str
+    tier: Tier
+    price_fen: int
+    purposes: list[Purpose]
+    consent_required: bool
+    departments: list[str]
+    datasets: list[str]
+    outputs: list[OutputOut]
+    state: ProductState
+    successor: str | None
+    seamless_switch: bool
+    updated_at: datetime
+
+
+class AppliedOut(BaseModel):
+    product: ProductOut
+    result: str  # created, updated, unchanged
+
+
+class TransitionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    successor: Annotated[str, Field(pattern=SLUG)] | None = None
+    seamless: bool = False
+
+
+class TransitionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    from_state: str | None
+    to_state: str
+    by_name: str
+    reason: str
+    at: datetime

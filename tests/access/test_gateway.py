@@ -1,0 +1,428 @@
+"""The product gateway end to end: real servers on loopback, the synthetic zone, real grants.
+
+Covers the issue's "done when" lines for the control plane: every lifecycle path
+(including the seamless switch), revocation cutting access on the next request while
+another replica serves, consent, masking per grade and contract, refusals naming
+the check, and departments seeing every use of their data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from datazone.config import Settings
+from datazone.db import Database
+from tests.conftest import Server, problem
+from tests.factories import bad_check, bearer, make_uscc, new_principal
+
+PRODUCTS_DIR = Path(__file__).resolve().parents[2] / "products"
+NOW = datetime.now(UTC)
+YEAR = timedelta(days=365)
+
+
+@dataclass
+class Gateway:
+    db: Database
+    url: str
+    url_b: str  # a second replica on the same database
+    operator: dict[str, str]
+    departments: dict[str, dict[str, str]]  # supplier id -> bearer header of its department principal
+    usccs: list[str]  # enterprises registered in the zone
+
+
+@pytest.fixture(scope="module")
+def gw(
+    synthetic_zone: dict[str, Any], db: Database, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    root = tmp_path_factory.mktemp("gateway")
+    replicas = []
+    for name in ("a", "b"):
+        settings = Settings(home=root / name, database_url=database_url, drop_dir=root / "drop")
+        replicas.append(Server(settings))
+    for r in replicas:
+        r.wait_ready()
+    with db.engine.connect() as conn:
+        usccs = list(
+            conn.execute(
+                sa.text(
+                    "SELECT uscc FROM zone.mr_registration WHERE _vto IS NULL AND status = 'active' ORDER BY uscc LIMIT 50"
+                )
+            ).scalars()
+        )
+        suppliers = list(conn.execute(sa.text("SELECT DISTINCT supplier_id FROM dataset")).scalars())
+    departments = {sid: bearer(new_principal(db, "department", supplier_id=sid)[1]) for sid in suppliers}
+    try:
+        yield Gateway(
+            db=db,
+            url=replicas[0].url,
+            url_b=replicas[1].url,
+            operator=bearer(new_principal(db, "operator")[1]),
+            departments=departments,
+            usccs=usccs,
+        )
+    finally:
+        for r in replicas:
+            r.stop()
+
+
+def _datasets_by_department(gw: Gateway, product_id: str) -> dict[str, list[str]]:
+    with httpx.Client(base_url=gw.url, headers=gw.operator) as c:
+        entry = c.get(f"/v1/catalog/products/{product_id}").json()
+    with gw.db.engine.connect() as conn:
+        owners = dict(conn.execute(sa.text("SELECT id, supplier_id FROM dataset")).all())
+    out: dict[str, list[str]] = {}
+    for ds in entry["datasets"]:
+        out.setdefault(owners[ds], []).append(ds)
+    return out
+
+
+def _institution(
+    gw: Gateway,
+    products: list[str],
+    *,
+    clearance: int = 2,
+    purposes: tuple[str, ...] = ("pre_loan", "post_loan"),
+    grant: bool = True,
+) -> tuple[int, dict[str, str], dict[str, str]]:
+    """A new institution with a contract for `products`, and grants from every department
+    concerned naming this institution. Returns (id, its headers, {department: grant id})."""
+    inst_id, token = new_principal(gw.db, "institution")
+    window = {"valid_from": (NOW - timedelta(days=1)).isoformat(), "valid_to": (NOW + YEAR).isoformat()}
+    grants: dict[str, str] = {}
+    with httpx.Client(base_url=gw.url, timeout=30) as c:
+        r = c.post(
+            "/v1/contracts",
+            headers=gw.operator,
+            json={
+                "institution_id": inst_id,
+                "purposes": list(purposes),
+                "products": products,
+                "clearance": clearance,
+                **window,
+            },
+        )
+        assert r.status_code == 201, r.text
+        if grant:
+            wanted: dict[str, set[str]] = {}
+            for p in products:
+                for dept, datasets in _datasets_by_department(gw, p).items():
+                    wanted.setdefault(dept, set()).update(datasets)
+            for dept, datasets in wanted.items():
+                r = c.post(
+                    "/v1/grants",
+                    headers=gw.departments[dept],
+                    json={
+                        "datasets": sorted(datasets),
+                        "purposes": list(purposes),
+                        "products": None,
+                        "institutions": [inst_id],
+                        **window,
+                    },
+                )
+                assert r.status_code == 201, r.text
+                grants[dept] = r.json()["id"]
+    return inst_id, bearer(token), grants
+
+
+def _consent(
+    c: httpx.Client, headers: dict[str, str], uscc: str, purpose: str = "pre_loan"
+) -> httpx.Response:
+    evidence = f"授权书-{uscc}.pdf".encode()
+    return c.post(
+        "/v1/consents",
+        headers=headers,
+        json={
+            "uscc": uscc,
+            "purpose": purpose,
+            "products": None,
+            "valid_from": (NOW - timedelta(days=1)).isoformat(),
+            "valid_to": (NOW + YEAR).isoformat(),
+            "evidence_ref": f"oss://consents/{uscc}.pdf",
+            "evidence_sha256": hashlib.sha256(evidence).hexdigest(),
+        },
+    )
+
+
+def _registration(gw: Gateway, uscc: str) -> dict[str, Any]:
+    with gw.db.engine.connect() as conn:
+        row = (
+            conn.execute(
+                sa.text("SELECT * FROM zone.mr_registration WHERE uscc = :u AND _vto IS NULL"), {"u": uscc}
+            )
+            .mappings()
+            .one()
+        )
+    return dict(row)
+
+
+# ------------------------------------------------------------------ consent
+
+
+def test_paid_product_is_refused_without_consent_and_answered_with_it(gw: Gateway) -> None:
+    _, inst, _ = _institution(gw, ["risk-insight"])
+    uscc = gw.usccs[0]
+    with httpx.Client(base_url=gw.url, headers=inst, timeout=30) as c:
+        url = f"/v1/products/risk-insight/enterprises/{uscc}"
+        refused = c.get(url, params={"purpose": "pre_loan"})
+        assert refused.status_code == 403
+        body = problem(refused)
+        assert body["type"].endswith("/consent-required") and body["check"] == "consent"
+        assert body["missing"] == [uscc]
+
+        assert _consent(c, inst, uscc).status_code == 201
+        ok = c.get(url, params={"purpose": "pre_loan"})
+        assert ok.status_code == 200, ok.text
+        answer = ok.json()
+        assert answer["uscc"] == uscc and answer["product"]["id"] == "risk-insight"
+        assert answer["answer"]["risk_level"] in ("low", "medium", "high", "severe")
+        assert set(answer["data_versions"]) >= {"court_dishonest", "court_enforcement", "mr_registration"}
+        assert all(v >= 1 for v in answer["data_versions"].values())
+
+        # consent is per purpose: post-loan monitoring of the same firm is not covered
+        other = c.get(url, params={"purpose": "post_loan"})
+        assert other.status_code == 403 and problem(other)["check"] == "consent"
+
+        # a batch names exactly the enterprises without consent
+        batch = c.post(
+            "/v1/products/risk-insight/enterprises",
+            json={"purpose": "pre_loan", "usccs": [uscc, gw.usccs[1], gw.usccs[2]]},
+        )
+        assert batch.status_code == 403
+        assert sorted(problem(batch)["missing"]) == sorted(gw.usccs[1:3])
+
+
+# ------------------------------------------------------------------ revocation across replicas
+
+
+def test_revocation_cuts_access_on_the_next_request_on_another_replica(gw: Gateway) -> None:
+    _inst_id, inst, grants = _institution(gw, ["credit-basic"])
+    uscc = gw.usccs[3]
+    url = f"/v1/products/credit-basic/enterprises/{uscc}"
+    outcomes: list[tuple[float, float, int, dict[str, Any]]] = []
+    stop = threading.Event()
+
+    def call_replica_b() -> None:
+        with httpx.Client(base_url=gw.url_b, headers=inst, timeout=30) as c:
+            while not stop.is_set():
+                started = time.monotonic()
+                r = c.get(url, params={"purpose": "pre_loan"})
+                outcomes.append((started, time.monotonic(), r.status_code, r.json()))
+
+    worker = threading.Thread(target=call_replica_b)
+    worker.start()
+    try:
+        while len(outcomes) < 5:
+            time.sleep(0.05)
+        with httpx.Client(base_url=gw.url, timeout=30) as c:
+            # revoke the tax department's grant through replica A
+            r = c.post(
+                f"/v1/grants/{grants['tax']}/revoke",
+                headers=gw.departments["tax"],
+                json={"reason": "纳税信用数据授权到期前收回"},
+            )
+            assert r.status_code == 200, r.text
+            revoked_at = time.monotonic()
+        while not any(start > revoked_at for start, *_ in outcomes):
+            time.sleep(0.02)
+        # the very next request on replica B
+        with httpx.Client(base_url=gw.url_b, headers=inst, timeout=30) as c:
+            after = c.get(url, params={"purpose": "pre_loan"})
+    finally:
+        stop.set()
+        worker.join()
+    served_before = [o for o in outcomes if o[1] < revoked_at and o[2] == 200]
+    assert served_before, "replica B was serving before the revocation"
+    later = [o for o in outcomes if o[0] > revoked_at]
+    assert later and all(status == 403 for _, _, status, _ in later), [o[2] for o in later]
+    body = problem(after)
+    assert after.status_code == 403
+    assert body["type"].endswith("/grant-revoked") and body["check"] == "grant"
+    assert body["grant_id"] == grants["tax"] and body["department"] == "tax"
+    assert grants["tax"] in body["detail"]
+
+
+# ------------------------------------------------------------------ masking
+
+
+def test_masking_follows_field_grade_and_contract_clearance(gw: Gateway) -> None:
+    uscc = gw.usccs[4]
+    reg = _registration(gw, uscc)
+    answers = {}
+    for clearance in (1, 2, 3):
+        _, inst, _ = _institution(gw, ["credit-basic"], clearance=clearance)
+        with httpx.Client(base_url=gw.url, headers=inst, timeout=30) as c:
+            r = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "pre_loan"})
+            assert r.status_code == 200, r.text
+            answers[clearance] = r.json()
+    # legal representative: a natural person's name, grade 3
+    assert answers[3]["answer"]["legal_rep"] == reg["legal_rep"]
+    assert answers[3]["masking"]["fields"]["legal_rep"] == "clear"
+    for clearance in (1, 2):
+        masked = answers[clearance]["answer"]["legal_rep"]
+        assert masked != reg["legal_rep"] and masked[0] == reg["legal_rep"][0] and "*" in masked
+        assert answers[clearance]["masking"]["fields"]["legal_rep"] == "person_name"
+    # address and registered capital: grade 2, clear from clearance 2 up, masked below
+    assert answers[2]["answer"]["address"] == reg["address"]
+    assert answers[1]["masking"]["fields"]["address"] == "address"
+    assert answers[1]["answer"]["address"] != reg["address"] and answers[1]["answer"]["address"].endswith(
+        "****"
+    )
+    if reg["reg_capital"] is not None:
+        fen = int(reg["reg_capital"] * 1_000_000)
+        assert answers[2]["answer"]["reg_capital_fen"] == fen
+        band = answers[1]["answer"]["reg_capital_fen"]
+        assert band["min_fen"] <= fen and (band["max_fen"] is None or fen < band["max_fen"])
+    # grade-1 facts are identical whatever the contract
+    assert {answers[c]["answer"]["status"] for c in (1, 2, 3)} == {reg["status"]}
+    assert [answers[c]["masking"]["clearance"] for c in (1, 2, 3)] == [1, 2, 3]
+
+
+# ------------------------------------------------------------------ lifecycle
+
+
+def _copy_product(gw: Gateway, c: httpx.Client, source: str) -> str:
+    spec = yaml.safe_load((PRODUCTS_DIR / f"{source}.yaml").read_text(encoding="utf-8"))
+    spec["id"] = f"{source}-{secrets.token_hex(3)}"
+    r = c.put(f"/v1/products/{spec['id']}", json=spec, headers=gw.operator)
+    assert r.status_code in (200, 201), r.text
+    r = c.post(f"/v1/products/{spec['id']}/publish", json={"reason": "上线"}, headers=gw.operator)
+    assert r.status_code == 200, r.text
+    return str(spec["id"])
+
+
+@pytest.mark.parametrize("seamless", [False, True])
+def test_deprecate_then_retire_with_and_without_seamless_switch(gw: Gateway, seamless: bool) -> None:
+    with httpx.Client(base_url=gw.url, timeout=30) as c:
+        old, new = _copy_product(gw, c, "credit-basic"), _copy_product(gw, c, "credit-basic")
+        _, inst, _ = _institution(gw, [old, new])
+        uscc = gw.usccs[5]
+        call = lambda pid: c.get(  # noqa: E731
+            f"/v1/products/{pid}/enterprises/{uscc}", params={"purpose": "pre_loan"}, headers=inst
+        )
+        assert call(old).status_code == 200
+
+        # published -> retired directly is not a lifecycle path
+        illegal = c.post(f"/v1/products/{old}/retire", json={"reason": "x"}, headers=gw.operator)
+        assert illegal.status_code == 409
+        assert problem(illegal)["allowed"] == ["deprecated"]
+
+        r = c.post(
+            f"/v1/products/{old}/deprecate",
+            json={"reason": "口径升级", "successor": new, "seamless": seamless},
+            headers=gw.operator,
+        )
+        assert r.status_code == 200, r.text
+        deprecated = call(old)
+        assert deprecated.status_code == 200 and deprecated.headers["Deprecation"] == "true"
+        assert f"/v1/catalog/products/{new}" in deprecated.headers["Link"]
+
+        r = c.post(f"/v1/products/{old}/retire", json={"reason": "下线"}, headers=gw.operator)
+        assert r.status_code == 200, r.text
+        retired = call(old)
+        if seamless:
+            assert retired.status_code == 200, retired.text
+            assert retired.json()["product"] == {"id": new, "requested": old, "state": "published"}
+            assert retired.json()["answer"] == call(new).json()["answer"]
+        else:
+            assert retired.status_code == 410
+            body = problem(retired)
+            assert body["successor"] == new and body["check"] == "product"
+
+        history = c.get(f"/v1/products/{old}/history", headers=gw.operator).json()
+        moves = [(h["from_state"], h["to_state"]) for h in history]
+        assert moves[-3:] == [("draft", "published"), ("published", "deprecated"), ("deprecated", "retired")]
+        assert all(h["by_name"] and h["reason"] and h["at"] for h in history)
+
+
+# ------------------------------------------------------------------ refusals name the check
+
+
+def test_each_refusal_names_its_check_and_is_audited(gw: Gateway) -> None:
+    inst_id, inst, _ = _institution(gw, ["credit-basic"], purposes=("pre_loan",))
+    uscc = gw.usccs[6]
+    with httpx.Client(base_url=gw.url, headers=inst, timeout=30) as c:
+        bad = c.get(f"/v1/products/credit-basic/enterprises/{bad_check(uscc)}", params={"purpose": "pre_loan"})
+        assert bad.status_code == 422 and problem(bad)["check"] == "uscc"
+        unknown = c.get(f"/v1/products/no-such-product/enterprises/{uscc}", params={"purpose": "pre_loan"})
+        assert unknown.status_code == 404 and problem(unknown)["check"] == "product"
+        purpose = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "marketing"})
+        assert purpose.status_code == 403 and problem(purpose)["check"] == "contract"
+        other = c.get(f"/v1/products/risk-insight/enterprises/{uscc}", params={"purpose": "pre_loan"})
+        assert other.status_code == 403 and problem(other)["check"] == "contract"
+        absent = make_uscc(987_654_321)
+        missing = c.get(f"/v1/products/credit-basic/enterprises/{absent}", params={"purpose": "pre_loan"})
+        assert missing.status_code == 404 and problem(missing)["check"] == "zone"
+        too_many = c.post(
+            "/v1/products/credit-basic/enterprises",
+            json={"purpose": "pre_loan", "usccs": [make_uscc(i) for i in range(1001)]},
+        )
+        assert too_many.status_code == 422
+        ok = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "pre_loan"})
+        assert ok.status_code == 200
+    # a department's key is not an institution's
+    with httpx.Client(base_url=gw.url, headers=gw.departments["tax"], timeout=30) as c:
+        dept = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "pre_loan"})
+        assert dept.status_code == 403 and problem(dept)["check"] == "institution"
+    # no grant: a contract alone does not open a department's data
+    _, ungranted, _ = _institution(gw, ["credit-basic"], grant=False)
+    with httpx.Client(base_url=gw.url, headers=ungranted, timeout=30) as c:
+        r = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "pre_loan"})
+        assert r.status_code == 403
+        body = problem(r)
+        assert body["check"] == "grant" and body["type"].endswith("/grant-required")
+
+    with gw.db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT outcome, reason, object_id FROM audit_entry WHERE institution_id = :i"
+                " AND action = 'product.answer' ORDER BY id"
+            ),
+            {"i": inst_id},
+        ).all()
+    assert [r.outcome for r in rows] == ["refused"] * 5 + ["ok"]
+    assert [r.reason for r in rows[:5]] == [
+        "invalid-spec",
+        "not-found",
+        "contract-required",
+        "contract-required",
+        "enterprise-not-found",
+    ]
+
+
+def test_a_department_sees_every_use_of_its_data_and_only_its_own(gw: Gateway) -> None:
+    inst_id, inst, _ = _institution(gw, ["credit-basic"])
+    batch = gw.usccs[10:15]
+    with httpx.Client(base_url=gw.url, timeout=30) as c:
+        r = c.post(
+            "/v1/products/credit-basic/enterprises",
+            headers=inst,
+            json={"purpose": "post_loan", "usccs": batch},
+        )
+        assert r.status_code == 200, r.text
+        assert [x["uscc"] for x in r.json()["results"]] == batch and all(
+            x["found"] for x in r.json()["results"]
+        )
+        uses = c.get("/v1/audit/uses", headers=gw.departments["tax"]).json()
+        mine = [u for u in uses if u["institution_id"] == inst_id]
+        assert len(mine) == 1
+        assert (mine[0]["product_id"], mine[0]["entity_count"], mine[0]["purpose"]) == (
+            "credit-basic",
+            5,
+            "post_loan",
+        )
+        # the courts' data is not in credit-basic: the courts do not see this use
+        courts = c.get("/v1/audit/uses", headers=gw.departments["courts"]).json()
+        assert not [u for u in courts if u["institution_id"] == inst_id]

@@ -1,0 +1,1 @@
+from tests.grant.builders import catalog  # noqa: F401  (fixture)
