@@ -81,3 +81,45 @@ def test_invalid_specs_are_refused_with_every_problem(settings: Settings, tmp_pa
     path.write_text(yaml.safe_dump(unknown_dept, allow_unicode=True), encoding="utf-8")
     done = run_cli(settings, "dataset", "apply", str(path))
     assert done.returncode == 2 and "no-such-dept" in done.stderr
+
+
+def test_principals_keys_issue_and_revoke(db: Database, settings: Settings) -> None:
+    from datazone.errors import Unauthorized
+    from datazone.principal import service as principal_service
+
+    name = unique_id("ops")
+    no_role = run_cli(settings, "principal", "create", name)
+    assert no_role.returncode == 2 and "curator, reviewer, auditor" in no_role.stderr
+    bad_role = run_cli(settings, "principal", "create", name, "--role", "admin")
+    assert bad_role.returncode == 2 and "unknown: admin" in bad_role.stderr
+    created = run_cli(settings, "principal", "create", name, "--role", "auditor")
+    assert created.returncode == 0, created.stderr
+    first = created.stdout.split("key ")[1].strip()
+    issued = run_cli(settings, "principal", "issue-key", name)
+    second = issued.stdout.split("key ")[1].strip()
+    assert issued.returncode == 0 and second != first
+    listed = run_cli(settings, "principal", "list", "--kind", "operator", "--json")
+    first_id, second_id = first.split("_")[1], second.split("_")[1]
+    mine = next(p for p in json.loads(listed.stdout) if p["name"] == name)
+    assert (mine["roles"], mine["live_keys"], mine["revoked_keys"]) == (["auditor"], [first_id, second_id], [])
+    assert first not in listed.stdout  # ids only, never a key
+
+    revoked = run_cli(settings, "principal", "revoke-key", first_id)
+    assert revoked.returncode == 0, revoked.stderr
+    again = run_cli(settings, "principal", "revoke-key", first_id)
+    assert again.returncode == 2 and "was revoked at" in again.stderr
+    with db.unit_of_work() as s:
+        try:
+            principal_service.authenticate(s, token=first)
+            raise AssertionError("a revoked key still authenticates")
+        except Unauthorized:
+            pass
+        assert principal_service.authenticate(s, token=second).name == name
+    with db.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        actions = conn.execute(
+            sa.text("SELECT action FROM audit_entry WHERE object_type = 'principal' AND object_id = :n ORDER BY id"),
+            {"n": name},
+        ).scalars().all()
+    assert actions == ["principal.create", "principal.key_issue", "principal.key_revoke"]

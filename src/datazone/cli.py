@@ -12,10 +12,13 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from datazone.config import get_settings
 from datazone.db import Database
 from datazone.errors import DomainError, InvalidSpec
+from datazone.principal.models import Principal
+from datazone.principal.service import shell_actor
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="datazone: the gateway of a public-data zone"
@@ -107,7 +110,7 @@ def dataset_apply(files: list[Path]) -> None:
     db = _db()
     try:
         with db.unit_of_work() as s:
-            results = [service.apply_dataset(s, spec=spec) for spec in specs]
+            results = [service.apply_dataset(s, spec=spec, by_name=shell_actor()) for spec in specs]
     except DomainError as exc:
         raise _fail(exc.detail) from None
     for ds, what in results:
@@ -284,8 +287,12 @@ def ingest_reap() -> None:
 def principal_create(
     name: str,
     kind: Annotated[str, typer.Option("--kind", help="operator, department or institution")] = "operator",
-    role: Annotated[list[str] | None, typer.Option("--role")] = None,
-    department: Annotated[str | None, typer.Option("--department")] = None,
+    role: Annotated[
+        list[str] | None, typer.Option("--role", help="an operator's roles: curator, reviewer, auditor")
+    ] = None,
+    department: Annotated[
+        str | None, typer.Option("--department", help="a department principal's supplier id")
+    ] = None,
 ) -> None:
     """Create a principal and print its key once (only a hash of it is stored)."""
     from datazone.principal import service
@@ -295,10 +302,92 @@ def principal_create(
         with db.unit_of_work() as s:
             p = service.create_principal(s, kind=kind, name=name, roles=role or [], supplier_id=department)
             issued = service.issue_key(s, principal=p)
+            _record_key_change(s, p, "principal.create", issued.key_id)
     except DomainError as exc:
         raise _fail(exc.detail) from None
     out.print(f"{kind} {name}: key {issued.token}", highlight=False)
     err.print("store it now: it is not shown again")
+
+
+@principal_app.command("list")
+def principal_list(
+    kind: Annotated[str | None, typer.Option("--kind")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Principals with their roles, department and key ids (never the keys)."""
+    from datazone.principal import service
+
+    rows = []
+    with _db().unit_of_work() as s:
+        for p in service.list_principals(s, kind=kind):
+            keys = service.list_keys(s, principal=p)
+            rows.append(
+                {
+                    "id": p.id,
+                    "kind": p.kind,
+                    "name": p.name,
+                    "roles": p.roles,
+                    "department": p.supplier_id,
+                    "live_keys": [k.id for k in keys if k.revoked_at is None],
+                    "revoked_keys": [k.id for k in keys if k.revoked_at is not None],
+                }
+            )
+    if as_json:
+        out.print_json(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table("id", "kind", "name", "roles", "department", "live keys", "revoked keys")
+    for r in rows:
+        table.add_row(
+            str(r["id"]), r["kind"], r["name"], ",".join(r["roles"]), r["department"] or "",
+            " ".join(r["live_keys"]), " ".join(r["revoked_keys"]),
+        )
+    out.print(table)
+
+
+@principal_app.command("issue-key")
+def principal_issue_key(name: str) -> None:
+    """Issue another key for a principal (to rotate: issue, deploy, then revoke the old one)."""
+    from datazone.principal import service
+
+    with _db().unit_of_work() as s:
+        p = service.find_principal(s, name=name)
+        if p is None:
+            raise _fail(f"no principal named {name!r}; `datazone principal list` shows them")
+        issued = service.issue_key(s, principal=p)
+        _record_key_change(s, p, "principal.key_issue", issued.key_id)
+    out.print(f"{p.kind} {name}: key {issued.token}", highlight=False)
+    err.print("store it now: it is not shown again")
+
+
+@principal_app.command("revoke-key")
+def principal_revoke_key(key_id: str) -> None:
+    """Revoke a key by its id (the part after `dzk_`); requests with it are refused from the next one."""
+    from datazone.principal import service
+
+    try:
+        with _db().unit_of_work() as s:
+            key = service.revoke_key(s, key_id=key_id)
+            p = service.get_principal(s, principal_id=key.principal_id)
+            _record_key_change(s, p, "principal.key_revoke", key_id)
+    except DomainError as exc:
+        raise _fail(exc.detail) from None
+    out.print(f"key {key_id} of {p.kind} {p.name}: revoked")
+
+
+def _record_key_change(s: Session, principal: Principal, action: str, key_id: str) -> None:
+    from datazone.audit import service as audit_service
+
+    audit_service.record(
+        s,
+        actor=None,
+        actor_name=shell_actor(),
+        action=action,
+        object_type="principal",
+        object_id=principal.name,
+        detail={"key_id": key_id},
+        supplier_ids=[principal.supplier_id] if principal.supplier_id else [],
+        institution_id=principal.id if principal.kind == "institution" else None,
+    )
 
 
 @app.command()
@@ -373,7 +462,20 @@ def demo(
         out.print(
             f"  {r.dataset_id:24} version {r.version}  {r.rows_loaded:>10,} rows loaded", highlight=False
         )
-    out.print(f"demo details in {demo_file(settings)}: url, database_url, operator_token", highlight=False)
+    out.print(
+        f"demo details in {demo_file(settings)}: url, operator_token, institution_token (the demo bank),"
+        " consented_usccs (enterprises whose consent the bank holds)",
+        highlight=False,
+    )
+    sample = zone.info["consented_usccs"][0] if zone.info.get("consented_usccs") else None
+    if sample:
+        out.print(
+            "try: curl -H \"Authorization: Bearer $(jq -r .institution_token "
+            f"{demo_file(settings)})\" '{zone.info['url']}/v1/products/credit-basic/enterprises/{sample}?purpose=pre_loan'",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     if serve_after:
         out.print(f"serving the gateway on {zone.info['url']}", highlight=False)
         uvicorn.run(

@@ -67,10 +67,12 @@ def gate(db: Database, dataset_ids: list[str]) -> dict[str, Any] | None:
 
 
 def transitions(db: Database, dataset_id: str) -> list[tuple[str | None, str, str, str]]:
+    """The dataset's moves after its creation (which is recorded as None -> intake)."""
     with db.unit_of_work() as s:
         return [
             (t.from_state, t.to_state, t.by_name, t.reason)
             for t in lifecycle_service.history(s, subject_type="dataset", subject_id=dataset_id)
+            if t.from_state is not None
         ]
 
 
@@ -107,10 +109,11 @@ def test_admission_with_a_passing_sample(
     assert gate(db, [ds.id]) is None
     hist = client.get(f"/v1/lifecycle/dataset/{ds.id}/history", headers=keys["auditor"]).json()
     assert [(h["from_state"], h["to_state"], h["reason"]) for h in hist] == [
+        (None, "intake", "spec applied"),
         ("intake", "under_review", "delivery complete"),
         ("under_review", "admitted", "sample meets thresholds"),
     ]
-    assert hist[0]["by_name"] != hist[1]["by_name"] and all(h["at"] for h in hist)
+    assert hist[1]["by_name"] != hist[2]["by_name"] and all(h["at"] for h in hist)
 
 
 def test_failing_sample_is_refused_with_each_figure_then_admitted_by_override(

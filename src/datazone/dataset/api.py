@@ -23,6 +23,8 @@ def _out(ds: Dataset) -> DatasetOut:
         mode=spec.mode,
         current_version=ds.current_version,
         current_rows=ds.current_rows,
+        admission_state=ds.admission_state,
+        successor_id=ds.successor_id,
         updated_at=ds.updated_at,
         spec=redacted(spec),
     )

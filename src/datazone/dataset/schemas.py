@@ -290,5 +290,7 @@ class DatasetOut(BaseModel):
     mode: Mode
     current_version: int | None
     current_rows: int
+    admission_state: str = Field(description="intake, under_review, admitted, rejected, deprecated or retired")
+    successor_id: str | None = Field(default=None, description="the dataset that replaces a deprecated one")
     updated_at: datetime
     spec: dict[str, object]

@@ -16,6 +16,7 @@ from datazone.dataset import zone
 from datazone.dataset.models import Dataset, DatasetVersion
 from datazone.dataset.schemas import DatasetSpec
 from datazone.errors import Conflict, InvalidSpec, NotFound
+from datazone.principal.models import Principal
 from datazone.supplier import service as supplier_service
 
 
@@ -43,7 +44,9 @@ def _sha(spec: DatasetSpec) -> str:
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
 
 
-def apply_dataset(session: Session, *, spec: DatasetSpec) -> tuple[Dataset, str]:
+def apply_dataset(
+    session: Session, *, spec: DatasetSpec, by: Principal | None = None, by_name: str | None = None
+) -> tuple[Dataset, str]:
     """Create or update a dataset and its zone table. Returns (dataset, 'created'|'updated'|'unchanged').
 
     Changes that would reinterpret stored rows (a field's type, the record key) are
@@ -66,6 +69,20 @@ def apply_dataset(session: Session, *, spec: DatasetSpec) -> tuple[Dataset, str]
         )
         session.add(ds)
         session.flush()
+        # a new dataset enters the lifecycle at intake; it serves products once admitted
+        from datazone.lifecycle import service as lifecycle_service  # lifecycle reads datasets too
+
+        lifecycle_service.transition(
+            session,
+            subject_type="dataset",
+            subject_id=spec.id,
+            from_state=None,
+            to_state="intake",
+            by=by,
+            by_name=by_name or "operator",
+            reason="spec applied",
+            supplier_ids=[spec.department],
+        )
         return ds, "created"
     if existing.spec_sha256 == sha:
         return existing, "unchanged"

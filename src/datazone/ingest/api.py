@@ -5,9 +5,11 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from datazone.deps import DbDep, OperatorDep, SessionDep
+from datazone.deps import CuratorDep, DbDep, PrincipalDep, SessionDep
+from datazone.errors import Forbidden
 from datazone.ingest import service
 from datazone.ingest.schemas import IngestReport, IngestRunOut, RejectOut
+from datazone.principal.service import a_kind
 
 router = APIRouter(tags=["ingest"])
 
@@ -15,7 +17,7 @@ REPORT_PREVIEW = 100
 
 
 @router.post("/v1/datasets/{dataset_id}/runs", response_model=IngestRunOut, status_code=202)
-def trigger_run(dataset_id: str, session: SessionDep, operator: OperatorDep) -> IngestRunOut:
+def trigger_run(dataset_id: str, session: SessionDep, operator: CuratorDep) -> IngestRunOut:
     """Run the dataset's ingest now: queued for the scheduler process, which executes it within seconds."""
     run = service.request_run(session, dataset_id=dataset_id, trigger="manual", requested_by=operator.name)
     return IngestRunOut.model_validate(run)
@@ -24,20 +26,27 @@ def trigger_run(dataset_id: str, session: SessionDep, operator: OperatorDep) -> 
 @router.get("/v1/ingest/runs", response_model=list[IngestRunOut])
 def list_runs(
     session: SessionDep,
-    _: OperatorDep,
+    viewer: PrincipalDep,
     dataset: str | None = Query(default=None),
     status: str | None = Query(default=None, pattern="^(new|running|succeeded|failed|aborted)$"),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[IngestRunOut]:
-    return [
-        IngestRunOut.model_validate(r)
-        for r in service.list_runs(session, dataset_id=dataset, status=status, limit=limit)
-    ]
+    """The operator sees every run; a department the runs of its own datasets."""
+    if viewer.kind not in ("operator", "department"):
+        raise Forbidden(f"ingest runs are seen by the operator and the supplying department, not {a_kind(viewer.kind)}")
+    runs = service.list_runs(
+        session,
+        dataset_id=dataset,
+        status=status,
+        limit=limit,
+        department=viewer.supplier_id if viewer.kind == "department" else None,
+    )
+    return [IngestRunOut.model_validate(r) for r in runs]
 
 
 @router.get("/v1/ingest/runs/{run_id}", response_model=IngestReport)
-def get_report(run_id: int, session: SessionDep, _: OperatorDep) -> IngestReport:
-    run = service.get_run(session, run_id=run_id)
+def get_report(run_id: int, session: SessionDep, viewer: PrincipalDep) -> IngestReport:
+    run = service.get_visible_run(session, run_id=run_id, viewer=viewer)
     rejects = service.list_rejects(session, run_id=run_id, limit=REPORT_PREVIEW)
     reported = service.count_rejects(session, run_id=run_id)
     return IngestReport(
@@ -48,8 +57,8 @@ def get_report(run_id: int, session: SessionDep, _: OperatorDep) -> IngestReport
 
 
 @router.get("/v1/ingest/runs/{run_id}/rejects.csv")
-def download_rejects(run_id: int, session: SessionDep, db: DbDep, _: OperatorDep) -> StreamingResponse:
-    service.get_run(session, run_id=run_id)
+def download_rejects(run_id: int, session: SessionDep, db: DbDep, viewer: PrincipalDep) -> StreamingResponse:
+    service.get_visible_run(session, run_id=run_id, viewer=viewer)
 
     def pages() -> Iterator[str]:
         # a session of its own: the request's session is closed before a streamed body is sent

@@ -16,8 +16,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from datazone.dataset import service as dataset_service
-from datazone.errors import NotFound
+from datazone.errors import Forbidden, NotFound
 from datazone.ingest.models import IngestReject, IngestRun
+from datazone.principal.models import Principal
+from datazone.principal.service import a_kind
 
 
 def request_run(
@@ -69,10 +71,32 @@ def get_run(session: Session, *, run_id: int) -> IngestRun:
     return run
 
 
+def get_visible_run(session: Session, *, run_id: int, viewer: Principal) -> IngestRun:
+    """A run as the viewer may see it: the operator any run, a department its own datasets' runs
+    (another's answers 404, so run ids do not tell what other departments deliver)."""
+    run = get_run(session, run_id=run_id)
+    if viewer.kind == "department":
+        owner = dataset_service.get_dataset(session, dataset_id=run.dataset_id).supplier_id
+        if owner != viewer.supplier_id:
+            raise NotFound(f"no ingest run {run_id}")
+    elif viewer.kind != "operator":
+        raise Forbidden(f"ingest runs are seen by the operator and the supplying department, not {a_kind(viewer.kind)}")
+    return run
+
+
 def list_runs(
-    session: Session, *, dataset_id: str | None = None, status: str | None = None, limit: int = 100
+    session: Session,
+    *,
+    dataset_id: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    department: str | None = None,
 ) -> list[IngestRun]:
     q = sa.select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)
+    if department is not None:
+        q = q.where(
+            IngestRun.dataset_id.in_([d.id for d in dataset_service.list_datasets(session, department=department)])
+        )
     if dataset_id:
         dataset_service.get_dataset(session, dataset_id=dataset_id)
         q = q.where(IngestRun.dataset_id == dataset_id)

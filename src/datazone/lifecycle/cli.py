@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from rich.table import Table
 from datazone.config import get_settings
 from datazone.db import Database
 from datazone.errors import DomainError
+from datazone.principal.service import shell_actor
 
 app = typer.Typer(no_args_is_help=True, help="data lifecycle: admission, evaluation, scorecards")
 out = Console()
@@ -30,10 +30,6 @@ def _fail(exc: DomainError) -> typer.Exit:
         err.print(f"  {e.get('location', '')}: {e.get('problem', '')}", highlight=False, markup=False)
     return typer.Exit(2)
 
-
-def _cli_actor() -> str:
-    # no principal behind a shell: the transition names the account that ran the command
-    return f"cli:{getpass.getuser()}"
 
 
 @app.command("evaluate")
@@ -74,7 +70,7 @@ def admit_dataset(
                 dataset_id=dataset,
                 decision="admit",
                 by=None,
-                by_name=_cli_actor(),
+                by_name=shell_actor(),
                 reason=reason,
                 override=override,
                 run_id=run,

@@ -23,6 +23,14 @@ KINDS = ("operator", "department", "institution")
 OPERATOR_ROLES = ("curator", "reviewer", "auditor")
 
 
+def shell_actor() -> str:
+    """Who a change made from the operator's shell is recorded as: no principal stands behind
+    the CLI (it holds the database credentials), so the transition names the OS account."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
 def a_kind(kind: str) -> str:
     """'an institution', 'a department': for messages that tell a principal what it is."""
     return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
@@ -88,6 +96,22 @@ def issue_key(session: Session, *, principal: Principal) -> IssuedKey:
     )
     session.flush()
     return IssuedKey(principal=principal, key_id=key_id, token=f"dzk_{key_id}_{secret}")
+
+
+def list_keys(session: Session, *, principal: Principal) -> list[ApiKey]:
+    return list(session.scalars(sa.select(ApiKey).where(ApiKey.principal_id == principal.id).order_by(ApiKey.created_at)))
+
+
+def revoke_key(session: Session, *, key_id: str) -> ApiKey:
+    """Revoke one key: the next request with it is refused (keys are looked up on every request)."""
+    key = session.get(ApiKey, key_id, with_for_update=True)
+    if key is None:
+        raise NotFound(f"no key {key_id!r}; `datazone principal list` shows each principal's key ids")
+    if key.revoked_at is not None:
+        raise Conflict(f"key {key_id!r} was revoked at {key.revoked_at.isoformat()}")
+    key.revoked_at = sa.func.now()
+    session.flush()
+    return key
 
 
 def authenticate(session: Session, *, token: str) -> Principal:

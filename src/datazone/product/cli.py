@@ -4,7 +4,6 @@ transitions name the account that ran it (`cli:<user>`)."""
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.table import Table
 from datazone.config import get_settings
 from datazone.db import Database
 from datazone.errors import DomainError, InvalidSpec
+from datazone.principal.service import shell_actor
 
 if TYPE_CHECKING:
     from datazone.product.models import Product
@@ -30,9 +30,6 @@ err = Console(stderr=True)
 def _db() -> Database:
     return Database.from_settings(get_settings())
 
-
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
 
 
 def _print_problems(where: str, exc: DomainError) -> None:
@@ -102,7 +99,7 @@ def apply(files: list[Path]) -> None:
             if failed:
                 raise typer.Exit(2)
             for where, spec in parsed:
-                product, what = service.apply_product(s, spec=spec, by=None, by_name=_actor(), origin=where)
+                product, what = service.apply_product(s, spec=spec, by=None, by_name=shell_actor(), origin=where)
                 results.append((product.id, what))
     except DomainError as exc:
         _print_problems("error", exc)
@@ -156,7 +153,7 @@ def _move(action: str, product_id: str, reason: str, **kwargs: Any) -> None:
     try:
         with db.unit_of_work() as s:
             product = moves[action](
-                s, product_id=product_id, by=None, by_name=_actor(), reason=reason, **kwargs
+                s, product_id=product_id, by=None, by_name=shell_actor(), reason=reason, **kwargs
             )
             state, successor, seamless = product.state, product.successor_id, product.seamless_switch
     except DomainError as exc:
