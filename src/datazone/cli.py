@@ -317,7 +317,7 @@ def principal_list(
     """Principals with their roles, department and key ids (never the keys)."""
     from datazone.principal import service
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     with _db().unit_of_work() as s:
         for p in service.list_principals(s, kind=kind):
             keys = service.list_keys(s, principal=p)

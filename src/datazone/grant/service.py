@@ -2,19 +2,19 @@
 product (or any), institution (or all) and period, until it revokes it.
 
 Nothing caches a grant: `require_grants` reads the covering grants on every product
-request, `FOR SHARE`, in the request's own transaction. `revoke_grant` locks the grant
-`FOR UPDATE`, so it waits for the requests already answering under the grant to commit,
-and any request that starts reading after it has committed sees the revocation (a reader
-blocked behind the revoker re-checks `revoked_at IS NULL` on the new row version and
-drops the grant). No answer is served under a grant after its revocation committed,
-whichever replica serves it.
+request, in the request's own transaction, after taking a shared transaction-level
+advisory lock per dataset. `revoke_grant` takes the exclusive lock on each of the grant's
+datasets (both in dataset order, so they cannot deadlock), so it waits for the requests
+already answering under the grant to commit, and any request that reads after it has
+committed sees the revocation (its read starts after its lock was granted, with a fresh
+snapshot). No answer is served under a grant after its revocation committed, whichever
+replica serves it.
 
-Row locks alone are not fair: PostgreSQL lets a new FOR SHARE join the share lockers of
-a row even while a FOR UPDATE waits, so a grant in constant use could keep its revocation
-waiting indefinitely. So readers first take a shared transaction-level advisory lock per
-dataset and the revoker an exclusive one on each of the grant's datasets (both in dataset
-order, so they cannot deadlock); the lock manager queues new shared requests behind a
-waiting exclusive one, and the revocation waits only for the requests already under way.
+Why advisory locks and not row locks: PostgreSQL lets a new FOR SHARE join the share
+lockers of a row even while a FOR UPDATE waits, so a grant in constant use could keep its
+revocation waiting indefinitely, and every FOR SHARE writes to the hot grant rows. The lock
+manager instead queues new shared requests behind a waiting exclusive one: the revocation
+waits only for the requests already under way.
 """
 
 from __future__ import annotations
@@ -329,8 +329,8 @@ def list_grants(
 
 def revoke_grant(session: Session, *, grant_id: str, by: Principal, reason: str) -> Grant:
     """Revoke a grant of `by`'s department (404 for any other). Waits for requests answering
-    under the grant to commit (`FOR UPDATE` against their `FOR SHARE`); from this
-    transaction's commit on, every request is refused."""
+    under the grant to commit (the exclusive per-dataset locks against their shared ones);
+    from this transaction's commit on, every request is refused."""
     if by.kind != "department":
         raise Forbidden(f"only the department that granted it revokes a grant; you are {a_kind(by.kind)}")
     if not reason or not reason.strip():
@@ -340,7 +340,7 @@ def revoke_grant(session: Session, *, grant_id: str, by: Principal, reason: str)
     if found is None:
         raise NotFound(f"no grant {grant_id!r}")
     # queue behind the requests now using the grant's datasets, ahead of any that start later;
-    # then lock the row itself (its FOR SHARE holders are gone by now)
+    # then lock the row itself against a concurrent revocation of the same grant
     _lock_datasets(session, found.datasets, exclusive=True)
     grant = session.scalar(mine.with_for_update().execution_options(populate_existing=True))
     assert grant is not None  # a grant is never deleted
@@ -380,8 +380,8 @@ def require_grants(
 ) -> list[Grant]:
     """The live grants covering every dataset for this product, institution and purpose at `at`.
 
-    One query over the GIN index on datasets, reading the grants `FOR SHARE` (see the module
-    docstring). Raises `GrantRevoked`, `GrantExpired` or `GrantRequired` for the first
+    One query over the GIN index on datasets, under the shared per-dataset locks (see the
+    module docstring). Raises `GrantRevoked`, `GrantExpired` or `GrantRequired` for the first
     dataset without one, listing every such dataset in `errors`.
     """
     wanted = list(dict.fromkeys(dataset_ids))
@@ -394,7 +394,6 @@ def require_grants(
             sa.select(Grant)
             .where(Grant.datasets.overlap(wanted), *scope, *_live_at(at))
             .order_by(Grant.id)
-            .with_for_update(read=True)
             .execution_options(populate_existing=True)
         )
     )
