@@ -111,3 +111,10 @@ def test_runs_are_seen_by_the_supplying_department_only(db: Database, settings: 
         denied = c.post(f"/v1/datasets/{spec.id}/runs", headers=auditor)
         assert denied.status_code == 403 and "curator" in problem(denied)["detail"]
         assert c.post(f"/v1/datasets/{spec.id}/runs", headers=own).status_code == 403
+        # the run and who asked for it are on the department's part of the audit trail
+        trail = c.get("/v1/audit/entries", headers=own, params={"action": "ingest.run"}).json()
+        mine = [e for e in trail if e["object_id"] == spec.id]
+        assert [(e["outcome"], e["detail"]["version"], e["detail"]["rows_rejected"]) for e in mine] == [("ok", 1, 1)]
+        assert not [
+            e for e in c.get("/v1/audit/entries", headers=other).json() if e["object_id"] == spec.id
+        ]

@@ -19,7 +19,9 @@ REPORT_PREVIEW = 100
 @router.post("/v1/datasets/{dataset_id}/runs", response_model=IngestRunOut, status_code=202)
 def trigger_run(dataset_id: str, session: SessionDep, operator: CuratorDep) -> IngestRunOut:
     """Run the dataset's ingest now: queued for the scheduler process, which executes it within seconds."""
-    run = service.request_run(session, dataset_id=dataset_id, trigger="manual", requested_by=operator.name)
+    run = service.request_run(
+        session, dataset_id=dataset_id, trigger="manual", requested_by=operator.name, by=operator
+    )
     return IngestRunOut.model_validate(run)
 
 

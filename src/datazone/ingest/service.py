@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from datazone.audit import service as audit_service
 from datazone.dataset import service as dataset_service
 from datazone.errors import Forbidden, NotFound
 from datazone.ingest.models import IngestReject, IngestRun
@@ -23,13 +24,29 @@ from datazone.principal.service import a_kind
 
 
 def request_run(
-    session: Session, *, dataset_id: str, trigger: str, requested_by: str = "", file: str | None = None
+    session: Session,
+    *,
+    dataset_id: str,
+    trigger: str,
+    requested_by: str = "",
+    file: str | None = None,
+    by: Principal | None = None,
 ) -> IngestRun:
     """A run to do now; the caller executes it (CLI) or a scheduler/worker picks it up (API)."""
-    dataset_service.get_dataset(session, dataset_id=dataset_id)
+    ds = dataset_service.get_dataset(session, dataset_id=dataset_id)
     run = IngestRun(dataset_id=dataset_id, trigger=trigger, requested_by=requested_by, source_override=file)
     session.add(run)
     session.flush()
+    audit_service.record(
+        session,
+        actor=by,
+        actor_name=requested_by or trigger,
+        action="ingest.request",
+        object_type="dataset",
+        object_id=dataset_id,
+        supplier_ids=[ds.supplier_id],
+        detail={"run_id": run.id, "trigger": trigger, "file": bool(file)},
+    )
     return run
 
 
