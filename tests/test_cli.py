@@ -123,3 +123,16 @@ def test_principals_keys_issue_and_revoke(db: Database, settings: Settings) -> N
             {"n": name},
         ).scalars().all()
     assert actions == ["principal.create", "principal.key_issue", "principal.key_revoke"]
+
+    # a suspended principal's live key is refused from the next request, and works again once reinstated
+    assert run_cli(settings, "principal", "suspend", name, "--reason", "").returncode == 2
+    assert run_cli(settings, "principal", "suspend", name, "--reason", "audit finding").returncode == 0
+    with db.unit_of_work() as s:
+        try:
+            principal_service.authenticate(s, token=second)
+            raise AssertionError("a suspended principal still authenticates")
+        except principal_service.Suspended as exc:
+            assert "audit finding" in exc.detail
+    assert run_cli(settings, "principal", "reinstate", name).returncode == 0
+    with db.unit_of_work() as s:
+        assert principal_service.authenticate(s, token=second).name == name

@@ -374,6 +374,34 @@ def principal_revoke_key(key_id: str) -> None:
     out.print(f"key {key_id} of {p.kind} {p.name}: revoked")
 
 
+@principal_app.command("suspend")
+def principal_suspend(name: str, reason: Annotated[str, typer.Option("--reason")]) -> None:
+    """Suspend a principal: its keys, OAuth clients and tokens are refused from the next request."""
+    from datazone.principal import service
+
+    try:
+        with _db().unit_of_work() as s:
+            p = service.suspend_principal(s, name=name, reason=reason)
+            _record_key_change(s, p, "principal.suspend", "")
+    except DomainError as exc:
+        raise _fail(exc.detail) from None
+    out.print(f"{p.kind} {name}: suspended")
+
+
+@principal_app.command("reinstate")
+def principal_reinstate(name: str) -> None:
+    """Lift a suspension."""
+    from datazone.principal import service
+
+    try:
+        with _db().unit_of_work() as s:
+            p = service.reinstate_principal(s, name=name)
+            _record_key_change(s, p, "principal.reinstate", "")
+    except DomainError as exc:
+        raise _fail(exc.detail) from None
+    out.print(f"{p.kind} {name}: reinstated")
+
+
 def _record_key_change(s: Session, principal: Principal, action: str, key_id: str) -> None:
     from datazone.audit import service as audit_service
 
@@ -384,7 +412,7 @@ def _record_key_change(s: Session, principal: Principal, action: str, key_id: st
         action=action,
         object_type="principal",
         object_id=principal.name,
-        detail={"key_id": key_id},
+        detail={"key_id": key_id} if key_id else {},
         supplier_ids=[principal.supplier_id] if principal.supplier_id else [],
         institution_id=principal.id if principal.kind == "institution" else None,
     )

@@ -30,10 +30,25 @@ class Settings(BaseSettings):
     # 0 leaves sealing to another process (e.g. `datazone scheduler`)
     audit_seal_seconds: float = 2.0
     audit_block_max_entries: int = 5000
+    # OAuth2: the issuer URL in tokens and metadata (default: http://host:port), the audience
+    # product tokens are minted for, their lifetime, and how often the signing key rotates
+    oauth_issuer: str | None = None
+    oauth_audience: str = "datazone-products"
+    oauth_token_seconds: int = 300
+    oauth_key_rotation_hours: float = 24.0
+    # encrypts the token-signing private keys at rest; every replica that issues tokens needs
+    # the same value. Empty: a key file is created under home (fine for one machine)
+    signing_key_secret: str | None = None
+    # how long an Idempotency-Key's answer is kept for replay
+    idempotency_hours: float = 24.0
 
     @property
     def drop_path(self) -> Path:
         return self.drop_dir if self.drop_dir is not None else self.home / "drop"
+
+    @property
+    def issuer(self) -> str:
+        return (self.oauth_issuer or f"http://{self.host}:{self.port}").rstrip("/")
 
 
 @lru_cache(maxsize=1)

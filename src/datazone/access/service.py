@@ -29,6 +29,7 @@ from datazone.errors import DomainError, Forbidden, InvalidSpec, NotFound
 from datazone.grant import service as grant_service
 from datazone.lifecycle import service as lifecycle_service
 from datazone.masking import service as masking
+from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 from datazone.principal.service import a_kind
 from datazone.product import engine
@@ -147,6 +148,7 @@ def deliver(
     with _check("institution"):
         if caller.kind != "institution":
             raise Forbidden(f"products are called by institutions; you are {a_kind(caller.kind)}")
+        principal_service.require_active(caller)
     with _check("uscc"):
         codes = validate_usccs(usccs)
     with _check("product"):

@@ -22,6 +22,9 @@ class Principal(Base):
     name: Mapped[str] = mapped_column(sa.Text, unique=True)
     roles: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), default=list)
     supplier_id: Mapped[str | None] = mapped_column(sa.ForeignKey("supplier.id"))
+    # a suspended principal's keys, OAuth clients and tokens are refused from the next request
+    suspended_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    suspend_reason: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from datazone.errors import Conflict, NotFound, Unauthorized
+from datazone.errors import Conflict, Forbidden, NotFound, Unauthorized
 from datazone.principal.models import ApiKey, Principal
 
 KINDS = ("operator", "department", "institution")
@@ -98,6 +98,49 @@ def issue_key(session: Session, *, principal: Principal) -> IssuedKey:
     return IssuedKey(principal=principal, key_id=key_id, token=f"dzk_{key_id}_{secret}")
 
 
+class Suspended(Forbidden):
+    type = "principal-suspended"
+    title = "The principal is suspended"
+
+
+def require_active(principal: Principal) -> Principal:
+    if principal.suspended_at is not None:
+        raise Suspended(
+            f"{principal.kind} {principal.name!r} is suspended since {principal.suspended_at.isoformat()}"
+            + (f": {principal.suspend_reason}" if principal.suspend_reason else ""),
+            principal=principal.name,
+        )
+    return principal
+
+
+def suspend_principal(session: Session, *, name: str, reason: str) -> Principal:
+    """Suspend a principal: every key, client and token of it is refused from the next request."""
+    if not reason.strip():
+        raise Conflict("say why the principal is suspended: the reason is empty")
+    principal = session.scalar(sa.select(Principal).where(Principal.name == name).with_for_update())
+    if principal is None:
+        raise NotFound(f"no principal named {name!r}")
+    if principal.suspended_at is not None:
+        raise Conflict(f"{principal.name!r} is already suspended since {principal.suspended_at.isoformat()}")
+    principal.suspended_at = sa.func.now()
+    principal.suspend_reason = reason.strip()
+    session.flush()
+    session.refresh(principal)
+    return principal
+
+
+def reinstate_principal(session: Session, *, name: str) -> Principal:
+    principal = session.scalar(sa.select(Principal).where(Principal.name == name).with_for_update())
+    if principal is None:
+        raise NotFound(f"no principal named {name!r}")
+    if principal.suspended_at is None:
+        raise Conflict(f"{principal.name!r} is not suspended")
+    principal.suspended_at = None
+    principal.suspend_reason = None
+    session.flush()
+    return principal
+
+
 def list_keys(session: Session, *, principal: Principal) -> list[ApiKey]:
     return list(session.scalars(sa.select(ApiKey).where(ApiKey.principal_id == principal.id).order_by(ApiKey.created_at)))
 
@@ -126,4 +169,4 @@ def authenticate(session: Session, *, token: str) -> Principal:
         raise Unauthorized("the bearer token is unknown or revoked")
     principal = session.get(Principal, key.principal_id)
     assert principal is not None
-    return principal
+    return require_active(principal)
