@@ -64,6 +64,11 @@ def db(database_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+# replicas and CLI processes of one test session share the token-signing key secret, as a
+# real deployment's replicas do (each test gets its own home)
+SIGNING_KEY_SECRET = secrets.token_urlsafe(32)
+
+
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
@@ -71,6 +76,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         database_url=database_url,
         drop_dir=tmp_path / "drop",
         ingest_batch_rows=1000,
+        signing_key_secret=SIGNING_KEY_SECRET,
     )
 
 
@@ -130,8 +136,11 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
             "DATAZONE_HOME": str(settings.home),
             "DATAZONE_DATABASE_URL": str(settings.database_url),
             "DATAZONE_DROP_DIR": str(settings.drop_path),
+            "DATAZONE_SIGNING_KEY_SECRET": settings.signing_key_secret or SIGNING_KEY_SECRET,
         }
     )
+    if settings.oauth_issuer:
+        env["DATAZONE_OAUTH_ISSUER"] = settings.oauth_issuer
     env.update(extra)
     return env
 
