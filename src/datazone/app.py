@@ -15,6 +15,7 @@ from datazone import __version__
 from datazone.access.api import router as access_router
 from datazone.audit.api import router as audit_router
 from datazone.audit.sealer import AuditSealer
+from datazone.billing.api import router as billing_router
 from datazone.config import Settings, get_settings
 from datazone.consent.api import router as consent_router
 from datazone.contract.api import router as contract_router
@@ -24,6 +25,8 @@ from datazone.errors import PROBLEM_BASE, DomainError
 from datazone.grant.api import router as grant_router
 from datazone.ingest.api import router as ingest_router
 from datazone.lifecycle.api import router as lifecycle_router
+from datazone.metering.api import router as metering_router
+from datazone.oauth.api import router as oauth_router
 from datazone.product.api import router as product_router
 from datazone.supplier.api import router as supplier_router
 
@@ -40,6 +43,11 @@ def _problem(status: int, type_: str, title: str, detail: str, instance: str, **
     }
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def _quoted(text: str) -> str:
+    """A header-safe quoted-string body: ASCII, no quotes or backslashes."""
+    return text.encode("ascii", "replace").decode().replace("\\", "/").replace('"', "'")[:300]
 
 
 def create_app(db: Database | None = None, settings: Settings | None = None) -> FastAPI:
@@ -68,10 +76,19 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(
-            exc.problem(request.url.path), status_code=exc.status, media_type=PROBLEM, headers=headers
-        )
+        body = exc.problem(request.url.path)
+        # a refusal may carry HTTP headers (Retry-After, RateLimit-*): they travel as headers
+        headers: dict[str, str] = {str(k): str(v) for k, v in (body.pop("headers", None) or {}).items()}
+        oauth_error = body.get("oauth_error")
+        if exc.status == 401 or oauth_error:
+            # RFC 6750 section 3: the Bearer challenge says what is wrong with the token
+            challenge = "Bearer"
+            if oauth_error:
+                challenge += f' error="{oauth_error}", error_description="{_quoted(exc.detail)}"'
+                if body.get("scope"):
+                    challenge += f' scope="{body["scope"]}"'
+            headers["WWW-Authenticate"] = challenge
+        return JSONResponse(body, status_code=exc.status, media_type=PROBLEM, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -106,4 +123,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.include_router(contract_router)
     app.include_router(consent_router)
     app.include_router(audit_router)
+    app.include_router(oauth_router)
+    app.include_router(metering_router)
+    app.include_router(billing_router)
     return app

@@ -40,12 +40,14 @@ def _mount_domain_commands() -> None:
     from datazone.audit.cli import app as audit_app
     from datazone.grant.cli import app as grant_app
     from datazone.lifecycle.cli import app as lifecycle_app
+    from datazone.oauth.cli import app as client_app
     from datazone.product.cli import app as product_app
 
     app.add_typer(product_app, name="product")
     app.add_typer(grant_app, name="grant")
     app.add_typer(lifecycle_app, name="lifecycle")
     app.add_typer(audit_app, name="audit")
+    app.add_typer(client_app, name="client")
 
 
 _mount_domain_commands()
@@ -435,13 +437,11 @@ def serve(
 
     from datazone.app import create_app
 
-    settings = get_settings()
-    uvicorn.run(
-        create_app(settings=settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level="info",
+    # the address we listen on is also the default OAuth issuer: keep the settings in step
+    settings = get_settings().model_copy(
+        update={k: v for k, v in {"port": port, "host": host}.items() if v is not None}
     )
+    uvicorn.run(create_app(settings=settings), host=settings.host, port=settings.port, log_level="info")
 
 
 @app.command()
@@ -491,15 +491,19 @@ def demo(
             f"  {r.dataset_id:24} version {r.version}  {r.rows_loaded:>10,} rows loaded", highlight=False
         )
     out.print(
-        f"demo details in {demo_file(settings)}: url, operator_token, institution_token (the demo bank),"
-        " consented_usccs (enterprises whose consent the bank holds)",
+        f"demo details in {demo_file(settings)}: url, client_id and client_secret (the demo bank's OAuth"
+        " client), consented_usccs (enterprises whose consent it holds), operator_token",
         highlight=False,
     )
     sample = zone.info["consented_usccs"][0] if zone.info.get("consented_usccs") else None
     if sample:
+        f = demo_file(settings)
+        url = zone.info["url"]
         out.print(
-            "try: curl -H \"Authorization: Bearer $(jq -r .institution_token "
-            f"{demo_file(settings)})\" '{zone.info['url']}/v1/products/credit-basic/enterprises/{sample}?purpose=pre_loan'",
+            "try:\n"
+            f"  TOKEN=$(curl -s -u \"$(jq -r .client_id {f}):$(jq -r .client_secret {f})\""
+            f" -d grant_type=client_credentials {url}/oauth/token | jq -r .access_token)\n"
+            f"  curl -H \"Authorization: Bearer $TOKEN\" '{url}/v1/products/credit-basic/enterprises/{sample}?purpose=pre_loan'",
             highlight=False,
             markup=False,
             soft_wrap=True,

@@ -25,6 +25,7 @@ import yaml
 
 from datazone.config import Settings
 from datazone.db import Database
+from datazone.oauth import service as oauth_service
 from tests.conftest import Server, problem
 from tests.factories import bad_check, bearer, make_uscc, new_principal
 
@@ -50,7 +51,10 @@ def gw(
     root = tmp_path_factory.mktemp("gateway")
     replicas = []
     for name in ("a", "b"):
-        settings = Settings(home=root / name, database_url=database_url, drop_dir=root / "drop")
+        # replicas behind one load balancer share one issuer name
+        settings = Settings(
+            home=root / name, database_url=database_url, drop_dir=root / "drop", oauth_issuer="https://zone.test"
+        )
         replicas.append(Server(settings))
     for r in replicas:
         r.wait_ready()
@@ -89,6 +93,20 @@ def _datasets_by_department(gw: Gateway, product_id: str) -> dict[str, list[str]
     return out
 
 
+def _token(gw: Gateway, inst_id: int, scopes: list[str] | None = None) -> dict[str, str]:
+    """An OAuth client of the institution and a client-credentials access token (RFC 6749 4.4)."""
+    with gw.db.unit_of_work() as s:
+        client, secret = oauth_service.create_client(s, institution_id=inst_id, name="loan-app", by_name="test")
+        client_id = client.client_id
+    assert secret is not None
+    data = {"grant_type": "client_credentials"}
+    if scopes is not None:
+        data["scope"] = " ".join(f"product:{p}" for p in scopes)
+    r = httpx.post(f"{gw.url}/oauth/token", data=data, auth=(client_id, secret), timeout=30)
+    assert r.status_code == 200, r.text
+    return bearer(r.json()["access_token"])
+
+
 def _institution(
     gw: Gateway,
     products: list[str],
@@ -96,23 +114,19 @@ def _institution(
     clearance: int = 2,
     purposes: tuple[str, ...] = ("pre_loan", "post_loan"),
     grant: bool = True,
-) -> tuple[int, dict[str, str], dict[str, str]]:
+) -> tuple[int, dict[str, str], dict[str, str], dict[str, str]]:
     """A new institution with a contract for `products`, and grants from every department
-    concerned naming this institution. Returns (id, its headers, {department: grant id})."""
-    inst_id, token = new_principal(gw.db, "institution")
+    concerned naming this institution. Returns (id, its control-plane key headers, its
+    product-API token headers (empty without grants: no scope can be issued), {department: grant id})."""
+    inst_id, key = new_principal(gw.db, "institution")
     window = {"valid_from": (NOW - timedelta(days=1)).isoformat(), "valid_to": (NOW + YEAR).isoformat()}
     grants: dict[str, str] = {}
     with httpx.Client(base_url=gw.url, timeout=30) as c:
         r = c.post(
             "/v1/contracts",
             headers=gw.operator,
-            json={
-                "institution_id": inst_id,
-                "purposes": list(purposes),
-                "products": products,
-                "clearance": clearance,
-                **window,
-            },
+            json={"institution_id": inst_id, "purposes": list(purposes), "products": products,
+                  "clearance": clearance, **window},
         )
         assert r.status_code == 201, r.text
         if grant:
@@ -124,17 +138,13 @@ def _institution(
                 r = c.post(
                     "/v1/grants",
                     headers=gw.departments[dept],
-                    json={
-                        "datasets": sorted(datasets),
-                        "purposes": list(purposes),
-                        "products": None,
-                        "institutions": [inst_id],
-                        **window,
-                    },
+                    json={"datasets": sorted(datasets), "purposes": list(purposes), "products": None,
+                          "institutions": [inst_id], **window},
                 )
                 assert r.status_code == 201, r.text
                 grants[dept] = r.json()["id"]
-    return inst_id, bearer(token), grants
+    token = _token(gw, inst_id) if grant else {}
+    return inst_id, bearer(key), token, grants
 
 
 def _consent(
@@ -172,7 +182,7 @@ def _registration(gw: Gateway, uscc: str) -> dict[str, Any]:
 
 
 def test_paid_product_is_refused_without_consent_and_answered_with_it(gw: Gateway) -> None:
-    _, inst, _ = _institution(gw, ["risk-insight"])
+    _, key, inst, _ = _institution(gw, ["risk-insight"])
     uscc = gw.usccs[0]
     with httpx.Client(base_url=gw.url, headers=inst, timeout=30) as c:
         url = f"/v1/products/risk-insight/enterprises/{uscc}"
@@ -182,7 +192,7 @@ def test_paid_product_is_refused_without_consent_and_answered_with_it(gw: Gatewa
         assert body["type"].endswith("/consent-required") and body["check"] == "consent"
         assert body["missing"] == [uscc]
 
-        assert _consent(c, inst, uscc).status_code == 201
+        assert _consent(c, key, uscc).status_code == 201
         ok = c.get(url, params={"purpose": "pre_loan"})
         assert ok.status_code == 200, ok.text
         answer = ok.json()
@@ -208,7 +218,7 @@ def test_paid_product_is_refused_without_consent_and_answered_with_it(gw: Gatewa
 
 
 def test_revocation_cuts_access_on_the_next_request_on_another_replica(gw: Gateway) -> None:
-    _inst_id, inst, grants = _institution(gw, ["credit-basic"])
+    _inst_id, _key, inst, grants = _institution(gw, ["credit-basic"])
     uscc = gw.usccs[3]
     url = f"/v1/products/credit-basic/enterprises/{uscc}"
     outcomes: list[tuple[float, float, int, dict[str, Any]]] = []
@@ -262,7 +272,7 @@ def test_masking_follows_field_grade_and_contract_clearance(gw: Gateway) -> None
     reg = _registration(gw, uscc)
     answers = {}
     for clearance in (1, 2, 3):
-        _, inst, _ = _institution(gw, ["credit-basic"], clearance=clearance)
+        _, _key, inst, _ = _institution(gw, ["credit-basic"], clearance=clearance)
         with httpx.Client(base_url=gw.url, headers=inst, timeout=30) as c:
             r = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "pre_loan"})
             assert r.status_code == 200, r.text
@@ -307,7 +317,7 @@ def _copy_product(gw: Gateway, c: httpx.Client, source: str) -> str:
 def test_deprecate_then_retire_with_and_without_seamless_switch(gw: Gateway, seamless: bool) -> None:
     with httpx.Client(base_url=gw.url, timeout=30) as c:
         old, new = _copy_product(gw, c, "credit-basic"), _copy_product(gw, c, "credit-basic")
-        _, inst, _ = _institution(gw, [old, new])
+        _, _key, inst, _ = _institution(gw, [old, new])
         uscc = gw.usccs[5]
         call = lambda pid: c.get(  # noqa: E731
             f"/v1/products/{pid}/enterprises/{uscc}", params={"purpose": "pre_loan"}, headers=inst
@@ -351,17 +361,20 @@ def test_deprecate_then_retire_with_and_without_seamless_switch(gw: Gateway, sea
 
 
 def test_each_refusal_names_its_check_and_is_audited(gw: Gateway) -> None:
-    inst_id, inst, _ = _institution(gw, ["credit-basic"], purposes=("pre_loan",))
+    inst_id, _key, inst, _ = _institution(gw, ["credit-basic"], purposes=("pre_loan",))
     uscc = gw.usccs[6]
     with httpx.Client(base_url=gw.url, headers=inst, timeout=30) as c:
         bad = c.get(f"/v1/products/credit-basic/enterprises/{bad_check(uscc)}", params={"purpose": "pre_loan"})
         assert bad.status_code == 422 and problem(bad)["check"] == "uscc"
+        # a product outside the token's scopes: refused at the scope check, with the Bearer challenge
         unknown = c.get(f"/v1/products/no-such-product/enterprises/{uscc}", params={"purpose": "pre_loan"})
-        assert unknown.status_code == 404 and problem(unknown)["check"] == "product"
+        assert unknown.status_code == 403 and problem(unknown)["check"] == "scope"
+        assert 'error="insufficient_scope"' in unknown.headers["WWW-Authenticate"]
         purpose = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "marketing"})
         assert purpose.status_code == 403 and problem(purpose)["check"] == "contract"
         other = c.get(f"/v1/products/risk-insight/enterprises/{uscc}", params={"purpose": "pre_loan"})
-        assert other.status_code == 403 and problem(other)["check"] == "contract"
+        assert other.status_code == 403 and problem(other)["check"] == "scope"
+        assert problem(other)["scope"] == "product:risk-insight"
         absent = make_uscc(987_654_321)
         missing = c.get(f"/v1/products/credit-basic/enterprises/{absent}", params={"purpose": "pre_loan"})
         assert missing.status_code == 404 and problem(missing)["check"] == "zone"
@@ -372,17 +385,24 @@ def test_each_refusal_names_its_check_and_is_audited(gw: Gateway) -> None:
         assert too_many.status_code == 422
         ok = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "pre_loan"})
         assert ok.status_code == 200
-    # a department's key is not an institution's
-    with httpx.Client(base_url=gw.url, headers=gw.departments["tax"], timeout=30) as c:
-        dept = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "pre_loan"})
-        assert dept.status_code == 403 and problem(dept)["check"] == "institution"
-    # no grant: a contract alone does not open a department's data
-    _, ungranted, _ = _institution(gw, ["credit-basic"], grant=False)
-    with httpx.Client(base_url=gw.url, headers=ungranted, timeout=30) as c:
-        r = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "pre_loan"})
-        assert r.status_code == 403
-        body = problem(r)
-        assert body["check"] == "grant" and body["type"].endswith("/grant-required")
+    # products take OAuth access tokens only: a control-plane key, or nothing, is a 401 challenge
+    with httpx.Client(base_url=gw.url, timeout=30) as c:
+        for headers in (gw.departments["tax"], _key, {}):
+            r = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "pre_loan"}, headers=headers)
+            assert r.status_code == 401 and problem(r)["check"] == "token"
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    # no grant: a contract alone does not open a department's data, so no scope is issued at all
+    ungranted_id, _, _, _ = _institution(gw, ["credit-basic"], grant=False)
+    with gw.db.unit_of_work() as s:
+        client, secret = oauth_service.create_client(s, institution_id=ungranted_id, name="app", by_name="test")
+        client_id = client.client_id
+    r = httpx.post(
+        f"{gw.url}/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "product:credit-basic"},
+        auth=(client_id, secret or ""),
+        timeout=30,
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_scope"
 
     with gw.db.engine.connect() as conn:
         rows = conn.execute(
@@ -395,15 +415,15 @@ def test_each_refusal_names_its_check_and_is_audited(gw: Gateway) -> None:
     assert [r.outcome for r in rows] == ["refused"] * 5 + ["ok"]
     assert [r.reason for r in rows[:5]] == [
         "invalid-spec",
-        "not-found",
+        "insufficient-scope",
         "contract-required",
-        "contract-required",
+        "insufficient-scope",
         "enterprise-not-found",
     ]
 
 
 def test_a_department_sees_every_use_of_its_data_and_only_its_own(gw: Gateway) -> None:
-    inst_id, inst, _ = _institution(gw, ["credit-basic"])
+    inst_id, _key, inst, _ = _institution(gw, ["credit-basic"])
     batch = gw.usccs[10:15]
     with httpx.Client(base_url=gw.url, timeout=30) as c:
         r = c.post(

@@ -36,6 +36,7 @@ def _demo_loads_and_is_reused(db: Database, settings: Settings) -> None:
 
     info = json.loads(demo_file(settings).read_text(encoding="utf-8"))
     assert {"url", "database_url", "entities", "operator_token", "institution_token"} <= info.keys()
+    assert info["client_id"].startswith("dzc_") and len(info["client_secret"]) >= 32
     assert info["entities"] == 1500
     assert stat.S_IMODE(demo_file(settings).stat().st_mode) == 0o600
     with db.unit_of_work() as s:
@@ -61,6 +62,7 @@ def _demo_loads_and_is_reused(db: Database, settings: Settings) -> None:
     assert second.reused and second.runs == []
     assert second.info["operator_token"] == info["operator_token"]
     assert second.info["institution_token"] == info["institution_token"]
+    assert (second.info["client_id"], second.info["client_secret"]) == (info["client_id"], info["client_secret"])
     with db.unit_of_work() as s:
         bank = principal_service.authenticate(s, token=info["institution_token"])
         # a second run adds no second contract, grant or consent

@@ -1,64 +1,124 @@
-"""Product answers for institutions: thin routes over `access.service.deliver`."""
+"""The product API for institutions: thin routes over `access.service.serve`.
+
+Callers present an OAuth2 access token (client credentials, POST /oauth/token). The
+answer, its usage events and its audit entry commit before the response is sent: an
+answer is given only when it is billed and recorded.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 
 from datazone.access import service
-from datazone.access.schemas import (
-    BatchAnswerOut,
-    BatchIn,
-    EnterpriseAnswer,
-    MaskingOut,
-    ProductAnswerOut,
-    ServedBy,
-)
+from datazone.access.schemas import BatchAnswerOut, BatchIn, ProductAnswerOut
+from datazone.config import Settings
 from datazone.db import Database
-from datazone.deps import DbDep, PrincipalDep, SessionDep
+from datazone.deps import DbDep, SessionDep
 from datazone.errors import DomainError
-from datazone.principal.models import Principal
+from datazone.metering import service as metering
+from datazone.oauth import resource
+from datazone.oauth import service as oauth_service
+from datazone.oauth.resource import AccessGrant, InvalidToken
+from datazone.product import service as product_service
+from datazone.product.schemas import ProductOut
 from datazone.purposes import Purpose
 
 router = APIRouter(prefix="/v1/products", tags=["product answers"])
 
 ProductId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{1,62}$")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="makes a retry free and returns the first answer"),
+]
+_bearer = HTTPBearer(auto_error=False)
 
 
-def _deliver(
+def access_grant(
+    request: Request,
     session: SessionDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AccessGrant:
+    if creds is None:
+        raise InvalidToken(
+            "send 'Authorization: Bearer <access token>'; get one from POST /oauth/token (client credentials)",
+            check="token",
+        )
+    settings: Settings = request.app.state.settings
+    try:
+        return resource.authenticate_access_token(session, token=creds.credentials, settings=settings)
+    except DomainError as exc:
+        exc.extra.setdefault("check", "token")
+        raise
+
+
+GrantDep = Annotated[AccessGrant, Depends(access_grant)]
+
+
+async def raw_body(request: Request) -> bytes:
+    # Starlette caches the body, so the JSON model still parses it; the fingerprint needs the bytes
+    return await request.body()
+
+
+def _serve(
+    session: Session,
     db: Database,
-    caller: Principal,
+    grant: AccessGrant,
+    request: Request,
+    body: bytes,
+    *,
     product_id: str,
     usccs: Sequence[str],
     purpose: Purpose,
-    *,
     single: bool,
-) -> service.Delivery:
+    idempotency_key: str | None,
+) -> JSONResponse:
+    fingerprint = (
+        metering.fingerprint(request.method, request.url.path, request.url.query, body)
+        if idempotency_key is not None
+        else None
+    )
     try:
-        return service.deliver(
-            session, caller=caller, product_id=product_id, usccs=usccs, purpose=purpose, require_found=single
+        served = service.serve(
+            session,
+            grant=grant,
+            product_id=product_id,
+            usccs=usccs,
+            purpose=purpose,
+            single=single,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
         )
     except DomainError as exc:
         with db.unit_of_work() as audit_session:
             service.record_refusal(
                 audit_session,
-                caller=caller,
+                caller=grant.institution,
                 product_id=product_id,
                 usccs=[u[:32] for u in usccs],
                 purpose=purpose.value,
                 error=exc,
             )
         raise
+    # commit the answer with its usage events and audit entry before a byte of it is sent
+    session.commit()
+    return JSONResponse(served.body, status_code=served.status, headers=served.headers)
 
 
-def _lifecycle_headers(response: Response, d: service.Delivery) -> None:
-    if d.served_state == "deprecated":
-        response.headers["Deprecation"] = "true"
-        if d.successor_id:
-            response.headers["Link"] = f'</v1/catalog/products/{d.successor_id}>; rel="successor-version"'
+@router.get("", response_model=list[ProductOut])
+def my_products(session: SessionDep, grant: GrantDep) -> list[ProductOut]:
+    """The catalog this caller may use: published products its token's scopes cover."""
+    products = [
+        p
+        for p in product_service.search_catalog(session)
+        if oauth_service.product_scope(p.id) in grant.scopes
+    ]
+    return product_service.catalog_entries(session, products=products)
 
 
 @router.get("/{product_id}/enterprises/{uscc}", response_model=ProductAnswerOut)
@@ -66,26 +126,15 @@ def answer_one(
     product_id: ProductId,
     uscc: str,
     purpose: Annotated[Purpose, Query(description="why the institution asks")],
+    request: Request,
     session: SessionDep,
     db: DbDep,
-    caller: PrincipalDep,
-    response: Response,
-) -> ProductAnswerOut:
-    d = _deliver(session, db, caller, product_id, [uscc], purpose, single=True)
-    code, answer = next(iter(d.answers.items()))
-    assert answer is not None  # deliver(require_found=True) refused otherwise
-    _lifecycle_headers(response, d)
-    return ProductAnswerOut(
-        product=ServedBy(id=d.served_id, requested=d.requested_id, state=d.served_state),
-        purpose=d.purpose,
-        as_of=d.as_of,
-        computed_at=d.computed_at,
-        data_versions=d.data_versions,
-        masking=MaskingOut(clearance=d.clearance, fields=d.masking),
-        contract_id=d.contract_id,
-        grant_ids=d.grant_ids,
-        uscc=code,
-        answer=answer,
+    grant: GrantDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    return _serve(
+        session, db, grant, request, b"",
+        product_id=product_id, usccs=[uscc], purpose=purpose, single=True, idempotency_key=idempotency_key,
     )
 
 
@@ -93,21 +142,15 @@ def answer_one(
 def answer_batch(
     product_id: ProductId,
     body: BatchIn,
+    request: Request,
     session: SessionDep,
     db: DbDep,
-    caller: PrincipalDep,
-    response: Response,
-) -> BatchAnswerOut:
-    d = _deliver(session, db, caller, product_id, body.usccs, body.purpose, single=False)
-    _lifecycle_headers(response, d)
-    return BatchAnswerOut(
-        product=ServedBy(id=d.served_id, requested=d.requested_id, state=d.served_state),
-        purpose=d.purpose,
-        as_of=d.as_of,
-        computed_at=d.computed_at,
-        data_versions=d.data_versions,
-        masking=MaskingOut(clearance=d.clearance, fields=d.masking),
-        contract_id=d.contract_id,
-        grant_ids=d.grant_ids,
-        results=[EnterpriseAnswer(uscc=c, found=a is not None, answer=a) for c, a in d.answers.items()],
+    grant: GrantDep,
+    raw: Annotated[bytes, Depends(raw_body)],
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    return _serve(
+        session, db, grant, request, raw,
+        product_id=product_id, usccs=body.usccs, purpose=body.purpose, single=False,
+        idempotency_key=idempotency_key,
     )

@@ -38,6 +38,7 @@ class ProductAnswerOut(BaseModel):
     masking: MaskingOut
     contract_id: int
     grant_ids: list[str]
+    charged_fen: int = Field(description="what this call cost, in fen (0 for free products and free units)")
     uscc: str
     answer: dict[str, Any]
 
@@ -58,4 +59,5 @@ class BatchAnswerOut(BaseModel):
     masking: MaskingOut
     contract_id: int
     grant_ids: list[str]
+    charged_fen: int = Field(description="what this call cost, in fen: enterprises not found are not billed")
     results: list[EnterpriseAnswer]

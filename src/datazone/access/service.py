@@ -1,13 +1,18 @@
 """The one path every product answer takes.
 
 A request is checked in a fixed order, and a refusal names the check that failed
-(the problem's `check` member): the caller's contract, the product's lifecycle state,
-the data's lifecycle state (admitted data of a supplier in good standing), the
-departments' grants, the enterprises' consent. Then the answer is computed from the
-zone tables, desensitized by the one masking engine under the contract's clearance,
-and recorded in the audit trail in the same transaction as the answer. No product
-logic does any of this on its own. Nothing is cached between requests: a revoked
-grant or consent refuses the very next request on every replica.
+(the problem's `check` member): the access token and its scope, the caller's contract,
+the product's lifecycle state, the data's lifecycle state (admitted data of a supplier
+in good standing), the departments' grants, the enterprises' consent, then the rate
+limit, quota and spend cap. The answer is computed from the zone tables, desensitized
+by the one masking engine under the contract's clearance, metered (one usage event per
+enterprise answered, a ledger debit, the answer kept under its Idempotency-Key) and
+audited, all in the request's one transaction: the answer is given only if that commits.
+No product logic does any of this on its own. Nothing is cached between requests: a
+revoked token, grant or consent refuses the very next request on every replica.
+
+The meter is taken last, after the answer is computed: the institution's meter row is
+locked from `admit` to commit, so taking it last keeps that window to a few writes.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from datazone import uscc as uscc_rules
+from datazone.access.schemas import BatchAnswerOut, EnterpriseAnswer, MaskingOut, ProductAnswerOut, ServedBy
 from datazone.audit import service as audit_service
 from datazone.consent import service as consent_service
 from datazone.contract import service as contract_service
@@ -29,6 +35,9 @@ from datazone.errors import DomainError, Forbidden, InvalidSpec, NotFound
 from datazone.grant import service as grant_service
 from datazone.lifecycle import service as lifecycle_service
 from datazone.masking import service as masking
+from datazone.metering import service as metering
+from datazone.oauth import resource
+from datazone.oauth.resource import AccessGrant
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 from datazone.principal.service import a_kind
@@ -131,26 +140,148 @@ def resolve_product(session: Session, *, product_id: str) -> tuple[Any, Any]:
     raise ProductRetired(f"product {product_id!r} has no live successor within {MAX_SWITCHES} switches")
 
 
+@dataclass(frozen=True)
+class Served:
+    """What the product API sends back: status, JSON body and headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+    replayed: bool = False
+
+
+def serve(
+    session: Session,
+    *,
+    grant: AccessGrant,
+    product_id: str,
+    usccs: Sequence[str],
+    purpose: Purpose,
+    single: bool,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+    at: datetime | None = None,
+    as_of: date | None = None,
+) -> Served:
+    """Check, compute, mask, meter and record one product call for `usccs` (one, or a batch)."""
+    at = at or datetime.now(UTC)
+    as_of = as_of or at.astimezone(SHANGHAI).date()
+    caller = grant.institution
+    if idempotency_key is not None:
+        assert fingerprint is not None
+        with _check("idempotency"):
+            stored = metering.begin_idempotent(
+                session, institution_id=caller.id, key=idempotency_key, fingerprint=fingerprint
+            )
+        if stored is not None:
+            # a retry: the same answer, free, and no second usage event
+            return Served(stored.status, stored.body, {**stored.headers, "Idempotent-Replayed": "true"}, True)
+    with _check("scope"):
+        resource.require_scope(grant, product_id)
+    with _check("uscc"):
+        codes = validate_usccs(usccs)
+    d = deliver(session, caller=caller, product_id=product_id, codes=codes, purpose=purpose, at=at, as_of=as_of)
+    found = [c for c in codes if d.answers[c] is not None]
+    if single and not found:
+        with _check("zone"):
+            raise EnterpriseNotFound(f"no enterprise {codes[0]} in the zone's registration data", usccs=codes)
+    spec_price = product_service.spec_of(product_service.get_product(session, product_id=d.served_id)).price_fen
+    try:
+        admission = metering.admit(
+            session,
+            institution_id=caller.id,
+            contract_id=d.contract_id,
+            product_id=d.served_id,
+            product_price_fen=spec_price,
+            units=len(found),
+            at=at,
+        )
+    except metering.RateLimited as exc:
+        exc.extra.setdefault("check", "rate_limit")
+        raise
+    except DomainError as exc:
+        exc.extra.setdefault("check", "quota")
+        raise
+    headers = dict(admission.headers)
+    if d.served_state == "deprecated":
+        headers["Deprecation"] = "true"
+        if d.successor_id:
+            headers["Link"] = f'</v1/catalog/products/{d.successor_id}>; rel="successor-version"'
+    body = _answer_body(d, single=single, charged_fen=admission.charged_fen)
+    metering.record_usage(
+        session,
+        admission=admission,
+        institution_id=caller.id,
+        client_id=grant.client_id,
+        product_id=d.served_id,
+        purpose=purpose.value,
+        usccs_billed=found,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        status=200,
+        body=body,
+        headers=headers,
+        at=at,
+    )
+    audit_service.record(
+        session,
+        actor=caller,
+        action=audit_service.DATA_ACCESS,
+        object_type="product",
+        object_id=d.served_id,
+        purpose=purpose.value,
+        entities=codes,
+        supplier_ids=d.departments,
+        institution_id=caller.id,
+        detail={
+            "requested": d.requested_id,
+            "found": len(found),
+            "data_versions": d.data_versions,
+            "contract_id": d.contract_id,
+            "grant_ids": d.grant_ids,
+            "masking_clearance": d.clearance,
+            "client_id": grant.client_id,
+            "charged_fen": admission.charged_fen,
+        },
+    )
+    return Served(200, body, headers)
+
+
+def _answer_body(d: Delivery, *, single: bool, charged_fen: int) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        "product": ServedBy(id=d.served_id, requested=d.requested_id, state=d.served_state),
+        "purpose": d.purpose,
+        "as_of": d.as_of,
+        "computed_at": d.computed_at,
+        "data_versions": d.data_versions,
+        "masking": MaskingOut(clearance=d.clearance, fields=d.masking),
+        "contract_id": d.contract_id,
+        "grant_ids": d.grant_ids,
+        "charged_fen": charged_fen,
+    }
+    if single:
+        code, answer = next(iter(d.answers.items()))
+        assert answer is not None
+        return ProductAnswerOut(**common, uscc=code, answer=answer).model_dump(mode="json")
+    results = [EnterpriseAnswer(uscc=c, found=a is not None, answer=a) for c, a in d.answers.items()]
+    return BatchAnswerOut(**common, results=results).model_dump(mode="json")
+
+
 def deliver(
     session: Session,
     *,
     caller: Principal,
     product_id: str,
-    usccs: Sequence[str],
+    codes: Sequence[str],
     purpose: Purpose,
-    at: datetime | None = None,
-    as_of: date | None = None,
-    require_found: bool = False,
+    at: datetime,
+    as_of: date,
 ) -> Delivery:
-    """Check, compute, mask and record one product call for `usccs` (one, or a batch)."""
-    at = at or datetime.now(UTC)
-    as_of = as_of or at.astimezone(SHANGHAI).date()
+    """The control-plane checks, then the computed and masked answers (not yet metered or audited)."""
     with _check("institution"):
         if caller.kind != "institution":
             raise Forbidden(f"products are called by institutions; you are {a_kind(caller.kind)}")
         principal_service.require_active(caller)
-    with _check("uscc"):
-        codes = validate_usccs(usccs)
     with _check("product"):
         requested, served = resolve_product(session, product_id=product_id)
     # the contract names what the institution asked for; a seamless switch is the operator's promise
@@ -189,13 +320,6 @@ def deliver(
                 at=at,
             )
     computed = engine.compute(session, spec=spec, usccs=codes, as_of=as_of)
-    if require_found:
-        with _check("zone"):
-            missing = [c for c in codes if computed.answers.get(c) is None]
-            if missing:
-                raise EnterpriseNotFound(
-                    f"no enterprise {', '.join(missing)} in the zone's registration data", usccs=missing
-                )
     rules = [masking.FieldRule(o.name, *o.policy()) for o in spec.outputs]
     applied: dict[str, str] = {}
     answers: dict[str, dict[str, Any] | None] = {}
@@ -209,27 +333,6 @@ def deliver(
         applied.update(masked.applied)
     if not applied:
         applied = {r.name: _policy(r, contract.clearance) for r in rules}
-    departments = product_service.product_departments(session, product=served)
-    found = [c for c in codes if answers[c] is not None]
-    audit_service.record(
-        session,
-        actor=caller,
-        action=audit_service.DATA_ACCESS,
-        object_type="product",
-        object_id=served.id,
-        purpose=purpose.value,
-        entities=codes,
-        supplier_ids=departments,
-        institution_id=caller.id,
-        detail={
-            "requested": requested.id,
-            "found": len(found),
-            "data_versions": computed.data_versions,
-            "contract_id": contract.id,
-            "grant_ids": sorted({g.id for g in grants}),
-            "masking_clearance": contract.clearance,
-        },
-    )
     return Delivery(
         requested_id=requested.id,
         served_id=served.id,
@@ -244,7 +347,7 @@ def deliver(
         grant_ids=sorted({g.id for g in grants}),
         answers=answers,
         successor_id=served.successor_id,
-        departments=departments,
+        departments=product_service.product_departments(session, product=served),
     )
 
 

@@ -33,6 +33,8 @@ class Contract(Base):
     valid_to: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     status: Mapped[str] = mapped_column(sa.String(16), default="active")
     max_batch: Mapped[int] = mapped_column(sa.Integer, default=1000)
+    # the plan pricing and limiting its calls: a public plan or the institution's own private one
+    plan_id: Mapped[str] = mapped_column(sa.ForeignKey("plan.id"))
     created_by: Mapped[int] = mapped_column(sa.ForeignKey("principal.id"))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     status_changed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

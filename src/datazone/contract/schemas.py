@@ -17,6 +17,9 @@ class ContractIn(BaseModel):
     valid_from: AwareDatetime
     valid_to: AwareDatetime
     max_batch: int = 1000
+    plan_id: str | None = Field(
+        default=None, description="a public plan or the institution's own; default: public-standard"
+    )
 
 
 class ContractOut(BaseModel):
@@ -31,6 +34,7 @@ class ContractOut(BaseModel):
     valid_to: datetime
     status: str
     max_batch: int
+    plan_id: str
     created_by: int
     created_at: datetime
     status_changed_at: datetime | None

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from datazone.audit import service as audit_service
 from datazone.contract.models import Contract
 from datazone.errors import Conflict, Forbidden, InvalidSpec, NotFound
+from datazone.metering import service as metering_service
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 from datazone.purposes import Purpose
@@ -91,8 +92,10 @@ def create_contract(
     valid_to: datetime,
     by: Principal,
     max_batch: int = DEFAULT_MAX_BATCH,
+    plan_id: str | None = None,
 ) -> Contract:
-    """Sign a contract for an institution. Every problem is listed at once; nothing is written on any."""
+    """Sign a contract for an institution under a plan (default: the public default plan).
+    Every problem is listed at once; nothing is written on any."""
     _require_curator(by, "sign contracts")
     errors: list[dict[str, Any]] = []
 
@@ -114,6 +117,9 @@ def create_contract(
         problem("clearance", f"clearance is 1..4 (grade 5 never leaves the zone), not {clearance}")
     if max_batch < 1:
         problem("max_batch", f"max_batch must be at least 1, not {max_batch}")
+    plan_id = plan_id if plan_id is not None else metering_service.default_plan_id()
+    if why := metering_service.contract_plan_problem(session, plan_id=plan_id, institution_id=institution_id):
+        problem("plan_id", why)
     errors.extend(period_problems(valid_from, valid_to))
     if errors:
         raise InvalidContract(
@@ -130,6 +136,7 @@ def create_contract(
         valid_to=valid_to,
         status="active",
         max_batch=max_batch,
+        plan_id=plan_id,
         created_by=by.id,
     )
     session.add(contract)
@@ -148,9 +155,18 @@ def create_contract(
             "valid_from": valid_from.isoformat(),
             "valid_to": valid_to.isoformat(),
             "max_batch": max_batch,
+            "plan_id": plan_id,
         },
     )
     return contract
+
+
+def plan_id_of(session: Session, *, contract_id: int) -> str:
+    """The plan of a contract (metering's admission asks on every call; usually already in the session)."""
+    contract = session.get(Contract, contract_id)
+    if contract is None:
+        raise NotFound(f"no contract {contract_id}")
+    return contract.plan_id
 
 
 def period_problems(valid_from: datetime, valid_to: datetime) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from datazone.ingest import service as ingest_service
 from datazone.ingest.models import IngestRun
 from datazone.ingest.pipeline import execute_run
 from datazone.lifecycle import service as lifecycle_service
+from datazone.oauth import service as oauth_service
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 from datazone.product import service as product_service
@@ -125,6 +126,7 @@ def prepare_demo(
         operator = principal_service.get_principal(s, principal_id=operator.id)
         sample = _sample_enterprises(s, count=CONSENTED)
         _authorize_bank(s, bank, operator, [d["id"] for d in departments], sample)
+        client_id, client_secret = _bank_client(s, bank, previous)
     info = dict(previous)
     info.update(
         {
@@ -134,6 +136,8 @@ def prepare_demo(
             "operator_token": token,
             "institution": DEMO_BANK,
             "institution_token": bank_token,
+            "client_id": client_id,
+            "client_secret": client_secret,
             "consented_usccs": sample,
         }
     )
@@ -261,3 +265,22 @@ def _authorize_bank(
     ]
     if wanted:
         consent_service.register_consents(s, institution=bank, items=wanted)
+
+
+def _bank_client(s: Session, bank: Principal, previous: dict[str, Any]) -> tuple[str, str]:
+    """The demo bank's OAuth client: the one in demo.json while its secret still works."""
+    client_id, secret = previous.get("client_id"), previous.get("client_secret")
+    if client_id and secret:
+        client = oauth_service.get_client(s, client_id=client_id)
+        if (
+            client is not None
+            and client.institution_id == bank.id
+            and oauth_service.client_problem(s, client) is None
+            and oauth_service.check_client_secret(client, secret)
+        ):
+            return client_id, secret
+    client, new_secret = oauth_service.create_client(
+        s, institution_id=bank.id, name="demo loan app", by_name="demo"
+    )
+    assert new_secret is not None  # client_secret_basic clients get a secret
+    return client.client_id, new_secret

@@ -1,0 +1,357 @@
+"""Billing: the ledger of debits (what calls charged) and credits (reversals of debits), and the
+monthly statements drawn from it.
+
+A debit is posted by metering's `record_usage` in the call's own transaction; entries are never
+changed or deleted, so a statement's totals are the sums of its month's entries, and a credit
+reverses (part of) a debit without touching it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from datazone.audit import service as audit_service
+from datazone.billing.models import LedgerEntry
+from datazone.errors import Conflict, Forbidden, InvalidSpec, NotFound
+from datazone.metering import service as metering_service
+from datazone.principal.models import Principal
+
+PERIOD_PATTERN = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+
+
+class CreditExceedsDebit(Conflict):
+    type = "credit-exceeds-debit"
+    title = "The credit is more than remains of the debit"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def yuan(fen: int) -> str:
+    """Integer fen as yuan text, e.g. 123456 -> '1,234.56' (for people; amounts stay integer fen)."""
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}{whole:,}.{cents:02d}"
+
+
+def post_debit(
+    session: Session,
+    *,
+    institution_id: int,
+    amount_fen: int,
+    period: str,
+    product_id: str,
+    usage_count: int,
+    memo: str,
+    at: datetime,
+) -> LedgerEntry:
+    """Charge one call: one debit for the call's charged total (metering calls this)."""
+    if amount_fen <= 0:
+        raise ValueError("a debit is above 0 fen; post none for a free call")
+    entry = LedgerEntry(
+        institution_id=institution_id,
+        kind="debit",
+        amount_fen=amount_fen,
+        period=period,
+        product_id=product_id,
+        usage_count=usage_count,
+        memo=memo,
+        at=at,
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def _visible(viewer: Principal) -> sa.ColumnElement[bool]:
+    if viewer.kind == "institution":
+        return LedgerEntry.institution_id == viewer.id
+    if viewer.kind == "operator":
+        return sa.true()
+    raise Forbidden("the ledger is the institutions' and the operator's to read; a department sees none")
+
+
+def get_entry(session: Session, *, entry_id: int, viewer: Principal, for_update: bool = False) -> LedgerEntry:
+    """A ledger entry the viewer may see (an institution's own only: 404 for another's)."""
+    q = sa.select(LedgerEntry).where(LedgerEntry.id == entry_id, _visible(viewer))
+    if for_update:
+        q = q.with_for_update().execution_options(populate_existing=True)
+    entry = session.scalar(q)
+    if entry is None:
+        raise NotFound(f"no ledger entry {entry_id}")
+    return entry
+
+
+def credited_fen(session: Session, *, debit_id: int) -> int:
+    """How much of a debit credits have reversed so far."""
+    return int(
+        session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(LedgerEntry.amount_fen), 0)).where(
+                LedgerEntry.reverses_id == debit_id
+            )
+        )
+        or 0
+    )
+
+
+def credit_entry(
+    session: Session, *, debit_id: int, amount_fen: int | None = None, reason: str, by: Principal
+) -> LedgerEntry:
+    """Reverse a debit, wholly (amount_fen None: all that remains of it) or in part.
+
+    The credit belongs to the debit's month: it nets that month's statement and gives the amount
+    back to that month's spend cap. Never more than remains of the debit (409)."""
+    if by.kind != "operator" or "curator" not in by.roles:
+        raise Forbidden(
+            f"only an operator with the curator role may credit charges; you are {by.kind} {by.name}"
+        )
+    errors: list[dict[str, Any]] = []
+    if not reason or not reason.strip():
+        errors.append({"location": "reason", "problem": "say why the charge is credited"})
+    if amount_fen is not None and amount_fen <= 0:
+        errors.append(
+            {
+                "location": "amount_fen",
+                "problem": f"a credit is above 0 fen, not {amount_fen}; omit it to credit all",
+            }
+        )
+    if errors:
+        raise InvalidSpec(
+            "the credit is not valid, nothing was written: "
+            + "; ".join(f"{e['location']}: {e['problem']}" for e in errors),
+            errors=errors,
+        )
+    # the lock orders concurrent credits of one debit, so they never reverse more than it charged
+    debit = get_entry(session, entry_id=debit_id, viewer=by, for_update=True)
+    if debit.kind != "debit":
+        raise Conflict(
+            f"ledger entry {debit_id} is a credit; credit the debit it reverses ({debit.reverses_id})",
+            entry_id=debit_id,
+        )
+    remaining = debit.amount_fen - credited_fen(session, debit_id=debit_id)
+    amount = remaining if amount_fen is None else amount_fen
+    if remaining == 0 or amount > remaining:
+        raise CreditExceedsDebit(
+            f"debit {debit_id} charged {debit.amount_fen} fen and {remaining} fen of it remain to credit; "
+            + (
+                "it is wholly credited already"
+                if remaining == 0
+                else f"a credit of {amount} fen is more than that"
+            ),
+            debit_id=debit_id,
+            debit_fen=debit.amount_fen,
+            remaining_fen=remaining,
+        )
+    credit = LedgerEntry(
+        institution_id=debit.institution_id,
+        kind="credit",
+        amount_fen=amount,
+        period=debit.period,
+        product_id=debit.product_id,
+        usage_count=0,
+        memo=reason.strip(),
+        reverses_id=debit.id,
+        created_by=by.id,
+        at=_now(),
+    )
+    session.add(credit)
+    session.flush()
+    metering_service.refund_spend(
+        session, institution_id=debit.institution_id, period=debit.period, amount_fen=amount
+    )
+    audit_service.record(
+        session,
+        actor=by,
+        action="ledger.credit",
+        object_type="ledger_entry",
+        object_id=str(credit.id),
+        reason=reason.strip(),
+        institution_id=debit.institution_id,
+        detail={
+            "debit_id": debit.id,
+            "amount_fen": amount,
+            "debit_fen": debit.amount_fen,
+            "period": debit.period,
+            "product_id": debit.product_id,
+        },
+    )
+    return credit
+
+
+def list_entries(
+    session: Session,
+    *,
+    viewer: Principal,
+    period: str | None = None,
+    institution_id: int | None = None,
+    limit: int = 1000,
+) -> list[LedgerEntry]:
+    if period is not None:
+        check_period(period)
+    q = sa.select(LedgerEntry).where(_visible(viewer)).order_by(LedgerEntry.id).limit(limit)
+    if period is not None:
+        q = q.where(LedgerEntry.period == period)
+    if viewer.kind == "operator" and institution_id is not None:
+        q = q.where(LedgerEntry.institution_id == institution_id)
+    return list(session.scalars(q))
+
+
+def check_period(period: str) -> str:
+    if not PERIOD_PATTERN.fullmatch(period):
+        raise InvalidSpec(
+            f"{period!r} is not a month; write YYYY-MM, e.g. 2026-11 (Asia/Shanghai calendar)",
+            errors=[{"location": "period", "problem": "write YYYY-MM"}],
+        )
+    return period
+
+
+@dataclass
+class StatementLine:
+    product_id: str
+    units: int = 0
+    free_units: int = 0
+    debit_fen: int = 0
+    credit_fen: int = 0
+
+    @property
+    def net_fen(self) -> int:
+        return self.debit_fen - self.credit_fen
+
+
+@dataclass
+class Statement:
+    institution_id: int
+    period: str
+    lines: list[StatementLine]
+    entry_ids: list[int]
+    created_at: datetime
+    entries: list[LedgerEntry] = field(default_factory=list)
+
+    @property
+    def units(self) -> int:
+        return sum(line.units for line in self.lines)
+
+    @property
+    def free_units(self) -> int:
+        return sum(line.free_units for line in self.lines)
+
+    @property
+    def debit_fen(self) -> int:
+        return sum(line.debit_fen for line in self.lines)
+
+    @property
+    def credit_fen(self) -> int:
+        return sum(line.credit_fen for line in self.lines)
+
+    @property
+    def net_fen(self) -> int:
+        return self.debit_fen - self.credit_fen
+
+
+def statement(
+    session: Session, *, period: str, viewer: Principal, institution_id: int | None = None
+) -> Statement:
+    """An institution's statement of a Shanghai month: per product the units used (free ones apart)
+    and the debits, credits and net of the month's ledger entries."""
+    check_period(period)
+    if viewer.kind == "institution":
+        whose = viewer.id
+    elif viewer.kind == "operator":
+        if institution_id is None:
+            raise InvalidSpec(
+                "name the institution whose statement to show: ?institution_id=",
+                errors=[{"location": "institution_id", "problem": "required for the operator"}],
+            )
+        whose = institution_id
+    else:
+        raise Forbidden("statements are the institutions' and the operator's to read; a department sees none")
+    entries = list(
+        session.scalars(
+            sa.select(LedgerEntry)
+            .where(LedgerEntry.institution_id == whose, LedgerEntry.period == period)
+            .order_by(LedgerEntry.id)
+        )
+    )
+    lines: dict[str, StatementLine] = {}
+
+    def line(product_id: str | None) -> StatementLine:
+        key = product_id or ""
+        return lines.setdefault(key, StatementLine(product_id=key))
+
+    since, until = metering_service.month_bounds(period)
+    for used in metering_service.units_by_product(session, institution_id=whose, since=since, until=until):
+        target = line(used.product_id)
+        target.units = used.units
+        target.free_units = used.free_units
+    for entry in entries:
+        target = line(entry.product_id)
+        if entry.kind == "debit":
+            target.debit_fen += entry.amount_fen
+        else:
+            target.credit_fen += entry.amount_fen
+    return Statement(
+        institution_id=whose,
+        period=period,
+        lines=[lines[k] for k in sorted(lines)],
+        entry_ids=[e.id for e in entries],
+        created_at=_now(),
+        entries=entries,
+    )
+
+
+CSV_COLUMNS = (
+    "period",
+    "institution_id",
+    "product_id",
+    "units",
+    "free_units",
+    "debit_fen",
+    "credit_fen",
+    "net_fen",
+    "net_yuan",
+)
+
+
+def statement_csv(st: Statement) -> str:
+    """The statement as CSV: one row per product, then a TOTAL row; amounts in integer fen, with the
+    net also as yuan text."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for ln in st.lines:
+        writer.writerow(
+            (
+                st.period,
+                st.institution_id,
+                ln.product_id,
+                ln.units,
+                ln.free_units,
+                ln.debit_fen,
+                ln.credit_fen,
+                ln.net_fen,
+                yuan(ln.net_fen),
+            )
+        )
+    writer.writerow(
+        (
+            st.period,
+            st.institution_id,
+            "TOTAL",
+            st.units,
+            st.free_units,
+            st.debit_fen,
+            st.credit_fen,
+            st.net_fen,
+            yuan(st.net_fen),
+        )
+    )
+    return out.getvalue()

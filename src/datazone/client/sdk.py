@@ -1,0 +1,276 @@
+"""`ZoneClient`: the bank's side of the zone's product API.
+
+    from datazone.client import ZoneClient
+    zone = ZoneClient()  # DATAZONE_URL, DATAZONE_CLIENT_ID, DATAZONE_CLIENT_SECRET, or a profile
+    zone.lookup("credit-basic", "91110105000000001X", purpose="pre_loan")
+    for row in zone.batch("risk-insight", usccs, purpose="post_loan"):
+        ...
+
+Every product call carries an `Idempotency-Key` made once per logical call and reused
+by each of its retries, so a call retried after a dropped connection is answered
+again, free, and never billed twice.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from datazone.client.config import ClientConfig, resolve_config
+from datazone.client.enterprises import checked_distinct, chunked
+from datazone.client.errors import InvalidUSCCs, ZoneError, ZoneUnreachable
+from datazone.client.retry import RetryPolicy, wait_before_retry
+from datazone.client.tokens import AccessToken, TokenSource
+from datazone.purposes import Purpose
+
+USER_AGENT = "datazone-client/0.1"
+Progress = Callable[[int, int], None]  # (enterprises answered so far, enterprises in all)
+
+
+def check_purpose(purpose: str | Purpose) -> Purpose:
+    try:
+        return Purpose(purpose)
+    except ValueError:
+        raise ValueError(
+            f"unknown purpose {purpose!r}; one of: {', '.join(p.value for p in Purpose)}"
+        ) from None
+
+
+def is_invalid_token(resp: httpx.Response) -> bool:
+    """A 401 that a fresh token can cure (expired, revoked), as opposed to a bad client."""
+    if resp.status_code != 401:
+        return False
+    if 'error="invalid_token"' in resp.headers.get("WWW-Authenticate", ""):
+        return True
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and str(body.get("type", "")).rstrip("/").endswith("invalid-token")
+
+
+class ZoneClient:
+    """A client of the zone's product API for one OAuth client (an institution's app). Thread-safe."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        private_key_pem: str | bytes | None = None,
+        profile: str | None = None,
+        timeout: float | None = None,
+        *,
+        scope: str | Sequence[str] | None = None,
+        max_attempts: int | None = None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if scope is not None and not isinstance(scope, str):
+            scope = " ".join(scope)
+        self.config: ClientConfig = resolve_config(
+            url=url,
+            client_id=client_id,
+            client_secret=client_secret,
+            private_key_pem=private_key_pem,
+            profile=profile,
+            scope=scope,
+            timeout=timeout,
+            max_attempts=max_attempts,
+        )
+        self.retry = retry or RetryPolicy(max_attempts=self.config.max_attempts)
+        self._sleep: Callable[[float], None] = time.sleep
+        self._rng = random.Random()  # noqa: S311 - jitter only
+        self._http = httpx.Client(
+            timeout=self.config.timeout,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,  # a redirect would carry the bearer token to wherever it points
+        )
+        self._tokens = TokenSource(self.config, self._http, self.retry, sleep=lambda s: self._sleep(s))
+
+    def __repr__(self) -> str:
+        return f"ZoneClient(url={self.config.url!r}, client_id={self.config.client_id!r})"
+
+    def __enter__(self) -> ZoneClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def token(self) -> AccessToken:
+        """The current access token (fetched if there is none or it is about to expire)."""
+        return self._tokens.get()
+
+    # -- product calls -----------------------------------------------------------------------
+
+    def products(self) -> list[dict[str, Any]]:
+        """The catalog entries this client may use."""
+        body = self._call("GET", "/v1/products")
+        if isinstance(body, dict) and isinstance(body.get("products"), list):
+            return list(body["products"])
+        if isinstance(body, list):
+            return body
+        raise ZoneError(
+            None, {"type": "unexpected-answer", "detail": "GET /v1/products did not answer a list"}
+        )
+
+    def lookup(
+        self, product_id: str, uscc: str, *, purpose: str | Purpose, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """One enterprise's answer (with data versions and masking), as the gateway sends it."""
+        (code,) = checked_distinct([uscc])
+        body = self._call(
+            "GET",
+            f"/v1/products/{quote(product_id, safe='')}/enterprises/{code}",
+            params={"purpose": check_purpose(purpose).value},
+            idempotency_key=idempotency_key,
+        )
+        assert isinstance(body, dict)
+        return body
+
+    def batch_answers(
+        self,
+        product_id: str,
+        usccs: Sequence[str],
+        *,
+        purpose: str | Purpose,
+        chunk_size: int = 1000,
+        progress: Progress | None = None,
+        idempotency_key: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The gateway's whole answer for each chunk (results, data versions, masking), in order.
+
+        Every USCC is checked before the first chunk is sent; duplicates are asked once.
+        With `idempotency_key`, chunk i is sent under `<key>:<i>`, so running the same
+        batch again after a crash replays the chunks already answered instead of billing them."""
+        checked_purpose = check_purpose(purpose)
+        codes = checked_distinct(usccs)
+        chunks = list(chunked(codes, chunk_size))
+        path = f"/v1/products/{quote(product_id, safe='')}/enterprises"
+        done = 0
+        for index, chunk in enumerate(chunks):
+            key = f"{idempotency_key}:{index}" if idempotency_key else None
+            body = self._call(
+                "POST",
+                path,
+                json={"purpose": checked_purpose.value, "usccs": list(chunk)},
+                idempotency_key=key,
+            )
+            if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+                raise ZoneError(
+                    None, {"type": "unexpected-answer", "detail": f"POST {path} answered no results"}
+                )
+            body["results"] = _in_order(chunk, body["results"])
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(codes))
+            yield body
+
+    def batch(
+        self,
+        product_id: str,
+        usccs: Sequence[str],
+        *,
+        purpose: str | Purpose,
+        chunk_size: int = 1000,
+        progress: Progress | None = None,
+        idempotency_key: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """One result `{"uscc", "found", "answer"}` per distinct USCC, in order of first appearance.
+
+        Raises `InvalidUSCCs` (listing each bad code by position) before anything is sent."""
+        for body in self.batch_answers(
+            product_id,
+            usccs,
+            purpose=purpose,
+            chunk_size=chunk_size,
+            progress=progress,
+            idempotency_key=idempotency_key,
+        ):
+            yield from body["results"]
+
+    # -- the one path every call takes -------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        # one key for the logical call, reused by every retry: the gateway bills it at most once
+        key = idempotency_key or str(uuid.uuid4())
+        url = self.config.url + path
+        attempt = 0
+        renewed_token = False
+        while True:
+            attempt += 1
+            token = self._tokens.get()
+            headers = {
+                "Authorization": f"Bearer {token.value}",
+                "Idempotency-Key": key,
+                "Accept": "application/json, application/problem+json",
+            }
+            try:
+                resp = self._http.request(method, url, params=params, json=json, headers=headers)
+            except httpx.TransportError as exc:
+                delay = wait_before_retry(None, attempt, self.retry, self._rng)
+                if delay is None:
+                    raise ZoneUnreachable(
+                        f"{method} {url}: {type(exc).__name__}: {exc}", attempts=attempt
+                    ) from None  # the request in the chain holds the bearer token
+                self._sleep(delay)
+                continue
+            if resp.status_code < 400:
+                try:
+                    return resp.json()
+                except ValueError:
+                    raise ZoneError(
+                        resp.status_code,
+                        {"type": "unexpected-answer", "detail": f"{method} {path} did not answer JSON"},
+                    ) from None
+            if is_invalid_token(resp) and not renewed_token:
+                # expired early, revoked, or signed by a retired key: one fresh token, not counted as a retry
+                renewed_token = True
+                self._tokens.invalidate(token)
+                attempt -= 1
+                continue
+            delay = wait_before_retry(resp, attempt, self.retry, self._rng)
+            if delay is None:
+                raise ZoneError.from_response(resp, redact=self._tokens.secrets)
+            self._sleep(delay)
+
+
+def _in_order(asked: Sequence[str], results: list[Any]) -> list[dict[str, Any]]:
+    """The chunk's results in the order asked, checking the gateway answered each code once."""
+    by_code = {r.get("uscc"): r for r in results if isinstance(r, dict)}
+    missing = [c for c in asked if c not in by_code]
+    if missing:
+        raise ZoneError(
+            None,
+            {
+                "type": "unexpected-answer",
+                "detail": f"the gateway's answer lacks {len(missing)} asked USCCs, e.g. {missing[:3]}",
+            },
+        )
+    return [by_code[c] for c in asked]
+
+
+__all__ = ["InvalidUSCCs", "ZoneClient", "ZoneError", "check_purpose"]

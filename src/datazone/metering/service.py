@@ -1,0 +1,994 @@
+"""Metering: plans, admission of product calls (rate limit, quota, free units, price, spend cap),
+usage events, and idempotent answers.
+
+The gateway calls, in the request's one transaction:
+
+    fp = fingerprint(method, path, query, body)
+    stored = begin_idempotent(session, institution_id=.., key=.., fingerprint=fp)   # replay if not None
+    admission = admit(session, institution_id=.., contract_id=.., product_id=.., product_price_fen=..,
+                      units=<batch size>, at=..)
+    ... compute the answer ...
+    record_usage(session, admission=admission, ..., usccs_billed=<found enterprises>, ...)
+
+`admit` locks the institution's meter row (one per institution, across all its clients and every
+replica) and keeps it locked until the transaction ends, so the next call of the same institution
+decides on counters that already include this one: quotas and caps hold to the unit. The lock is
+held for the rest of the request, so call `admit` as late as the answer allows. `admit` writes
+only the rate limiter's state; `record_usage` adds the units actually billed (the found
+enterprises, at most the admitted ones) to the counters, so whatever was admitted but not billed
+never reaches the meter, and a rolled-back request leaves no trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from datazone.audit import service as audit_service
+from datazone.config import get_settings
+from datazone.errors import Conflict, DomainError, Forbidden, InvalidSpec, NotFound
+from datazone.metering.models import (
+    DEFAULT_PLAN_ID,
+    PERIODS,
+    IdempotentAnswer,
+    Meter,
+    MeterCount,
+    Plan,
+    UsageEvent,
+)
+from datazone.principal import service as principal_service
+from datazone.principal.models import Principal
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+PLAN_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+# RFC 9110 visible ASCII, no spaces
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+USAGE_EVENT_TYPE = "zone.datazone.usage.v1"
+CLOUDEVENTS_BATCH = "application/cloudevents-batch+json"
+MAX_EVENTS_PAGE = 10_000
+
+
+# ---------------------------------------------------------------- errors
+
+
+class InvalidPlan(InvalidSpec):
+    type = "invalid-plan"
+    title = "The plan is not valid"
+
+
+class IdempotencyKeyReused(InvalidSpec):
+    type = "idempotency-key-reused"
+    title = "The Idempotency-Key was used for a different request"
+
+
+class RateLimited(DomainError):
+    status = 429
+    type = "rate-limited"
+    title = "Too many requests"
+
+
+class QuotaExceeded(DomainError):
+    status = 429
+    type = "quota-exceeded"
+    title = "The plan's quota is used up"
+
+
+class SpendCapReached(DomainError):
+    status = 402
+    type = "spend-cap-reached"
+    title = "The plan's monthly spend cap is reached"
+
+
+# ---------------------------------------------------------------- time
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def shanghai_day(at: datetime) -> date:
+    return at.astimezone(SHANGHAI).date()
+
+
+def period_of(at: datetime, period: str) -> str:
+    """The Shanghai day ('YYYY-MM-DD') or month ('YYYY-MM') `at` falls in."""
+    local = at.astimezone(SHANGHAI)
+    return local.strftime("%Y-%m-%d") if period == "day" else local.strftime("%Y-%m")
+
+
+def month_of(at: datetime) -> str:
+    return period_of(at, "month")
+
+
+def period_end(at: datetime, period: str) -> datetime:
+    """When the Shanghai day or month containing `at` ends (UTC)."""
+    local = at.astimezone(SHANGHAI)
+    if period == "day":
+        start = datetime(local.year, local.month, local.day, tzinfo=SHANGHAI)
+        return (start + timedelta(days=1)).astimezone(UTC)
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    return datetime(year, month, 1, tzinfo=SHANGHAI).astimezone(UTC)
+
+
+def month_bounds(period: str) -> tuple[datetime, datetime]:
+    """The UTC start and end of a Shanghai month 'YYYY-MM'."""
+    start = datetime(int(period[:4]), int(period[5:7]), 1, tzinfo=SHANGHAI)
+    return start.astimezone(UTC), period_end(start, "month")
+
+
+def _period_seconds(at: datetime, period: str) -> int:
+    local = at.astimezone(SHANGHAI)
+    start = datetime(local.year, local.month, 1 if period == "month" else local.day, tzinfo=SHANGHAI)
+    return round((period_end(at, period) - start.astimezone(UTC)).total_seconds())
+
+
+# ---------------------------------------------------------------- plans
+
+
+def _require_curator(by: Principal, what: str) -> None:
+    if by.kind != "operator" or "curator" not in by.roles:
+        raise Forbidden(f"only an operator with the curator role may {what}; you are {by.kind} {by.name}")
+
+
+def plan_problems(
+    session: Session,
+    *,
+    plan_id: str,
+    name: str,
+    institution_id: int | None,
+    free_units: int,
+    free_period: str,
+    unit_price_fen: int | None,
+    monthly_cap_fen: int | None,
+    quota_units: int | None,
+    quota_period: str | None,
+    rate_per_second: float,
+    burst: int,
+) -> list[dict[str, Any]]:
+    """Every problem with a plan's values, each as {location, problem}."""
+    errors: list[dict[str, Any]] = []
+
+    def problem(location: str, text: str) -> None:
+        errors.append({"location": location, "problem": text})
+
+    if not PLAN_ID_PATTERN.fullmatch(plan_id):
+        problem(
+            "id", f"{plan_id!r} is not a plan id: 1-64 of a-z, 0-9 and '-', starting with a letter or digit"
+        )
+    elif session.get(Plan, plan_id) is not None:
+        problem("id", f"a plan {plan_id!r} exists already; plans are not changed once contracts may use them")
+    if not name.strip():
+        problem("name", "give the plan a name")
+    if institution_id is not None:
+        try:
+            principal = principal_service.get_principal(session, principal_id=institution_id)
+        except NotFound:
+            problem("institution_id", f"no principal {institution_id}; leave it empty for a public plan")
+        else:
+            if principal.kind != "institution":
+                problem(
+                    "institution_id",
+                    f"principal {institution_id} ({principal.name}) is {principal_service.a_kind(principal.kind)}"
+                    ", not an institution; a private plan is negotiated with an institution",
+                )
+    if free_units < 0:
+        problem("free_units", f"free_units is a number of units, 0 or more, not {free_units}")
+    if free_period not in PERIODS:
+        problem("free_period", f"free_period is day or month (Asia/Shanghai calendar), not {free_period!r}")
+    if unit_price_fen is not None and unit_price_fen < 0:
+        problem(
+            "unit_price_fen",
+            f"a price is 0 fen or more, not {unit_price_fen}; leave it empty to charge each product's own price",
+        )
+    if monthly_cap_fen is not None and monthly_cap_fen < 0:
+        problem("monthly_cap_fen", f"a spend cap is 0 fen or more, not {monthly_cap_fen}; empty: no cap")
+    if quota_units is not None and quota_units < 0:
+        problem("quota_units", f"a quota is 0 units or more, not {quota_units}; empty: no quota")
+    if quota_units is not None and quota_period is None:
+        problem("quota_period", "a quota needs its period: day or month")
+    if quota_period is not None:
+        if quota_period not in PERIODS:
+            problem("quota_period", f"quota_period is day or month, not {quota_period!r}")
+        elif quota_units is None:
+            problem("quota_units", f"quota_period {quota_period} is given but quota_units is not")
+    if not (math.isfinite(rate_per_second) and rate_per_second > 0):
+        problem("rate_per_second", f"rate_per_second must be a number above 0, not {rate_per_second}")
+    if burst < 1:
+        problem("burst", f"burst is the number of calls allowed at once, at least 1, not {burst}")
+    return errors
+
+
+def create_plan(
+    session: Session,
+    *,
+    plan_id: str,
+    name: str,
+    institution_id: int | None = None,
+    free_units: int = 0,
+    free_period: str = "day",
+    unit_price_fen: int | None = None,
+    monthly_cap_fen: int | None = None,
+    quota_units: int | None = None,
+    quota_period: str | None = None,
+    rate_per_second: float,
+    burst: int,
+    by: Principal,
+) -> Plan:
+    """Create a public plan (institution_id None) or a private one for one institution.
+
+    Every problem is listed at once; nothing is written on any."""
+    _require_curator(by, "create plans")
+    errors = plan_problems(
+        session,
+        plan_id=plan_id,
+        name=name,
+        institution_id=institution_id,
+        free_units=free_units,
+        free_period=free_period,
+        unit_price_fen=unit_price_fen,
+        monthly_cap_fen=monthly_cap_fen,
+        quota_units=quota_units,
+        quota_period=quota_period,
+        rate_per_second=rate_per_second,
+        burst=burst,
+    )
+    if errors:
+        taken = [e for e in errors if e["location"] == "id" and "exists already" in e["problem"]]
+        if taken and len(errors) == 1:
+            raise Conflict(taken[0]["problem"], plan_id=plan_id)
+        raise InvalidPlan(
+            "the plan is not valid, nothing was written: "
+            + "; ".join(f"{e['location']}: {e['problem']}" for e in errors),
+            errors=errors,
+        )
+    plan = Plan(
+        id=plan_id,
+        name=name.strip(),
+        institution_id=institution_id,
+        free_units=free_units,
+        free_period=free_period,
+        unit_price_fen=unit_price_fen,
+        monthly_cap_fen=monthly_cap_fen,
+        quota_units=quota_units,
+        quota_period=quota_period,
+        rate_per_second=float(rate_per_second),
+        burst=burst,
+        created_by=by.id,
+    )
+    session.add(plan)
+    session.flush()
+    audit_service.record(
+        session,
+        actor=by,
+        action="plan.create",
+        object_type="plan",
+        object_id=plan.id,
+        institution_id=institution_id,
+        detail=plan_terms(plan),
+    )
+    return plan
+
+
+def plan_terms(plan: Plan) -> dict[str, Any]:
+    return {
+        "name": plan.name,
+        "institution_id": plan.institution_id,
+        "free_units": plan.free_units,
+        "free_period": plan.free_period,
+        "unit_price_fen": plan.unit_price_fen,
+        "monthly_cap_fen": plan.monthly_cap_fen,
+        "quota_units": plan.quota_units,
+        "quota_period": plan.quota_period,
+        "rate_per_second": plan.rate_per_second,
+        "burst": plan.burst,
+    }
+
+
+def _visible(viewer: Principal) -> sa.ColumnElement[bool]:
+    if viewer.kind == "institution":
+        return sa.or_(Plan.institution_id.is_(None), Plan.institution_id == viewer.id)
+    return sa.true()
+
+
+def get_plan(session: Session, *, plan_id: str, viewer: Principal | None = None) -> Plan:
+    """A plan the viewer may see (None: the system): the operator any, an institution the public
+    ones and its own (404 for another's private plan, so its existence does not leak)."""
+    if viewer is not None and viewer.kind == "department":
+        raise Forbidden("plans are between the operator and institutions; a department sees none")
+    q = sa.select(Plan).where(Plan.id == plan_id)
+    if viewer is not None:
+        q = q.where(_visible(viewer))
+    plan = session.scalar(q)
+    if plan is None:
+        raise NotFound(f"no plan {plan_id!r}; list the plans with GET /v1/plans")
+    return plan
+
+
+def list_plans(session: Session, *, viewer: Principal, institution_id: int | None = None) -> list[Plan]:
+    if viewer.kind == "department":
+        raise Forbidden("plans are between the operator and institutions; a department sees none")
+    q = sa.select(Plan).where(_visible(viewer)).order_by(Plan.institution_id.nulls_first(), Plan.id)
+    if viewer.kind == "operator" and institution_id is not None:
+        q = q.where(sa.or_(Plan.institution_id.is_(None), Plan.institution_id == institution_id))
+    return list(session.scalars(q))
+
+
+def default_plan_id() -> str:
+    """The public plan a contract gets when it names none (created by the migration)."""
+    return DEFAULT_PLAN_ID
+
+
+def contract_plan_problem(session: Session, *, plan_id: str, institution_id: int) -> str | None:
+    """Why a contract of `institution_id` may not use `plan_id`, or None when it may."""
+    plan = session.get(Plan, plan_id)
+    if plan is None:
+        return (
+            f"no plan {plan_id!r}; create it with POST /v1/plans or leave plan_id empty for {DEFAULT_PLAN_ID}"
+        )
+    if plan.institution_id is not None and plan.institution_id != institution_id:
+        return (
+            f"plan {plan_id!r} is a private plan of institution {plan.institution_id}; a contract may use a "
+            "public plan or its own institution's private plan"
+        )
+    return None
+
+
+# ---------------------------------------------------------------- idempotency
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """The answer given the first time a key was used: replay it as it was, free."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
+    """SHA-256 (hex) of a request: method, path, query (parameter order ignored) and body bytes."""
+    canonical_query = urlencode(sorted(parse_qsl(query, keep_blank_values=True)))
+    digest = hashlib.sha256()
+    for part in (
+        method.upper().encode(),
+        path.encode(),
+        canonical_query.encode(),
+        hashlib.sha256(body).digest(),
+    ):
+        # length-prefixed so that no two different requests run together into the same bytes
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def idempotency_key_problem(key: str) -> str | None:
+    if IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        return None
+    if not key:
+        return "the Idempotency-Key is empty; send 1-255 visible ASCII characters, e.g. a UUID"
+    if len(key) > 255:
+        return f"the Idempotency-Key is {len(key)} characters long; send at most 255, e.g. a UUID"
+    return (
+        "the Idempotency-Key holds spaces, control or non-ASCII characters; send visible ASCII, e.g. a UUID"
+    )
+
+
+def begin_idempotent(
+    session: Session,
+    *,
+    institution_id: int,
+    key: str,
+    fingerprint: str,
+    keep_hours: float | None = None,
+) -> StoredAnswer | None:
+    """Claim `key` for this request, or give back the answer stored under it.
+
+    None: go ahead; a pending row for (institution, key) now exists in this transaction, and a
+    concurrent request with the same key waits on it until this one commits (then gets the stored
+    answer) or rolls back (then goes ahead itself). A stored answer older than `keep_hours`
+    (default: settings.idempotency_hours) is forgotten and the key may be used anew.
+    Raises IdempotencyKeyReused when the key was used for a different request, InvalidSpec for a
+    malformed key.
+    """
+    if (why := idempotency_key_problem(key)) is not None:
+        raise InvalidSpec(why, errors=[{"location": "header Idempotency-Key", "problem": why}])
+    if not re.fullmatch(r"[0-9a-f]{64}", fingerprint):
+        raise ValueError("fingerprint must be fingerprint()'s sha256 hex digest")
+    keep = timedelta(hours=keep_hours if keep_hours is not None else get_settings().idempotency_hours)
+    now = _now()
+    # a pending row: the unique key makes a concurrent INSERT of the same key wait for this transaction
+    claimed = session.execute(
+        pg_insert(IdempotentAnswer)
+        .values(institution_id=institution_id, key=key, fingerprint=fingerprint, created_at=now)
+        .on_conflict_do_nothing(index_elements=["institution_id", "key"])
+        .returning(IdempotentAnswer.key)
+    ).first()
+    if claimed is not None:
+        return None
+    row = session.scalar(
+        sa.select(IdempotentAnswer)
+        .where(IdempotentAnswer.institution_id == institution_id, IdempotentAnswer.key == key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if row is None:  # purged between the two statements: claim it afresh
+        return begin_idempotent(
+            session, institution_id=institution_id, key=key, fingerprint=fingerprint, keep_hours=keep_hours
+        )
+    expired = row.created_at < now - keep
+    # status NULL on a committed row: that call ended without an answer to replay, so take it over
+    if expired or row.status is None:
+        row.fingerprint = fingerprint
+        row.status = None
+        row.body = None
+        row.headers = None
+        row.created_at = now
+        session.flush()
+        return None
+    if row.fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            f"the Idempotency-Key {key!r} was used at {row.created_at.isoformat()} for a different request "
+            "(method, path, query or body differ); send a new key for a new request, or the same request "
+            "to get its answer again",
+            idempotency_key=key,
+        )
+    return StoredAnswer(status=row.status, body=dict(row.body or {}), headers=dict(row.headers or {}))
+
+
+def store_answer(
+    session: Session,
+    *,
+    institution_id: int,
+    key: str,
+    fingerprint: str,
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str],
+) -> None:
+    """Keep the answer given under `key` for replay (record_usage does this for billed answers)."""
+    stmt = pg_insert(IdempotentAnswer).values(
+        institution_id=institution_id,
+        key=key,
+        fingerprint=fingerprint,
+        status=status,
+        body=body,
+        headers=headers,
+        created_at=_now(),
+    )
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["institution_id", "key"],
+            set_={
+                "status": stmt.excluded.status,
+                "body": stmt.excluded.body,
+                "headers": stmt.excluded.headers,
+            },
+        )
+    )
+
+
+def purge_idempotent(session: Session, *, before: datetime) -> int:
+    """Forget answers stored before `before` (e.g. now - idempotency_hours); returns how many."""
+    result = session.execute(
+        sa.delete(IdempotentAnswer).where(
+            IdempotentAnswer.created_at < before, IdempotentAnswer.status.is_not(None)
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- admission
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What `admit` allowed: up to `units` units, unit i charged `charges_fen[i]`.
+
+    Free units come first, so billing fewer units (the found enterprises) keeps every free unit
+    the plan still had: the first n charges are exactly what n units cost."""
+
+    institution_id: int
+    contract_id: int
+    plan_id: str
+    product_id: str
+    units: int
+    unit_price_fen: int
+    charges_fen: list[int]
+    free_units: int
+    headers: dict[str, str]
+    at: datetime
+    day: str
+    month: str
+
+    @property
+    def charged_fen(self) -> int:
+        return sum(self.charges_fen)
+
+
+def _seconds_up(delta: timedelta) -> int:
+    return max(0, math.ceil(delta.total_seconds() - 1e-9))
+
+
+def _rate_headers(
+    plan: Plan, *, limit_window: timedelta, remaining: int, reset: timedelta, at: datetime
+) -> dict[str, str]:
+    """RateLimit-* per draft-ietf-httpapi-ratelimit-headers: the burst is the limit, refilled at the
+    plan's rate; the policy lists the rate window and, with a quota, the quota's period."""
+    policy = [f"{plan.burst};w={max(1, _seconds_up(limit_window))}"]
+    if plan.quota_units is not None and plan.quota_period is not None:
+        policy.append(f'{plan.quota_units};w={_period_seconds(at, plan.quota_period)};comment="quota"')
+    return {
+        "RateLimit-Limit": str(plan.burst),
+        "RateLimit-Remaining": str(max(0, remaining)),
+        "RateLimit-Reset": str(_seconds_up(reset)),
+        "RateLimit-Policy": ", ".join(policy),
+    }
+
+
+def _plan_of_contract(session: Session, contract_id: int) -> Plan:
+    # imported here: the contract domain imports this one (to check a contract's plan)
+    from datazone.contract import service as contract_service
+
+    plan_id = contract_service.plan_id_of(session, contract_id=contract_id)
+    plan = session.get(Plan, plan_id)
+    if plan is None:  # the foreign key makes this unreachable short of a damaged database
+        raise NotFound(f"contract {contract_id} names plan {plan_id!r}, which does not exist")
+    return plan
+
+
+def _lock_meter(session: Session, institution_id: int) -> tuple[datetime | None, datetime]:
+    """Lock (creating if need be) the institution's meter row; its GCRA state and the database's
+    clock read after the lock is held (one clock for every replica)."""
+    stmt = pg_insert(Meter).values(institution_id=institution_id, tat=None)
+    row = session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["institution_id"], set_={"institution_id": stmt.excluded.institution_id}
+        ).returning(Meter.tat, sa.func.clock_timestamp())
+    ).one()
+    tat: datetime | None = row[0]
+    now: datetime = row[1]
+    return tat, now
+
+
+def _counts(session: Session, institution_id: int, periods: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    rows = session.execute(
+        sa.select(MeterCount.period, MeterCount.units, MeterCount.free_units, MeterCount.charged_fen).where(
+            MeterCount.institution_id == institution_id, MeterCount.period.in_(list(periods))
+        )
+    )
+    counts = {p: (0, 0, 0) for p in periods}
+    for period, units, free, fen in rows:
+        counts[period] = (units, free, fen)
+    return counts
+
+
+def admit(
+    session: Session,
+    *,
+    institution_id: int,
+    contract_id: int,
+    product_id: str,
+    product_price_fen: int,
+    units: int,
+    at: datetime,
+) -> Admission:
+    """Admit a call for up to `units` billable units under the contract's plan, or refuse it.
+
+    In order: the rate limit (GCRA per institution, in the database), the hard quota, the free
+    units and price of each unit, the monthly spend cap; all decided under the institution's meter
+    row lock, held until the transaction ends. Raises RateLimited, QuotaExceeded (429) or
+    SpendCapReached (402), each with `retry_after` and a `headers` member for the HTTP answer.
+    """
+    if units < 0:
+        raise ValueError("units must be 0 or more")
+    if at.tzinfo is None:
+        raise ValueError("at must be timezone-aware")
+    plan = _plan_of_contract(session, contract_id)
+    tat, now = _lock_meter(session, institution_id)
+
+    # rate limit (GCRA): each call moves the theoretical arrival time one interval on; a call is
+    # allowed while that stays within `burst` intervals of now
+    interval = timedelta(seconds=1 / plan.rate_per_second)
+    window = interval * plan.burst
+    new_tat = max(tat or now, now) + interval
+    if new_tat - now > window + timedelta(microseconds=1):
+        wait = new_tat - now - window
+        retry_after = math.ceil(wait.total_seconds() * 1000) / 1000
+        headers = _rate_headers(plan, limit_window=window, remaining=0, reset=(tat or now) - now, at=at)
+        headers["Retry-After"] = str(max(1, _seconds_up(wait)))
+        raise RateLimited(
+            f"institution {institution_id} may make {plan.burst} calls at once and {plan.rate_per_second:g} "
+            f"a second after that (plan {plan.id}); retry after {retry_after:g} s",
+            retry_after=retry_after,
+            plan_id=plan.id,
+            headers=headers,
+        )
+    session.execute(sa.update(Meter).where(Meter.institution_id == institution_id).values(tat=new_tat))
+    remaining = int((window - (new_tat - now)) / interval + 1e-9)
+    headers = _rate_headers(plan, limit_window=window, remaining=remaining, reset=new_tat - now, at=at)
+
+    day, month = period_of(at, "day"), period_of(at, "month")
+    counts = _counts(session, institution_id, (day, month))
+
+    if plan.quota_units is not None and plan.quota_period is not None:
+        quota_key = day if plan.quota_period == "day" else month
+        used = counts[quota_key][0]
+        left = max(0, plan.quota_units - used)
+        if units > left:
+            renews = period_end(at, plan.quota_period)
+            retry_after = max(1, _seconds_up(renews - at))
+            quota_headers = {**headers, "Retry-After": str(retry_after)}
+            raise QuotaExceeded(
+                f"institution {institution_id} has used {used} of the {plan.quota_units} units its plan "
+                f"{plan.id} allows a {plan.quota_period}; this call needs {units} and {left} remain"
+                f"; the quota renews at {renews.astimezone(SHANGHAI).isoformat()} (Asia/Shanghai)"
+                + ("; send a smaller batch" if left else "")
+                + " or ask the operator for a larger quota",
+                plan_id=plan.id,
+                quota_units=plan.quota_units,
+                quota_period=plan.quota_period,
+                used=used,
+                requested=units,
+                remaining=left,
+                renews_at=renews.isoformat(),
+                retry_after=retry_after,
+                headers=quota_headers,
+            )
+
+    price = plan.unit_price_fen if plan.unit_price_fen is not None else product_price_fen
+    free = 0
+    if price > 0:  # the free allowance is for paid units: a free product does not use it up
+        free_key = day if plan.free_period == "day" else month
+        free = min(units, max(0, plan.free_units - counts[free_key][1]))
+    charges = [0] * free + [price] * (units - free)
+    charged = price * (units - free)
+
+    if plan.monthly_cap_fen is not None and charged > 0:
+        spent = counts[month][2]
+        if spent + charged > plan.monthly_cap_fen:
+            renews = period_end(at, "month")
+            retry_after = max(1, _seconds_up(renews - at))
+            raise SpendCapReached(
+                f"institution {institution_id} has spent {spent} of the {plan.monthly_cap_fen} fen its plan "
+                f"{plan.id} allows in {month}; this call would cost {charged} fen "
+                f"({units - free} units at {price} fen); the cap renews at "
+                f"{renews.astimezone(SHANGHAI).isoformat()} (Asia/Shanghai), or ask the operator to raise it",
+                plan_id=plan.id,
+                monthly_cap_fen=plan.monthly_cap_fen,
+                spent_fen=spent,
+                call_fen=charged,
+                period=month,
+                retry_after=retry_after,
+                headers={**headers, "Retry-After": str(retry_after)},
+            )
+
+    return Admission(
+        institution_id=institution_id,
+        contract_id=contract_id,
+        plan_id=plan.id,
+        product_id=product_id,
+        units=units,
+        unit_price_fen=price,
+        charges_fen=charges,
+        free_units=free,
+        headers=headers,
+        at=at,
+        day=day,
+        month=month,
+    )
+
+
+def record_usage(
+    session: Session,
+    *,
+    admission: Admission,
+    institution_id: int,
+    client_id: str,
+    product_id: str,
+    purpose: str,
+    usccs_billed: Sequence[str],
+    idempotency_key: str | None,
+    fingerprint: str | None,
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    at: datetime,
+) -> list[UsageEvent]:
+    """Bill the call: one usage event per billed enterprise, one ledger debit for the charged total
+    (none when it is zero), the meter counters, and the answer kept under the idempotency key.
+
+    `usccs_billed` may be fewer than the admitted units (enterprises not found are not billed):
+    only what is billed reaches the meter. Returns the events (already written; not in the session).
+    """
+    if institution_id != admission.institution_id or product_id != admission.product_id:
+        raise ValueError("record_usage must bill the institution and product that were admitted")
+    n = len(usccs_billed)
+    if n > admission.units:
+        raise ValueError(f"{n} units billed but only {admission.units} admitted")
+    charges = admission.charges_fen[:n]
+    free = min(n, admission.free_units)
+    charged = sum(charges)
+    call_id = uuid.uuid4()
+    debit_id: int | None = None
+    if charged > 0:
+        # imported here: billing reads usage from this domain
+        from datazone.billing import service as billing_service
+
+        debit = billing_service.post_debit(
+            session,
+            institution_id=institution_id,
+            amount_fen=charged,
+            period=month_of(at),
+            product_id=product_id,
+            usage_count=n,
+            memo=f"{n} units of {product_id} for {purpose} ({free} free) by client {client_id}, call {call_id}",
+            at=at,
+        )
+        debit_id = debit.id
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "call_id": call_id,
+            "at": at,
+            "institution_id": institution_id,
+            "client_id": client_id,
+            "contract_id": admission.contract_id,
+            "plan_id": admission.plan_id,
+            "product_id": product_id,
+            "purpose": str(purpose),
+            "uscc": uscc,
+            "price_fen": charges[i],
+            "free": i < free,
+            "idempotency_key": idempotency_key,
+            "debit_id": debit_id,
+        }
+        for i, uscc in enumerate(usccs_billed)
+    ]
+    if rows:
+        session.execute(sa.insert(UsageEvent), rows)
+        counters = pg_insert(MeterCount).values(
+            [
+                {
+                    "institution_id": institution_id,
+                    "period": p,
+                    "units": n,
+                    "free_units": free,
+                    "charged_fen": charged,
+                }
+                for p in (admission.day, admission.month)
+            ]
+        )
+        session.execute(
+            counters.on_conflict_do_update(
+                index_elements=["institution_id", "period"],
+                set_={
+                    "units": MeterCount.units + counters.excluded.units,
+                    "free_units": MeterCount.free_units + counters.excluded.free_units,
+                    "charged_fen": MeterCount.charged_fen + counters.excluded.charged_fen,
+                },
+            )
+        )
+    if idempotency_key is not None:
+        store_answer(
+            session,
+            institution_id=institution_id,
+            key=idempotency_key,
+            fingerprint=fingerprint or "",
+            status=status,
+            body=body,
+            headers=headers,
+        )
+    return [UsageEvent(**row) for row in rows]
+
+
+def refund_spend(session: Session, *, institution_id: int, period: str, amount_fen: int) -> None:
+    """Give `amount_fen` back to the institution's monthly spend (a credit reversed a charge of `period`)."""
+    if amount_fen <= 0:
+        raise ValueError("amount_fen must be above 0")
+    session.execute(
+        sa.update(MeterCount)
+        .where(MeterCount.institution_id == institution_id, MeterCount.period == period)
+        .values(charged_fen=MeterCount.charged_fen - amount_fen)
+    )
+
+
+@dataclass(frozen=True)
+class MeterReading:
+    period: str
+    units: int
+    free_units: int
+    charged_fen: int
+
+
+def meter_reading(session: Session, *, institution_id: int, period: str) -> MeterReading:
+    """The institution's counters for a Shanghai day 'YYYY-MM-DD' or month 'YYYY-MM'."""
+    units, free, fen = _counts(session, institution_id, (period,))[period]
+    return MeterReading(period=period, units=units, free_units=free, charged_fen=fen)
+
+
+# ---------------------------------------------------------------- usage reads
+
+
+def _scope_institution(viewer: Principal, institution_id: int | None) -> int | None:
+    """Whose usage the viewer may read: an institution its own, the operator anyone's."""
+    if viewer.kind == "institution":
+        return viewer.id
+    if viewer.kind != "operator":
+        raise Forbidden(
+            "usage is the institutions' and the operator's to read; a department sees its data's uses "
+            "in the audit trail"
+        )
+    return institution_id
+
+
+def usage_window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    """[since, until) checked; defaults: the start of this Shanghai month, now."""
+    errors: list[dict[str, Any]] = []
+    for name, t in (("since", since), ("until", until)):
+        if t is not None and t.tzinfo is None:
+            errors.append({"location": name, "problem": "give a time zone, e.g. 2026-11-01T00:00:00+08:00"})
+    if errors:
+        raise InvalidSpec("; ".join(f"{e['location']}: {e['problem']}" for e in errors), errors=errors)
+    now = _now()
+    end = until or now
+    start = since or month_bounds(month_of(end))[0]
+    if end <= start:
+        raise InvalidSpec(
+            f"until ({end.isoformat()}) must be after since ({start.isoformat()})",
+            errors=[{"location": "until", "problem": "must be after since"}],
+        )
+    return start, end
+
+
+@dataclass(frozen=True)
+class UsageDay:
+    institution_id: int
+    product_id: str
+    day: date
+    calls: int
+    units: int
+    free_units: int
+    charged_fen: int
+
+
+def usage_by_day(
+    session: Session,
+    *,
+    viewer: Principal,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    institution_id: int | None = None,
+) -> list[UsageDay]:
+    """Usage per institution, product and Shanghai day in [since, until) (default: this month so far)."""
+    whose = _scope_institution(viewer, institution_id)
+    start, end = usage_window(since, until)
+    day = sa.cast(sa.func.timezone("Asia/Shanghai", UsageEvent.at), sa.Date).label("day")
+    q = (
+        sa.select(
+            UsageEvent.institution_id,
+            UsageEvent.product_id,
+            day,
+            sa.func.count(sa.distinct(UsageEvent.call_id)),
+            sa.func.count(),
+            sa.func.count().filter(UsageEvent.free),
+            sa.func.coalesce(sa.func.sum(UsageEvent.price_fen), 0),
+        )
+        .where(UsageEvent.at >= start, UsageEvent.at < end)
+        .group_by(UsageEvent.institution_id, UsageEvent.product_id, day)
+        .order_by(day, UsageEvent.institution_id, UsageEvent.product_id)
+    )
+    if whose is not None:
+        q = q.where(UsageEvent.institution_id == whose)
+    return [
+        UsageDay(
+            institution_id=r[0],
+            product_id=r[1],
+            day=r[2],
+            calls=r[3],
+            units=r[4],
+            free_units=r[5],
+            charged_fen=int(r[6]),
+        )
+        for r in session.execute(q)
+    ]
+
+
+@dataclass(frozen=True)
+class ProductUnits:
+    product_id: str
+    units: int
+    free_units: int
+    charged_fen: int
+
+
+def units_by_product(
+    session: Session, *, institution_id: int, since: datetime, until: datetime
+) -> list[ProductUnits]:
+    """An institution's billed units per product in [since, until) (for statements)."""
+    rows = session.execute(
+        sa.select(
+            UsageEvent.product_id,
+            sa.func.count(),
+            sa.func.count().filter(UsageEvent.free),
+            sa.func.coalesce(sa.func.sum(UsageEvent.price_fen), 0),
+        )
+        .where(UsageEvent.institution_id == institution_id, UsageEvent.at >= since, UsageEvent.at < until)
+        .group_by(UsageEvent.product_id)
+        .order_by(UsageEvent.product_id)
+    )
+    return [ProductUnits(product_id=r[0], units=r[1], free_units=r[2], charged_fen=int(r[3])) for r in rows]
+
+
+def list_usage_events(
+    session: Session,
+    *,
+    viewer: Principal,
+    since: datetime | None = None,
+    after: uuid.UUID | None = None,
+    limit: int = 1000,
+    institution_id: int | None = None,
+) -> list[UsageEvent]:
+    """Usage events in time order from `since` (after event `after`, for the next page)."""
+    whose = _scope_institution(viewer, institution_id)
+    errors: list[dict[str, Any]] = []
+    if not 1 <= limit <= MAX_EVENTS_PAGE:
+        errors.append({"location": "limit", "problem": f"limit is 1..{MAX_EVENTS_PAGE}, not {limit}"})
+    if since is not None and since.tzinfo is None:
+        errors.append({"location": "since", "problem": "give a time zone, e.g. 2026-11-01T00:00:00+08:00"})
+    if errors:
+        raise InvalidSpec("; ".join(f"{e['location']}: {e['problem']}" for e in errors), errors=errors)
+    q = sa.select(UsageEvent).order_by(UsageEvent.at, UsageEvent.id).limit(limit)
+    if whose is not None:
+        q = q.where(UsageEvent.institution_id == whose)
+    if after is not None:
+        anchor = session.get(UsageEvent, after)
+        if anchor is None or (whose is not None and anchor.institution_id != whose):
+            raise NotFound(f"no usage event {after}; page on with the id of the last event you received")
+        q = q.where(
+            sa.tuple_(UsageEvent.at, UsageEvent.id) > sa.tuple_(sa.literal(anchor.at), sa.literal(anchor.id))
+        )
+    elif since is not None:
+        q = q.where(UsageEvent.at >= since)
+    return list(session.scalars(q))
+
+
+def usage_cloudevent(event: UsageEvent) -> CloudEvent:
+    """A usage event as a CloudEvents 1.0 event."""
+    return CloudEvent(
+        attributes={
+            "id": str(event.id),
+            "source": f"/datazone/products/{event.product_id}",
+            "type": USAGE_EVENT_TYPE,
+            "subject": str(event.institution_id),
+            "time": event.at,
+            "datacontenttype": "application/json",
+        },
+        data={
+            "product": event.product_id,
+            "purpose": event.purpose,
+            "uscc": event.uscc,
+            "price_fen": event.price_fen,
+            "free": event.free,
+            "client_id": event.client_id,
+        },
+    )
+
+
+def cloudevents_batch(events: Sequence[UsageEvent]) -> bytes:
+    """A CloudEvents JSON batch (a JSON array of structured events), written by the SDK's JSON format."""
+    fmt = JSONFormat()
+    return b"[" + b",".join(fmt.write(usage_cloudevent(e)) for e in events) + b"]"

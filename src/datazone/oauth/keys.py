@@ -1,0 +1,155 @@
+"""Token-signing keys: generated on demand, encrypted at rest, rotated, published as a JWK Set.
+
+The private half of each key is encrypted with Fernet under a key derived (HKDF-SHA256) from
+`settings.signing_key_secret`, which every issuing replica shares; with no secret configured
+one is generated into `home/signing.secret` (mode 0600), which is enough on one machine.
+Rotation runs under a transaction-scoped advisory lock and a unique partial index allows one
+active key, so two replicas rotating at once cannot both add a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from joserfc.jwk import ECKey
+from sqlalchemy.orm import Session
+
+from datazone.config import Settings
+from datazone.oauth.models import SigningKey
+
+ALG = "ES256"
+CURVE = "P-256"
+# a retired key stays published this long past the expiry of the last token it could have signed
+PUBLISH_MARGIN = timedelta(seconds=60)
+# the lock every rotation takes (a constant key, distinct from other domains' advisory locks)
+_ROTATION_LOCK = 0x6F61757468_01  # "oauth" 01
+_SECRET_FILE = "signing.secret"  # noqa: S105 - a file name, not a secret
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _secret(settings: Settings) -> bytes:
+    if settings.signing_key_secret:
+        return settings.signing_key_secret.encode()
+    path = Path(settings.home) / _SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: two processes starting together do not write two different secrets
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    value = secrets.token_urlsafe(32).encode()
+    with os.fdopen(fd, "wb") as f:
+        f.write(value)
+    return value
+
+
+def _fernet(settings: Settings) -> Fernet:
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"datazone token-signing keys"
+    ).derive(_secret(settings))
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def private_key(signing_key: SigningKey, settings: Settings) -> ECKey:
+    """The decrypted private key, for signing; never logged, never returned to a caller."""
+    raw = _fernet(settings).decrypt(signing_key.private_key_encrypted)
+    return ECKey.import_key(json.loads(raw))
+
+
+def public_key(signing_key: SigningKey) -> ECKey:
+    return ECKey.import_key(signing_key.public_jwk)
+
+
+def _generate(session: Session, settings: Settings, *, at: datetime) -> SigningKey:
+    kid = f"{at:%Y%m%d}-{secrets.token_hex(6)}"
+    key = ECKey.generate_key(CURVE, parameters={"kid": kid, "alg": ALG, "use": "sig"})
+    row = SigningKey(
+        kid=kid,
+        alg=ALG,
+        public_jwk=key.as_dict(private=False),
+        private_key_encrypted=_fernet(settings).encrypt(json.dumps(key.as_dict(private=True)).encode()),
+        created_at=at,
+        retires_at=None,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _active(session: Session) -> SigningKey | None:
+    return session.scalar(
+        sa.select(SigningKey).where(SigningKey.retires_at.is_(None)).execution_options(populate_existing=True)
+    )
+
+
+def _stale(key: SigningKey, settings: Settings, at: datetime) -> bool:
+    return at - key.created_at >= timedelta(hours=settings.oauth_key_rotation_hours)
+
+
+def current_signing_key(session: Session, settings: Settings, *, at: datetime | None = None) -> SigningKey:
+    """The active signing key: created on first use, rotated once older than the rotation period.
+
+    The common case is one indexed read. Only when a key must be made is the rotation lock taken
+    (until the end of the transaction), and the state read again under it.
+    """
+    at = at or utcnow()
+    key = _active(session)
+    if key is not None and not _stale(key, settings, at):
+        return key
+    session.execute(sa.select(sa.func.pg_advisory_xact_lock(_ROTATION_LOCK)))
+    key = _active(session)
+    if key is not None and not _stale(key, settings, at):
+        return key  # another replica rotated while we waited
+    if key is not None:
+        key.retires_at = at + timedelta(seconds=settings.oauth_token_seconds) + PUBLISH_MARGIN
+        session.flush()
+    return _generate(session, settings, at=at)
+
+
+def published_keys(session: Session, *, at: datetime | None = None) -> list[SigningKey]:
+    """Every key that may still verify an unexpired token: the active one and the recently retired."""
+    at = at or utcnow()
+    return list(
+        session.scalars(
+            sa.select(SigningKey)
+            .where(sa.or_(SigningKey.retires_at.is_(None), SigningKey.retires_at > at))
+            .order_by(SigningKey.created_at.desc())
+        )
+    )
+
+
+def jwks(session: Session, *, at: datetime | None = None) -> dict[str, Any]:
+    return {"keys": [dict(k.public_jwk) for k in published_keys(session, at=at)]}
+
+
+# kid -> (public key, when read); public keys only: revocation and suspension are never cached
+_PUBLIC_CACHE: dict[str, tuple[ECKey, float]] = {}
+_CACHE_SECONDS = 5.0
+
+
+def verification_key(session: Session, *, kid: str) -> ECKey | None:
+    """The public key named `kid`, from a few-seconds cache or the database; None if unknown or retired."""
+    hit = _PUBLIC_CACHE.get(kid)
+    if hit is not None and time.monotonic() - hit[1] < _CACHE_SECONDS:
+        return hit[0]
+    row = session.get(SigningKey, kid)
+    if row is None or (row.retires_at is not None and row.retires_at <= utcnow()):
+        _PUBLIC_CACHE.pop(kid, None)
+        return None
+    key = public_key(row)
+    _PUBLIC_CACHE[kid] = (key, time.monotonic())
+    return key

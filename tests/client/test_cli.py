@@ -1,0 +1,268 @@
+"""`datazone-client` without a gateway: settings, input files, exit codes, output CSV.
+
+The same commands run against the real gateway in test_e2e.py; here a fake transport
+stands behind the SDK so that every branch of the CLI can be reached quickly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import Workbook
+from typer.testing import CliRunner
+
+from datazone.client import cli
+from datazone.client.sdk import ZoneClient
+from tests.client.fake_gateway import CLIENT_ID, SECRET, URL, FakeGateway, problem
+from tests.client.test_sdk import FAST
+from tests.factories import bad_check, make_uscc
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("DATAZONE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATAZONE_PROFILE", str(tmp_path / "no-profile.toml"))
+
+
+@pytest.fixture
+def gateway(monkeypatch: pytest.MonkeyPatch) -> FakeGateway:
+    fake = FakeGateway()
+
+    def client(ctx: Any) -> ZoneClient:
+        zone = ZoneClient(
+            url=URL, client_id=CLIENT_ID, client_secret=SECRET, retry=FAST, transport=fake.transport()
+        )
+        zone._sleep = lambda s: None
+        return zone
+
+    monkeypatch.setattr(cli, "_client", client)
+    return fake
+
+
+def invoke(*args: str) -> Any:
+    return runner.invoke(cli.app, list(args))
+
+
+def write_list(path: Path, codes: list[str], header: str = "uscc", encoding: str = "utf-8") -> Path:
+    with path.open("w", encoding=encoding, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["客户", header])
+        for i, code in enumerate(codes):
+            writer.writerow([f"客户{i}", code])
+    return path
+
+
+def test_no_settings_is_bad_input_naming_what_to_set() -> None:
+    result = invoke("products")
+    assert result.exit_code == 2
+    assert "DATAZONE_URL" in result.output and "DATAZONE_CLIENT_SECRET" in result.output
+
+
+def test_there_is_no_secret_option() -> None:
+    for command in ("products", "lookup", "batch", "token"):
+        assert "secret" not in invoke(command, "--help").output.lower()
+    assert invoke("token", "--client-secret", "x").exit_code == 2
+
+
+def test_world_readable_profile_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    profile = tmp_path / "client.toml"
+    profile.write_text(f'[bank]\nurl = "{URL}"\nclient_id = "{CLIENT_ID}"\nclient_secret = "{SECRET}"\n')
+    profile.chmod(0o644)
+    monkeypatch.setenv("DATAZONE_PROFILE", str(profile))
+    result = invoke("--profile", "bank", "token")
+    assert result.exit_code == 2
+    assert "readable by other users" in result.output and "chmod 600" in result.output
+    assert SECRET not in result.output
+
+
+def test_unreachable_gateway_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    profile = tmp_path / "client.toml"
+    profile.write_text(
+        f'[default]\nurl = "http://127.0.0.1:9"\nclient_id = "{CLIENT_ID}"\nclient_secret = "{SECRET}"\nmax_attempts = 1\n'
+    )
+    profile.chmod(0o600)
+    monkeypatch.setenv("DATAZONE_PROFILE", str(profile))
+    result = invoke("products")
+    assert result.exit_code == 1
+    assert "unreachable" in result.output and SECRET not in result.output
+
+
+def test_lookup_prints_the_answer_and_json(gateway: FakeGateway) -> None:
+    code = make_uscc(12)
+    result = invoke("lookup", "credit-basic", code, "--purpose", "pre_loan")
+    assert result.exit_code == 0, result.output
+    assert f"企业{code[-4:]}" in result.output
+    result = invoke("lookup", "credit-basic", code, "--purpose", "pre_loan", "--json")
+    assert result.exit_code == 0 and '"purpose": "pre_loan"' in result.output
+
+
+def test_lookup_bad_input_sends_nothing(gateway: FakeGateway) -> None:
+    result = invoke("lookup", "credit-basic", bad_check(make_uscc(1)), "--purpose", "pre_loan")
+    assert result.exit_code == 2 and "check character" in result.output
+    result = invoke("lookup", "credit-basic", make_uscc(1), "--purpose", "payday")
+    assert result.exit_code == 2 and "pre_loan" in result.output  # click lists the choices
+    assert gateway.seen == []
+
+
+def test_refusal_prints_the_problem_and_exits_1(gateway: FakeGateway) -> None:
+    gateway.script = [
+        lambda r: problem(403, "consent-missing", "register the consent first", check="consent")
+    ]
+    result = invoke("lookup", "risk-insight", make_uscc(1), "--purpose", "pre_loan")
+    assert result.exit_code == 1
+    assert "403 consent-missing" in result.output and "[check: consent]" in result.output
+    assert "tok-0" not in result.output
+
+
+def test_products_table(gateway: FakeGateway) -> None:
+    result = invoke("products")
+    assert result.exit_code == 0 and "credit-basic" in result.output and "0.00" in result.output
+
+
+def test_token_shows_scopes_not_the_token(gateway: FakeGateway) -> None:
+    result = invoke("token")
+    assert result.exit_code == 0
+    assert "product:credit-basic" in result.output and "Asia/Shanghai" in result.output
+    assert "tok-0" not in result.output
+    raw = invoke("token", "--raw")
+    assert raw.exit_code == 0 and raw.output.strip() == "tok-1"
+
+
+def test_batch_reports_bad_lines_and_sends_nothing(gateway: FakeGateway, tmp_path: Path) -> None:
+    codes = [make_uscc(i) for i in range(10)]
+    codes[3] = bad_check(codes[3])
+    codes[8] = ""
+    source = write_list(tmp_path / "list.csv", codes, header="统一社会信用代码", encoding="gb18030")
+    out = tmp_path / "out.csv"
+    result = invoke("batch", "risk-insight", str(source), "--purpose", "post_loan", "--output", str(out))
+    assert result.exit_code == 2
+    assert "2 of 10 USCCs" in result.output
+    assert "line 5:" in result.output and "line 10: '': empty" in result.output  # header is line 1
+    assert gateway.seen == [] and not out.exists()
+
+
+def test_batch_input_problems(gateway: FakeGateway, tmp_path: Path) -> None:
+    out = str(tmp_path / "out.csv")
+    result = invoke(
+        "batch", "risk-insight", str(tmp_path / "absent.csv"), "--purpose", "pre_loan", "--output", out
+    )
+    assert result.exit_code == 2 and "does not exist" in result.output
+    source = write_list(tmp_path / "list.csv", [make_uscc(1)], header="code")
+    result = invoke("batch", "risk-insight", str(source), "--purpose", "pre_loan", "--output", out)
+    assert (
+        result.exit_code == 2
+        and "no column 'uscc' or '统一社会信用代码'" in result.output
+        and "'code'" in result.output
+    )
+    result = invoke(
+        "batch", "risk-insight", str(source), "--purpose", "pre_loan", "--output", out, "--column", "code"
+    )
+    assert result.exit_code == 0, result.output
+    (tmp_path / "list.json").write_text("[]")
+    result = invoke(
+        "batch", "risk-insight", str(tmp_path / "list.json"), "--purpose", "pre_loan", "--output", out
+    )
+    assert result.exit_code == 2 and ".csv or .xlsx" in result.output
+
+
+def test_batch_writes_one_row_per_enterprise(gateway: FakeGateway, tmp_path: Path) -> None:
+    codes = [make_uscc(i) for i in range(25)]
+    source = write_list(tmp_path / "list.csv", [*codes, codes[0]])
+    out = tmp_path / "out.csv"
+    result = invoke(
+        "batch",
+        "risk-insight",
+        str(source),
+        "--purpose",
+        "post_loan",
+        "--output",
+        str(out),
+        "--chunk-size",
+        "10",
+    )
+    assert result.exit_code == 0, result.output
+    with out.open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["uscc"] for r in rows] == codes
+    assert rows[0].keys() == {"uscc", "found", "n"}
+    assert all(r["found"] == ("false" if r["uscc"].endswith("0") else "true") for r in rows)
+    assert [len(c.body["usccs"]) for c in gateway.product_calls()] == [10, 10, 5]
+    assert "25 enterprises" in result.output
+
+
+def test_batch_refused_midway_keeps_what_was_answered(gateway: FakeGateway, tmp_path: Path) -> None:
+    codes = [make_uscc(i) for i in range(25)]
+    source = write_list(tmp_path / "list.csv", codes)
+    out = tmp_path / "out.csv"
+    gateway.script = [
+        lambda r: gateway.answer(r, json.loads(r.content)),
+        lambda r: problem(403, "quota-exhausted", "monthly quota used up", check="quota"),
+    ]
+    result = invoke(
+        "batch",
+        "risk-insight",
+        str(source),
+        "--purpose",
+        "pre_loan",
+        "--output",
+        str(out),
+        "--chunk-size",
+        "10",
+    )
+    assert result.exit_code == 1
+    assert (
+        "quota-exhausted" in result.output and "10 enterprises answered before the refusal" in result.output
+    )
+    with out.open(encoding="utf-8-sig") as f:
+        assert len(list(csv.DictReader(f))) == 10
+
+
+def test_batch_from_xlsx_flags_numeric_cells(gateway: FakeGateway, tmp_path: Path) -> None:
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["uscc", "name"])
+    sheet.append([make_uscc(1), "a"])
+    sheet.append([911101050000000017, "b"])  # typed into a General cell: Excel keeps a number
+    sheet.append([make_uscc(2), "c"])
+    source = tmp_path / "list.xlsx"
+    book.save(source)
+    out = tmp_path / "out.csv"
+    result = invoke("batch", "risk-insight", str(source), "--purpose", "pre_loan", "--output", str(out))
+    assert (
+        result.exit_code == 2 and "line 3:" in result.output and "format the column as text" in result.output
+    )
+    sheet.delete_rows(3)
+    book.save(source)
+    result = invoke("batch", "risk-insight", str(source), "--purpose", "pre_loan", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    with out.open(encoding="utf-8-sig") as f:
+        assert [r["uscc"] for r in csv.DictReader(f)] == [make_uscc(1), make_uscc(2)]
+
+
+def test_sdk_imports_nothing_of_the_server_side() -> None:
+    code = (
+        "import sys, datazone.client, datazone.client.cli\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in {'sqlalchemy', 'fastapi', 'starlette', 'alembic', 'psycopg'}"
+        " or m in {'datazone.db', 'datazone.app', 'datazone.config', 'datazone.deps'} or m.endswith('.service')]\n"
+        "print(bad)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("datazone-client")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "lookup" in result.stdout
