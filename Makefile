@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-gateway clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python tests/bench_ingest.py
+
+bench-gateway: $(STAMP)
+	$(VENV)/bin/python tests/bench_gateway.py
 
 clean:
 	rm -rf $(VENV)

@@ -81,6 +81,7 @@ class Delivery:
     contract_id: int
     grant_ids: list[str]
     answers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    price_fen: int = 0
     successor_id: str | None = None
     departments: list[str] = field(default_factory=list)
 
@@ -185,14 +186,35 @@ def serve(
     if single and not found:
         with _check("zone"):
             raise EnterpriseNotFound(f"no enterprise {codes[0]} in the zone's registration data", usccs=codes)
-    spec_price = product_service.spec_of(product_service.get_product(session, product_id=d.served_id)).price_fen
+    # the audit entry first: the meter row lock, taken by admit(), is then held only for the
+    # metering writes and the commit
+    audit_service.record(
+        session,
+        actor=caller,
+        action=audit_service.DATA_ACCESS,
+        object_type="product",
+        object_id=d.served_id,
+        purpose=purpose.value,
+        entities=codes,
+        supplier_ids=d.departments,
+        institution_id=caller.id,
+        detail={
+            "requested": d.requested_id,
+            "found": len(found),
+            "data_versions": d.data_versions,
+            "contract_id": d.contract_id,
+            "grant_ids": d.grant_ids,
+            "masking_clearance": d.clearance,
+            "client_id": grant.client_id,
+        },
+    )
     try:
         admission = metering.admit(
             session,
             institution_id=caller.id,
             contract_id=d.contract_id,
             product_id=d.served_id,
-            product_price_fen=spec_price,
+            product_price_fen=d.price_fen,
             units=len(found),
             at=at,
         )
@@ -222,27 +244,6 @@ def serve(
         body=body,
         headers=headers,
         at=at,
-    )
-    audit_service.record(
-        session,
-        actor=caller,
-        action=audit_service.DATA_ACCESS,
-        object_type="product",
-        object_id=d.served_id,
-        purpose=purpose.value,
-        entities=codes,
-        supplier_ids=d.departments,
-        institution_id=caller.id,
-        detail={
-            "requested": d.requested_id,
-            "found": len(found),
-            "data_versions": d.data_versions,
-            "contract_id": d.contract_id,
-            "grant_ids": d.grant_ids,
-            "masking_clearance": d.clearance,
-            "client_id": grant.client_id,
-            "charged_fen": admission.charged_fen,
-        },
     )
     return Served(200, body, headers)
 
@@ -346,6 +347,7 @@ def deliver(
         contract_id=contract.id,
         grant_ids=sorted({g.id for g in grants}),
         answers=answers,
+        price_fen=spec.price_fen,
         successor_id=served.successor_id,
         departments=product_service.product_departments(session, product=served),
     )

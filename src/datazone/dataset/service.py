@@ -33,8 +33,27 @@ def parse_spec(raw: Any, *, origin: str = "spec") -> DatasetSpec:
         raise InvalidSpec(f"{origin} is not a valid dataset spec: {summary}", errors=errors) from None
 
 
+# parsed specs by content hash: cannot go stale (a changed spec has a new hash)
+_PARSED: dict[tuple[str, str], DatasetSpec] = {}
+
+
 def spec_of(dataset: Dataset) -> DatasetSpec:
-    return DatasetSpec.model_validate(dataset.spec)
+    """The dataset's spec (shared: do not mutate; use model_copy)."""
+    parsed = _PARSED.get((dataset.id, dataset.spec_sha256))
+    if parsed is None:
+        parsed = DatasetSpec.model_validate(dataset.spec)
+        if len(_PARSED) > 512:
+            _PARSED.clear()
+        _PARSED[(dataset.id, dataset.spec_sha256)] = parsed
+    return parsed
+
+
+def suppliers_of(session: Session, *, dataset_ids: list[str] | None = None) -> dict[str, str]:
+    """{dataset id: supplier id} for the given datasets, or all (unknown ids are left out)."""
+    q = sa.select(Dataset.id, Dataset.supplier_id)
+    if dataset_ids is not None:
+        q = q.where(Dataset.id.in_(dataset_ids))
+    return {ds_id: supplier for ds_id, supplier in session.execute(q)}
 
 
 def _sha(spec: DatasetSpec) -> str:

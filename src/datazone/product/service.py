@@ -164,8 +164,20 @@ def validate_product(session: Session, *, spec: ProductSpec, origin: str | None 
     return spec.model_copy(update={"outputs": resolved})
 
 
+# parsed specs by content hash: a stored spec never changes under its hash, so this cannot go
+# stale (it caches parsing, not state: lifecycle, grants and contracts are read every request)
+_PARSED: dict[tuple[str, str], ProductSpec] = {}
+
+
 def spec_of(product: Product) -> ProductSpec:
-    return ProductSpec.model_validate(product.spec)
+    """The product's spec (shared: do not mutate; use model_copy)."""
+    parsed = _PARSED.get((product.id, product.spec_sha256))
+    if parsed is None:
+        parsed = ProductSpec.model_validate(product.spec)
+        if len(_PARSED) > 512:
+            _PARSED.clear()
+        _PARSED[(product.id, product.spec_sha256)] = parsed
+    return parsed
 
 
 def _stored(spec: ProductSpec) -> dict[str, Any]:
@@ -255,14 +267,10 @@ def list_products(session: Session, *, states: Sequence[str] | None = None) -> l
     return list(session.scalars(q))
 
 
-def _dataset_suppliers(session: Session) -> dict[str, str]:
-    return {d.id: d.supplier_id for d in dataset_service.list_datasets(session)}
-
-
 def product_departments(session: Session, *, product: Product) -> list[str]:
     """Supplier ids of the datasets the product reads: whose grants it needs."""
-    suppliers = _dataset_suppliers(session)
-    return sorted({suppliers[ds] for ds in spec_of(product).sources if ds in suppliers})
+    suppliers = dataset_service.suppliers_of(session, dataset_ids=sorted(spec_of(product).sources))
+    return sorted(set(suppliers.values()))
 
 
 def search_catalog(
@@ -277,7 +285,7 @@ def search_catalog(
     """Products matching every given filter. keyword matches (case-insensitively) the id,
     names, description and output names and descriptions; department is a supplier whose
     dataset the product reads. states=None lists every state (the operator's view)."""
-    suppliers = _dataset_suppliers(session) if department else {}
+    suppliers = dataset_service.suppliers_of(session) if department else {}
     needle = keyword.strip().lower() if keyword and keyword.strip() else None
     found = []
     for product in list_products(session, states=states):
@@ -299,7 +307,7 @@ def search_catalog(
 
 def catalog_entries(session: Session, *, products: Sequence[Product]) -> list[ProductOut]:
     """Catalog entries, with the datasets looked up once for the whole list."""
-    suppliers = _dataset_suppliers(session)
+    suppliers = dataset_service.suppliers_of(session)
     out = []
     for product in products:
         spec = spec_of(product)
