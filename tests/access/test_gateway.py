@@ -114,6 +114,7 @@ def _institution(
     clearance: int = 2,
     purposes: tuple[str, ...] = ("pre_loan", "post_loan"),
     grant: bool = True,
+    plan: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, str], dict[str, str], dict[str, str]]:
     """A new institution with a contract for `products`, and grants from every department
     concerned naming this institution. Returns (id, its control-plane key headers, its
@@ -122,11 +123,19 @@ def _institution(
     window = {"valid_from": (NOW - timedelta(days=1)).isoformat(), "valid_to": (NOW + YEAR).isoformat()}
     grants: dict[str, str] = {}
     with httpx.Client(base_url=gw.url, timeout=30) as c:
+        terms: dict[str, Any] = {}
+        if plan is not None:
+            # a private plan negotiated for this institution
+            plan_id = f"plan-{secrets.token_hex(4)}"
+            r = c.post("/v1/plans", headers=gw.operator,
+                       json={"id": plan_id, "name": "negotiated", "institution_id": inst_id, **plan})
+            assert r.status_code == 201, r.text
+            terms["plan_id"] = plan_id
         r = c.post(
             "/v1/contracts",
             headers=gw.operator,
             json={"institution_id": inst_id, "purposes": list(purposes), "products": products,
-                  "clearance": clearance, **window},
+                  "clearance": clearance, **terms, **window},
         )
         assert r.status_code == 201, r.text
         if grant:
@@ -446,3 +455,95 @@ def test_a_department_sees_every_use_of_its_data_and_only_its_own(gw: Gateway) -
         # the courts' data is not in credit-basic: the courts do not see this use
         courts = c.get("/v1/audit/uses", headers=gw.departments["courts"]).json()
         assert not [u for u in courts if u["institution_id"] == inst_id]
+
+
+# ------------------------------------------------------------------ rate limit, quota, spend cap
+
+
+def _usage_events(gw: Gateway, inst_id: int) -> int:
+    with gw.db.engine.connect() as conn:
+        return int(
+            conn.execute(sa.text("SELECT count(*) FROM usage_event WHERE institution_id = :i"), {"i": inst_id}).scalar_one()
+        )
+
+
+def test_rate_limit_answers_429_with_retry_after_and_ratelimit_headers(gw: Gateway) -> None:
+    inst_id, _key, inst, _ = _institution(gw, ["credit-basic"], plan={"rate_per_second": 1.0, "burst": 2})
+    url = f"/v1/products/credit-basic/enterprises/{gw.usccs[20]}"
+    with httpx.Client(base_url=gw.url, headers=inst, timeout=30) as c:
+        answers = [c.get(url, params={"purpose": "pre_loan"}) for _ in range(3)]
+    assert [r.status_code for r in answers] == [200, 200, 429]
+    ok, limited = answers[0], answers[2]
+    # httpx headers are case-insensitive
+    assert all(h in ok.headers for h in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"))
+    body = problem(limited)
+    assert body["type"].endswith("/rate-limited") and body["check"] == "rate_limit"
+    assert int(limited.headers["Retry-After"]) >= 1 and limited.headers["RateLimit-Remaining"] == "0"
+    assert "headers" not in body  # they travel as HTTP headers
+    assert _usage_events(gw, inst_id) == 2
+
+
+def test_quota_and_spend_cap_are_exact_under_concurrent_calls(gw: Gateway) -> None:
+    inst_id, key, inst, _ = _institution(
+        gw, ["risk-insight"], plan={"rate_per_second": 1000.0, "burst": 1000, "quota_units": 4, "quota_period": "day"}
+    )
+    firms = gw.usccs[21:33]
+    with httpx.Client(base_url=gw.url, timeout=30) as c:
+        for firm in firms:
+            assert _consent(c, key, firm).status_code == 201
+    statuses: list[int] = []
+    bodies: list[dict[str, Any]] = []
+
+    def call(firm: str) -> None:
+        r = httpx.get(f"{gw.url}/v1/products/risk-insight/enterprises/{firm}", params={"purpose": "pre_loan"},
+                      headers=inst, timeout=60)
+        statuses.append(r.status_code)
+        bodies.append(r.json())
+
+    threads = [threading.Thread(target=call, args=(f,)) for f in firms]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] * 4 + [429] * 8
+    refused = [b for b in bodies if b.get("status") == 429]
+    assert all(b["type"].endswith("/quota-exceeded") and b["check"] == "quota" for b in refused)
+    # exactly the quota was answered and billed: 4 events, 4 x the list price on the ledger
+    assert _usage_events(gw, inst_id) == 4
+    with gw.db.engine.connect() as conn:
+        debits = conn.execute(
+            sa.text("SELECT coalesce(sum(amount_fen), 0) FROM ledger_entry WHERE institution_id = :i AND kind = 'debit'"),
+            {"i": inst_id},
+        ).scalar_one()
+    assert debits == 4 * 500 == sum(b["charged_fen"] for b in bodies if "charged_fen" in b)
+
+    # a spend cap: 2 calls of 500 fen fit under 1,200, the third does not (402)
+    capped_id, ckey, capped, _ = _institution(
+        gw, ["risk-insight"], plan={"rate_per_second": 1000.0, "burst": 1000, "monthly_cap_fen": 1200}
+    )
+    with httpx.Client(base_url=gw.url, timeout=30) as c:
+        for firm in firms[:3]:
+            assert _consent(c, ckey, firm).status_code == 201
+        got = [
+            c.get(f"/v1/products/risk-insight/enterprises/{f}", params={"purpose": "pre_loan"}, headers=capped)
+            for f in firms[:3]
+        ]
+    assert [r.status_code for r in got] == [200, 200, 402]
+    assert problem(got[2])["type"].endswith("/spend-cap-reached") and problem(got[2])["check"] == "quota"
+    assert _usage_events(gw, capped_id) == 2
+
+
+def test_idempotent_retry_is_free_and_returns_the_same_answer(gw: Gateway) -> None:
+    inst_id, key, inst, _ = _institution(gw, ["risk-insight"])
+    firm = gw.usccs[40]
+    with httpx.Client(base_url=gw.url, headers=inst, timeout=30) as c:
+        assert _consent(c, key, firm).status_code == 201
+        url = f"/v1/products/risk-insight/enterprises/{firm}"
+        first = c.get(url, params={"purpose": "pre_loan"}, headers={"Idempotency-Key": "loan-42"})
+        again = c.get(url, params={"purpose": "pre_loan"}, headers={"Idempotency-Key": "loan-42"})
+        other = c.get(url, params={"purpose": "post_loan"}, headers={"Idempotency-Key": "loan-42"})
+        fresh = c.get(url, params={"purpose": "pre_loan"}, headers={"Idempotency-Key": "loan-43"})
+    assert first.status_code == again.status_code == fresh.status_code == 200
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 422 and problem(other)["type"].endswith("/idempotency-key-reused")
+    assert _usage_events(gw, inst_id) == 2  # the first call and the fresh key; the retry was free

@@ -125,3 +125,26 @@ def test_stalled_run_is_aborted(db: Database, settings: Settings) -> None:
         got = ingest_service.get_run(s, run_id=run.id)
         assert got.status == "aborted" and got.error_code == "stalled" and got.finished_at is not None
         assert ingest_service.get_run(s, run_id=fresh.id).status == "running"
+
+
+def test_purge_forgets_idempotent_answers_past_their_keeping_time(db: Database, settings: Settings) -> None:
+    from datazone.metering import service as metering_service
+    from datazone.principal import service as principal_service
+
+    with db.unit_of_work() as s:
+        inst = principal_service.create_principal(s, kind="institution", name=unique_id("purge"))
+        inst_id = inst.id
+        fp = metering_service.fingerprint("GET", "/v1/products/x/enterprises/y", "", b"")
+        assert metering_service.begin_idempotent(s, institution_id=inst_id, key="k-1", fingerprint=fp) is None
+        metering_service.store_answer(
+            s, institution_id=inst_id, key="k-1", fingerprint=fp, status=200, body={"a": 1}, headers={}
+        )
+    # kept for a day: the purge leaves it, and a retry still gets the stored answer
+    IngestScheduler(db, settings).purge()
+    with db.unit_of_work() as s:
+        stored = metering_service.begin_idempotent(s, institution_id=inst_id, key="k-1", fingerprint=fp)
+        assert stored is not None and stored.body == {"a": 1}
+    # kept for no time at all: the purge forgets it, and the key is free again
+    IngestScheduler(db, settings.model_copy(update={"idempotency_hours": 0.0})).purge()
+    with db.unit_of_work() as s:
+        assert metering_service.begin_idempotent(s, institution_id=inst_id, key="k-1", fingerprint=fp) is None

@@ -113,6 +113,21 @@ class IngestScheduler:
         for run_id in ids:
             log.warning("aborted stalled ingest run %s", run_id)
 
+    def purge(self) -> None:
+        """Forget what has expired: used client assertions, revoked-token entries past their
+        token's expiry, idempotent answers past their keeping time."""
+        from datazone.metering import service as metering_service
+        from datazone.oauth import service as oauth_service
+
+        now = datetime.now(UTC)
+        with self.db.unit_of_work() as s:
+            tokens = oauth_service.purge_expired(s, now)
+            answers = metering_service.purge_idempotent(
+                s, before=now - timedelta(hours=self.settings.idempotency_hours)
+            )
+        if tokens or answers:
+            log.info("purged %s expired token records and %s idempotent answers", tokens, answers)
+
     def evaluate(self) -> None:
         """Quality figures for new dataset versions, and timeliness of the latest ones.
 
@@ -153,5 +168,6 @@ class IngestScheduler:
         self.scheduler.add_job(self.sync, "interval", seconds=30, id="sync", next_run_time=first)
         self.scheduler.add_job(self.run_queued, "interval", seconds=poll, id="queue", next_run_time=first)
         self.scheduler.add_job(self.evaluate, "interval", hours=1, id="evaluate", next_run_time=first)
+        self.scheduler.add_job(self.purge, "interval", minutes=10, id="purge", next_run_time=first)
         log.info("scheduler started")
         self.scheduler.start()
