@@ -547,3 +547,23 @@ def test_idempotent_retry_is_free_and_returns_the_same_answer(gw: Gateway) -> No
     assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
     assert other.status_code == 422 and problem(other)["type"].endswith("/idempotency-key-reused")
     assert _usage_events(gw, inst_id) == 2  # the first call and the fresh key; the retry was free
+
+
+def test_a_blacklisted_supplier_takes_its_products_offline_until_reinstated(gw: Gateway) -> None:
+    _, key, inst, _ = _institution(gw, ["enterprise-portrait"])
+    firm = gw.usccs[45]
+    url = f"/v1/products/enterprise-portrait/enterprises/{firm}"
+    with httpx.Client(base_url=gw.url, timeout=30) as c:
+        assert _consent(c, key, firm).status_code == 201
+        assert c.get(url, params={"purpose": "pre_loan"}, headers=inst).status_code == 200
+        r = c.post("/v1/suppliers/intellectual-property/blacklist", json={"reason": "数据造假"}, headers=gw.operator)
+        assert r.status_code == 200, r.text
+        try:
+            refused = c.get(url, params={"purpose": "pre_loan"}, headers=inst)
+            body = problem(refused)
+            assert refused.status_code == 403 and body["check"] == "data"
+            assert body["type"].endswith("/data-not-in-use") and "intellectual-property" in body["detail"]
+        finally:
+            r = c.post("/v1/suppliers/intellectual-property/reinstate", json={"reason": "整改完成"}, headers=gw.operator)
+            assert r.status_code == 200, r.text
+        assert c.get(url, params={"purpose": "pre_loan"}, headers=inst).status_code == 200
