@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
 from datazone.config import Settings
-from datazone.db import Database, migrate, sqlalchemy_url
+from datazone.db import MIGRATIONS_DIR, Database, migrate, sqlalchemy_url
 
 
 @pytest.fixture(scope="session")
@@ -37,21 +37,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
         server_url = server.get_uri()
-    name = f"datazone_test_{secrets.token_hex(4)}"
-    admin = sa.create_engine(sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(
-            sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
-            ),
-            {"d": name},
-        )
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with scratch_database(server_url) as url:
+        yield url
     if server is not None:
         server.cleanup()
 
@@ -95,18 +82,15 @@ def session(db: Database) -> Iterator[Session]:
 
 
 @contextmanager
-def fresh_database(server_url: str) -> Iterator[Database]:
-    name = f"datazone_test_{secrets.token_hex(4)}"
+def scratch_database(server_url: str, prefix: str = "datazone_test") -> Iterator[str]:
+    """An empty database of its own on the same server (its URL), dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = sa.create_engine(sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    db = Database(url)
     try:
-        migrate(db.engine)
-        yield db
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        db.dispose()
         with admin.connect() as conn:
             conn.execute(
                 sa.text(
@@ -117,6 +101,30 @@ def fresh_database(server_url: str) -> Iterator[Database]:
             )
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[Database]:
+    """A migrated database of its own on the same server."""
+    with scratch_database(server_url) as url:
+        db = Database(url)
+        try:
+            migrate(db.engine)
+            yield db
+        finally:
+            db.dispose()
+
+
+def alembic(engine: Engine, verb: str, revision: str) -> None:
+    """`alembic <verb> <revision>` (upgrade or downgrade) on the engine's database, in one transaction."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, verb)(cfg, revision)
 
 
 def unique_id(prefix: str) -> str:

@@ -7,35 +7,21 @@ at the end.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from datazone.config import Settings
-from datazone.db import Database, migrate, sqlalchemy_url
+from datazone.db import Database, migrate
+from tests.conftest import scratch_database
 
 
 @pytest.fixture(scope="session")
 def audit_database_url(database_url: str) -> Iterator[str]:
-    name = f"datazone_audit_{secrets.token_hex(4)}"
-    admin = sa.create_engine(sqlalchemy_url(database_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(
-            sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
-            ),
-            {"d": name},
-        )
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with scratch_database(database_url, prefix="datazone_audit") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

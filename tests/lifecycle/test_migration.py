@@ -3,40 +3,22 @@ start in intake, and the downgrade removes what the upgrade added."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
-from datazone.db import MIGRATIONS_DIR, sqlalchemy_url
+from datazone.db import sqlalchemy_url
+from tests.conftest import alembic, scratch_database
 
 
 @pytest.fixture
 def scratch(database_url: str) -> Iterator[Engine]:
-    name = f"datazone_mig_{secrets.token_hex(4)}"
-    admin = sa.create_engine(sqlalchemy_url(database_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine = sa.create_engine(
-        sqlalchemy_url(make_url(database_url).set(database=name).render_as_string(False))
-    )
-    yield engine
-    engine.dispose()
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
-
-
-def alembic(engine: Engine, action: str, revision: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        getattr(command, action)(cfg, revision)
+    with scratch_database(database_url, prefix="datazone_mig") as url:
+        engine = sa.create_engine(sqlalchemy_url(url))
+        yield engine
+        engine.dispose()
 
 
 def test_existing_datasets_are_admitted_new_ones_start_in_intake(scratch: Engine) -> None:

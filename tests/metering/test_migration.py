@@ -6,24 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
-from datazone.db import MIGRATIONS_DIR
-from tests.conftest import fresh_database
-
-
-def _alembic(conn: sa.Connection, verb: str, target: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.attributes["connection"] = conn
-    getattr(command, verb)(cfg, target)
+from tests.conftest import alembic, fresh_database
 
 
 def test_downgrade_and_upgrade_keep_contracts_with_the_default_plan(database_url: str) -> None:
     with fresh_database(database_url) as db:
-        with db.engine.begin() as conn:
-            _alembic(conn, "downgrade", "2026_11_21_0007")
+        alembic(db.engine, "downgrade", "2026_11_21_0007")
         with db.engine.begin() as conn:
             tables = set(sa.inspect(conn).get_table_names())
             assert (
@@ -44,8 +33,7 @@ def test_downgrade_and_upgrade_keep_contracts_with_the_default_plan(database_url
                 ),
                 {"b": bank, "f": datetime.now(UTC), "t": datetime.now(UTC) + timedelta(days=9)},
             )
-        with db.engine.begin() as conn:
-            _alembic(conn, "upgrade", "head")
+        alembic(db.engine, "upgrade", "head")
         with db.engine.begin() as conn:
             assert conn.execute(sa.text("SELECT plan_id FROM contract")).scalars().all() == [
                 "public-standard"
