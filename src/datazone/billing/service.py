@@ -22,6 +22,7 @@ from datazone.audit import service as audit_service
 from datazone.billing.models import LedgerEntry
 from datazone.errors import Conflict, Forbidden, InvalidSpec, NotFound
 from datazone.metering import service as metering_service
+from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 
 PERIOD_PATTERN = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
@@ -110,10 +111,7 @@ def credit_entry(
 
     The credit belongs to the debit's month: it nets that month's statement and gives the amount
     back to that month's spend cap. Never more than remains of the debit (409)."""
-    if by.kind != "operator" or "curator" not in by.roles:
-        raise Forbidden(
-            f"only an operator with the curator role may credit charges; you are {by.kind} {by.name}"
-        )
+    principal_service.require_role(by, "curator", "credit charges")
     errors: list[dict[str, Any]] = []
     if not reason or not reason.strip():
         errors.append({"location": "reason", "problem": "say why the charge is credited"})

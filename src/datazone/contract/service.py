@@ -76,10 +76,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _require_curator(by: Principal, what: str) -> None:
-    if by.kind != "operator" or "curator" not in by.roles:
-        raise Forbidden(f"only an operator with the curator role may {what}; you are {by.kind} {by.name}")
-
 
 def create_contract(
     session: Session,
@@ -96,7 +92,7 @@ def create_contract(
 ) -> Contract:
     """Sign a contract for an institution under a plan (default: the public default plan).
     Every problem is listed at once; nothing is written on any."""
-    _require_curator(by, "sign contracts")
+    principal_service.require_role(by, "curator", "sign contracts")
     errors: list[dict[str, Any]] = []
 
     def problem(location: str, text: str) -> None:
@@ -235,7 +231,7 @@ _MOVES: dict[str, tuple[str, ...]] = {
 def _change_status(
     session: Session, *, contract_id: int, to_status: str, action: str, by: Principal, reason: str
 ) -> Contract:
-    _require_curator(by, f"{action} contracts")
+    principal_service.require_role(by, "curator", f"{action} contracts")
     if not reason or not reason.strip():
         raise InvalidContract(f"say why contract {contract_id} is to be {to_status}: 'reason' is empty")
     contract = get_contract(session, contract_id=contract_id, viewer=by, for_update=True)

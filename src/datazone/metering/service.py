@@ -139,10 +139,6 @@ def _period_seconds(at: datetime, period: str) -> int:
 # ---------------------------------------------------------------- plans
 
 
-def _require_curator(by: Principal, what: str) -> None:
-    if by.kind != "operator" or "curator" not in by.roles:
-        raise Forbidden(f"only an operator with the curator role may {what}; you are {by.kind} {by.name}")
-
 
 def plan_problems(
     session: Session,
@@ -231,7 +227,7 @@ def create_plan(
     """Create a public plan (institution_id None) or a private one for one institution.
 
     Every problem is listed at once; nothing is written on any."""
-    _require_curator(by, "create plans")
+    principal_service.require_role(by, "curator", "create plans")
     errors = plan_problems(
         session,
         plan_id=plan_id,

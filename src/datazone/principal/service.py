@@ -31,6 +31,12 @@ def shell_actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
+def require_role(by: Principal, role: str, what: str) -> None:
+    """Refuse (403) unless `by` is an operator holding `role`; `what` says what was attempted."""
+    if by.kind != "operator" or role not in by.roles:
+        raise Forbidden(f"only an operator with the {role} role may {what}; you are {by.kind} {by.name}")
+
+
 def a_kind(kind: str) -> str:
     """'an institution', 'a department': for messages that tell a principal what it is."""
     return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
