@@ -28,12 +28,17 @@ def get_db(request: Request) -> Database:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One session per request: committed once at the end, rolled back on error."""
+    """One session per request: committed once the handler returns, rolled back on error.
+
+    Scope "function" (below) commits before the response is sent. FastAPI's default
+    scope exits after sending, so a client could see 200 for a change that was not yet
+    committed (or that then failed to commit), and its next request could miss it.
+    """
     with get_db(request).unit_of_work() as session:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 DbDep = Annotated[Database, Depends(get_db)]
 
 
