@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-gateway clean
+.PHONY: demo test lint bench bench-gateway bench-psi clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,9 @@ bench: $(STAMP)
 
 bench-gateway: $(STAMP)
 	$(VENV)/bin/python tests/bench_gateway.py
+
+bench-psi: $(STAMP)
+	$(VENV)/bin/python tests/bench_psi.py
 
 clean:
 	rm -rf $(VENV)

@@ -227,7 +227,11 @@ def synthetic_zone(db: Database, database_url: str, tmp_path_factory: pytest.Tem
 
     root = tmp_path_factory.mktemp("synthetic")
     zone_settings = Settings(
-        home=root / "home", database_url=database_url, drop_dir=root / "drop", ingest_batch_rows=50_000
+        home=root / "home",
+        database_url=database_url,
+        drop_dir=root / "drop",
+        ingest_batch_rows=50_000,
+        signing_key_secret=SIGNING_KEY_SECRET,  # what every test server of the zone shares
     )
     zone = prepare_demo(db, zone_settings, entities=SYNTHETIC_ENTITIES)
     return {**zone.info, "drop_dir": zone_settings.drop_path}

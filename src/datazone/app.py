@@ -28,6 +28,7 @@ from datazone.lifecycle.api import router as lifecycle_router
 from datazone.metering.api import router as metering_router
 from datazone.oauth.api import router as oauth_router
 from datazone.product.api import router as product_router
+from datazone.psi.api import router as psi_router
 from datazone.supplier.api import router as supplier_router
 
 PROBLEM = "application/problem+json"
@@ -126,4 +127,5 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.include_router(oauth_router)
     app.include_router(metering_router)
     app.include_router(billing_router)
+    app.include_router(psi_router)
     return app

@@ -42,12 +42,14 @@ def _mount_domain_commands() -> None:
     from datazone.lifecycle.cli import app as lifecycle_app
     from datazone.oauth.cli import app as client_app
     from datazone.product.cli import app as product_app
+    from datazone.psi.cli import app as psi_app
 
     app.add_typer(product_app, name="product")
     app.add_typer(grant_app, name="grant")
     app.add_typer(lifecycle_app, name="lifecycle")
     app.add_typer(audit_app, name="audit")
     app.add_typer(client_app, name="client")
+    app.add_typer(psi_app, name="psi")
 
 
 _mount_domain_commands()
@@ -442,6 +444,23 @@ def serve(
         update={k: v for k, v in {"port": port, "host": host}.items() if v is not None}
     )
     uvicorn.run(create_app(settings=settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@app.command()
+def worker(
+    interval: Annotated[float, typer.Option("--interval", help="seconds between passes")] = 30.0,
+    once: Annotated[bool, typer.Option("--once", help="one pass, then exit")] = False,
+) -> None:
+    """Run the zone's PSI work: key rotation, precomputed slices, engine jobs (as many as you like)."""
+    from datazone.psi import worker as psi_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    db = _db()
+    if once:
+        done = psi_worker.run_once(db, settings, run_jobs=True)
+        raise typer.Exit(1 if done.failed else 0)
+    psi_worker.run_forever(db, settings, interval_seconds=interval)
 
 
 @app.command()

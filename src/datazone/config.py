@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     signing_key_secret: str | None = None
     # how long an Idempotency-Key's answer is kept for replay
     idempotency_hours: float = 24.0
+    # PSI: a new zone key (epoch) this often; sessions keep the epoch they started with
+    psi_key_rotation_days: float = 30.0
+    # how long a PSI session (HTTP-native OPRF) stays open for its chunks
+    psi_session_minutes: float = 60.0
+    # items per chunk of a PSI session (one HTTP request each)
+    psi_chunk_items: int = 10_000
+    # engine jobs: the address the worker's link listens on (the institution connects to it),
+    # the port range it picks from, and how long it waits for the institution to connect
+    psi_link_host: str = "127.0.0.1"
+    psi_link_ports: str = "61000-61999"
+    psi_link_timeout_seconds: float = 120.0
 
     @property
     def drop_path(self) -> Path:

@@ -64,7 +64,8 @@ def valid_bytes(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
     for j in range(17):
         v = (_DIGIT if 2 <= j < 8 else _VALUE)[by_position[j]]
         seen |= v
-        total += v * _WEIGHTS[j]
+        # int32 product explicitly: NumPy 1.x casts uint8 * int32-scalar to uint8 (and overflows)
+        total += np.multiply(v, _WEIGHTS[j], dtype=np.int32)
     check = _VALUE[by_position[17]]
     seen |= check
     return np.asarray((seen != 255) & (check == (31 - total % 31) % 31), dtype=bool)

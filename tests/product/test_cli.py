@@ -43,11 +43,14 @@ def test_apply_list_and_lifecycle_from_the_command_line(
     assert sorted(r.stdout.split("\n")[:-1]) == [
         "product admission-analysis: created",
         "product credit-basic: created",
+        "product dishonest-debtor-labeled: created",
+        "product dishonest-debtor-psi: created",
         "product enterprise-portrait: created",
+        "product registered-enterprises-count: created",
         "product risk-insight: created",
     ]
     r = run_cli(settings, "product", "apply", *files)
-    assert r.returncode == 0 and r.stdout.count(": unchanged") == 4
+    assert r.returncode == 0 and r.stdout.count(": unchanged") == 7
 
     # one bad file among good ones: every problem printed with its file and location, nothing applied
     changed = load_product("credit-basic")

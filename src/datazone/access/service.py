@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,7 @@ from datazone.principal.models import Principal
 from datazone.principal.service import a_kind
 from datazone.product import engine
 from datazone.product import service as product_service
+from datazone.product.schemas import ProductSpec
 from datazone.purposes import Purpose
 
 # a chain of seamless switches longer than this is a configuration loop
@@ -58,6 +59,18 @@ class ProductRetired(DomainError):
 class EnterpriseNotFound(NotFound):
     type = "enterprise-not-found"
     title = "The enterprise is not in the zone"
+
+
+class ServedByPsiOnly(DomainError):
+    status = 409
+    type = "psi-only-product"
+    title = "The product is served by private set intersection only"
+
+
+class NotServedByPsi(DomainError):
+    status = 409
+    type = "not-a-psi-product"
+    title = "The product is not served by private set intersection"
 
 
 class PurposeNotServed(Forbidden):
@@ -268,17 +281,30 @@ def _answer_body(d: Delivery, *, single: bool, charged_fen: int) -> dict[str, An
     return BatchAnswerOut(**common, results=results).model_dump(mode="json")
 
 
-def deliver(
+@dataclass(frozen=True)
+class Authorization:
+    """What the control plane allows one call: the product (as requested and as served),
+    its spec, the institution's contract and the departments' live grants."""
+
+    requested: Any
+    served: Any
+    spec: ProductSpec
+    contract: Any
+    grants: list[Any]
+    datasets: list[str]
+
+
+def authorize(
     session: Session,
     *,
     caller: Principal,
     product_id: str,
-    codes: Sequence[str],
     purpose: Purpose,
     at: datetime,
-    as_of: date,
-) -> Delivery:
-    """The control-plane checks, then the computed and masked answers (not yet metered or audited)."""
+    channel: Literal["lookup", "psi"],
+) -> Authorization:
+    """The control-plane checks every channel shares, in order: the institution, the product's
+    lifecycle state, the contract, the purpose, the data's lifecycle state and the grants."""
     with _check("institution"):
         if caller.kind != "institution":
             raise Forbidden(f"products are called by institutions; you are {a_kind(caller.kind)}")
@@ -292,6 +318,19 @@ def deliver(
         )
     spec = product_service.spec_of(served)
     with _check("product"):
+        if channel == "lookup" and spec.psi is not None:
+            # a per-enterprise lookup of a PSI product would be exactly the probe its floor refuses
+            raise ServedByPsiOnly(
+                f"product {served.id!r} answers sets, not single enterprises: use POST /v1/psi/sessions "
+                "(or `datazone-client psi`)",
+                product=served.id,
+            )
+        if channel == "psi" and spec.psi is None:
+            raise NotServedByPsi(
+                f"product {served.id!r} answers per-enterprise lookups: use GET /v1/products/{served.id}/"
+                "enterprises/{uscc}",
+                product=served.id,
+            )
         if purpose not in spec.purposes:
             raise PurposeNotServed(
                 f"product {served.id!r} serves {', '.join(p.value for p in spec.purposes)}; not {purpose.value}",
@@ -309,6 +348,22 @@ def deliver(
             purpose=purpose,
             at=at,
         )
+    return Authorization(requested, served, spec, contract, list(grants), datasets)
+
+
+def deliver(
+    session: Session,
+    *,
+    caller: Principal,
+    product_id: str,
+    codes: Sequence[str],
+    purpose: Purpose,
+    at: datetime,
+    as_of: date,
+) -> Delivery:
+    """The control-plane checks, then the computed and masked answers (not yet metered or audited)."""
+    auth = authorize(session, caller=caller, product_id=product_id, purpose=purpose, at=at, channel="lookup")
+    requested, served, spec, contract, grants = auth.requested, auth.served, auth.spec, auth.contract, auth.grants
     needs_consent = spec.consent_required or product_service.spec_of(requested).consent_required
     if needs_consent:
         with _check("consent"):

@@ -17,8 +17,9 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -26,9 +27,12 @@ import httpx
 from datazone.client.config import ClientConfig, resolve_config
 from datazone.client.enterprises import checked_distinct, chunked
 from datazone.client.errors import InvalidUSCCs, ZoneError, ZoneUnreachable
-from datazone.client.retry import RetryPolicy, wait_before_retry
+from datazone.client.retry import RetryPolicy, retry_after_seconds, wait_before_retry
 from datazone.client.tokens import AccessToken, TokenSource
 from datazone.purposes import Purpose
+
+if TYPE_CHECKING:
+    from datazone.client.psi import InstitutionList, PsiResult
 
 USER_AGENT = "datazone-client/0.1"
 Progress = Callable[[int, int], None]  # (enterprises answered so far, enterprises in all)
@@ -204,6 +208,55 @@ class ZoneClient:
         ):
             yield from body["results"]
 
+    # -- private set intersection -----------------------------------------------------------
+
+    def psi(
+        self,
+        product_id: str,
+        codes_or_path: str | Path | Sequence[str] | InstitutionList,
+        *,
+        purpose: str | Purpose,
+        mode: str = "auto",
+        labeled: bool = False,
+        output: str | Path | None = None,
+        column: str | None = None,
+        progress: Progress | None = None,
+        state_path: str | Path | None = None,
+        peer_address: str | None = None,
+        protocol: str = "auto",
+        cache_dir: str | Path | None = None,
+    ) -> PsiResult:
+        """Join the institution's list with a product's zone slice without showing the zone the list.
+
+        `codes_or_path` is a CSV or XLSX file (the USCC column found as in `batch`) or the codes
+        themselves. Every code is checked first: `InvalidUSCCs` lists each bad one by line and
+        nothing is sent. `mode` "oprf" runs the HTTP-native OPRF PSI in chunks, resumable:
+        after a dropped connection or a killed process the same call continues where it
+        stopped, from the state file (`state_path`; by default `<output>.psi-state.json`, or
+        `<input>.<product>.psi-state.json` without an output; codes given directly without
+        either have none). "engine" runs SecretFlow's engine, listening on `peer_address`; "auto"
+        picks the engine above 100,000 codes when a peer address is given (`protocol`: auto,
+        rr22, ecdh or unbalanced; unbalanced keeps the zone's cache under `cache_dir`, default
+        ~/.cache/datazone/psi). With `output`, the result is written there as CSV (line, uscc,
+        then the label fields; or the size); the state file is deleted once it is."""
+        from datazone.client.psi import run_psi  # the privacy libraries load only when PSI is used
+
+        return run_psi(
+            self,
+            product_id,
+            codes_or_path,
+            purpose=check_purpose(purpose),
+            mode=mode,
+            labeled=labeled,
+            output=Path(output) if output is not None else None,
+            column=column,
+            progress=progress,
+            state_path=Path(state_path) if state_path is not None else None,
+            peer_address=peer_address,
+            protocol=protocol,
+            cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        )
+
     # -- the one path every call takes -------------------------------------------------------
 
     def _call(
@@ -216,20 +269,51 @@ class ZoneClient:
         idempotency_key: str | None = None,
     ) -> Any:
         # one key for the logical call, reused by every retry: the gateway bills it at most once
-        key = idempotency_key or str(uuid.uuid4())
+        resp = self._exchange(
+            method, path, params=params, json=json, idempotency_key=idempotency_key or str(uuid.uuid4())
+        )
+        try:
+            return resp.json()
+        except ValueError:
+            raise ZoneError(
+                resp.status_code,
+                {"type": "unexpected-answer", "detail": f"{method} {path} did not answer JSON"},
+            ) from None
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
+        accept: str = "application/json, application/problem+json",
+        idempotency_key: str | None = None,
+        patience: float = 0.0,
+    ) -> httpx.Response:
+        """The answer to one logical call (status below 400), after retries and one token renewal.
+
+        Every retry sends the same body and the same `Idempotency-Key`. With `patience`, a 503
+        that names a `Retry-After` (work the gateway is still preparing, such as a PSI setup)
+        is waited out for up to that many seconds in all, without using up attempts."""
         url = self.config.url + path
         attempt = 0
         renewed_token = False
+        waited = 0.0
         while True:
             attempt += 1
             token = self._tokens.get()
-            headers = {
-                "Authorization": f"Bearer {token.value}",
-                "Idempotency-Key": key,
-                "Accept": "application/json, application/problem+json",
-            }
+            headers = {"Authorization": f"Bearer {token.value}", "Accept": accept}
+            if idempotency_key is not None:
+                headers["Idempotency-Key"] = idempotency_key
+            if content_type is not None:
+                headers["Content-Type"] = content_type
             try:
-                resp = self._http.request(method, url, params=params, json=json, headers=headers)
+                resp = self._http.request(
+                    method, url, params=params, json=json, content=content, headers=headers
+                )
             except httpx.TransportError as exc:
                 delay = wait_before_retry(None, attempt, self.retry, self._rng)
                 if delay is None:
@@ -239,19 +323,21 @@ class ZoneClient:
                 self._sleep(delay)
                 continue
             if resp.status_code < 400:
-                try:
-                    return resp.json()
-                except ValueError:
-                    raise ZoneError(
-                        resp.status_code,
-                        {"type": "unexpected-answer", "detail": f"{method} {path} did not answer JSON"},
-                    ) from None
+                return resp
             if is_invalid_token(resp) and not renewed_token:
                 # expired early, revoked, or signed by a retired key: one fresh token, not counted as a retry
                 renewed_token = True
                 self._tokens.invalidate(token)
                 attempt -= 1
                 continue
+            after = retry_after_seconds(resp) if resp.status_code == 503 else None
+            if after is not None:
+                after = max(after, 0.5)  # so that a "Retry-After: 0" loop still ends within the patience
+                if waited + after <= patience:
+                    waited += after
+                    attempt -= 1
+                    self._sleep(after)
+                    continue
             delay = wait_before_retry(resp, attempt, self.retry, self._rng)
             if delay is None:
                 raise ZoneError.from_response(resp, redact=self._tokens.secrets)

@@ -20,6 +20,7 @@ def create_contract(body: ContractIn, session: SessionDep, curator: CuratorDep) 
         valid_from=body.valid_from,
         valid_to=body.valid_to,
         max_batch=body.max_batch,
+        psi_max_set=body.psi_max_set,
         plan_id=body.plan_id,
         by=curator,
     )

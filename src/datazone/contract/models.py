@@ -21,6 +21,7 @@ class Contract(Base):
         sa.CheckConstraint("clearance BETWEEN 1 AND 4", name="ck_contract_clearance"),
         sa.CheckConstraint("valid_to > valid_from", name="ck_contract_period"),
         sa.CheckConstraint("max_batch > 0", name="ck_contract_max_batch"),
+        sa.CheckConstraint("psi_max_set IS NULL OR psi_max_set > 0", name="ck_contract_psi_max_set"),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=True)
@@ -33,6 +34,8 @@ class Contract(Base):
     valid_to: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     status: Mapped[str] = mapped_column(sa.String(16), default="active")
     max_batch: Mapped[int] = mapped_column(sa.Integer, default=1000)
+    # the largest set a PSI may send under this contract (NULL: each product's own max_set)
+    psi_max_set: Mapped[int | None] = mapped_column(sa.Integer)
     # the plan pricing and limiting its calls: a public plan or the institution's own private one
     plan_id: Mapped[str] = mapped_column(sa.ForeignKey("plan.id"))
     created_by: Mapped[int] = mapped_column(sa.ForeignKey("principal.id"))

@@ -17,6 +17,9 @@ class ContractIn(BaseModel):
     valid_from: AwareDatetime
     valid_to: AwareDatetime
     max_batch: int = 1000
+    psi_max_set: int | None = Field(
+        default=None, description="the largest set a PSI may send; default: each PSI product's own max_set"
+    )
     plan_id: str | None = Field(
         default=None, description="a public plan or the institution's own; default: public-standard"
     )
@@ -34,6 +37,7 @@ class ContractOut(BaseModel):
     valid_to: datetime
     status: str
     max_batch: int
+    psi_max_set: int | None
     plan_id: str
     created_by: int
     created_at: datetime

@@ -89,6 +89,7 @@ def create_contract(
     by: Principal,
     max_batch: int = DEFAULT_MAX_BATCH,
     plan_id: str | None = None,
+    psi_max_set: int | None = None,
 ) -> Contract:
     """Sign a contract for an institution under a plan (default: the public default plan).
     Every problem is listed at once; nothing is written on any."""
@@ -113,6 +114,8 @@ def create_contract(
         problem("clearance", f"clearance is 1..4 (grade 5 never leaves the zone), not {clearance}")
     if max_batch < 1:
         problem("max_batch", f"max_batch must be at least 1, not {max_batch}")
+    if psi_max_set is not None and psi_max_set < 1:
+        problem("psi_max_set", f"psi_max_set must be at least 1 (or left out), not {psi_max_set}")
     plan_id = plan_id if plan_id is not None else metering_service.default_plan_id()
     if why := metering_service.contract_plan_problem(session, plan_id=plan_id, institution_id=institution_id):
         problem("plan_id", why)
@@ -132,6 +135,7 @@ def create_contract(
         valid_to=valid_to,
         status="active",
         max_batch=max_batch,
+        psi_max_set=psi_max_set,
         plan_id=plan_id,
         created_by=by.id,
     )
@@ -151,6 +155,7 @@ def create_contract(
             "valid_from": valid_from.isoformat(),
             "valid_to": valid_to.isoformat(),
             "max_batch": max_batch,
+            "psi_max_set": psi_max_set,
             "plan_id": plan_id,
         },
     )
@@ -345,3 +350,14 @@ def require_contract(
         purpose=purpose,
         contracts=list(reversed(why)),
     )
+
+
+def clearances_for_product(session: Session, *, product_id: str) -> list[int]:
+    """The clearances of the active contracts that name a product (what its PSI label tables need)."""
+    rows = session.scalars(
+        sa.select(Contract.clearance)
+        .where(Contract.status == "active", Contract.products.contains([product_id]))
+        .distinct()
+        .order_by(Contract.clearance)
+    )
+    return [int(c) for c in rows]

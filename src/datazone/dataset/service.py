@@ -320,3 +320,29 @@ def current_entities(session: Session, *, dataset_id: str, limit: int = 100) -> 
     conn = session.connection().connection.driver_connection
     assert conn is not None
     return [row[0] for row in conn.execute(stmt, (limit,)).fetchall()]
+
+
+def population(
+    session: Session, *, dataset_id: str, where: dict[str, str] | None = None
+) -> tuple[int | None, list[str]]:
+    """(current version, the distinct entity keys with current records, sorted), optionally only
+    those whose fields equal the given values: a PSI product's zone slice."""
+    ds = get_dataset(session, dataset_id=dataset_id)
+    spec = spec_of(ds)
+    names = {f.name for f in spec.fields}
+    where = where or {}
+    unknown = sorted(set(where) - names)
+    if unknown:
+        raise NotFound(f"dataset {dataset_id!r} has no field {', '.join(map(repr, unknown))}")
+    if ds.current_version is None:
+        return None, []
+    conds = [sql.SQL("_vto IS NULL")] + [
+        sql.SQL("{}::text = %s").format(sql.Identifier(name)) for name in sorted(where)
+    ]
+    stmt = sql.SQL("SELECT DISTINCT {k} FROM {t} WHERE {c} ORDER BY {k}").format(
+        k=sql.Identifier(spec.entity_key), t=zone.table_ident(dataset_id), c=sql.SQL(" AND ").join(conds)
+    )
+    conn = session.connection().connection.driver_connection
+    assert conn is not None
+    rows = conn.execute(stmt, [where[name] for name in sorted(where)]).fetchall()
+    return ds.current_version, [row[0] for row in rows]

@@ -37,6 +37,7 @@ from datazone.oauth import service as oauth_service
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 from datazone.product import service as product_service
+from datazone.psi import worker as psi_worker
 from datazone.purposes import Purpose
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierSpec
@@ -45,7 +46,16 @@ DEMO_OPERATOR = "demo-operator"
 DEMO_BANK = "demo-bank"
 # the products shipped with the zone (one YAML file each), applied and published by the demo
 PRODUCTS_DIR = Path(__file__).resolve().parents[3] / "products"
-DEMO_PRODUCTS = ("credit-basic", "risk-insight", "enterprise-portrait", "admission-analysis")
+DEMO_PRODUCTS = (
+    "credit-basic",
+    "risk-insight",
+    "enterprise-portrait",
+    "admission-analysis",
+    # served by private set intersection (POST /v1/psi/sessions)
+    "dishonest-debtor-psi",
+    "dishonest-debtor-labeled",
+    "registered-enterprises-count",
+)
 # enterprises whose consent the demo bank holds, so the paid products answer for them
 CONSENTED = 20
 
@@ -127,9 +137,17 @@ def prepare_demo(
         sample = _sample_enterprises(s, count=CONSENTED)
         _authorize_bank(s, bank, operator, [d["id"] for d in departments], sample)
         client_id, client_secret = _bank_client(s, bank, previous)
+    # the zone's side of each PSI product, as the worker would precompute it
+    built = psi_worker.run_once(db, settings)
+    for name in built.built:
+        say(f"psi: precomputed {name}")
+    if built.failed:
+        raise RuntimeError(f"demo PSI precomputation failed for {', '.join(built.failed)}")
+    customers = _psi_customer_list(db, settings)
     info = dict(previous)
     info.update(
         {
+            "psi_customers": str(customers),
             "url": f"http://{settings.host}:{settings.port}",
             "database_url": db.url,
             "entities": entities,
@@ -143,6 +161,17 @@ def prepare_demo(
     )
     write_demo_file(settings, info)
     return DemoZone(reused=reused, runs=runs, info=info)
+
+
+def _psi_customer_list(db: Database, settings: Settings) -> Path:
+    """A bank customer list for the PSI tour: some on the dishonest-debtor list, most not."""
+    path = Path(settings.home) / "psi-customers.csv"
+    with db.unit_of_work() as s:
+        listed = dataset_service.population(s, dataset_id="court_dishonest")[1][:30]
+        registered = dataset_service.current_entities(s, dataset_id="mr_registration", limit=600)
+    others = [c for c in registered if c not in set(listed)][: 500 - len(listed)]
+    path.write_text("uscc\n" + "".join(f"{c}\n" for c in sorted([*listed, *others])), encoding="utf-8")
+    return path
 
 
 def _principal_with_key(

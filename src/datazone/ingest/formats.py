@@ -414,7 +414,7 @@ class _CsvLines:
             self.next_record = int(records[-1]) + 1
             self.extra += int(valid_cum[-1]) + int(inv_cum[consumed])
             del self.pending_rec[:consumed], self.pending_breaks[:consumed], self.pending_cols[:consumed]
-        return lines
+        return np.asarray(lines, dtype=np.int64)
 
     def finish(self) -> None:
         """Place invalid records after the last valid row (e.g. a truncated last line)."""

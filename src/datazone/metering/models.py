@@ -93,7 +93,8 @@ class UsageEvent(Base):
     plan_id: Mapped[str] = mapped_column(sa.ForeignKey("plan.id"))
     product_id: Mapped[str] = mapped_column(sa.Text)
     purpose: Mapped[str] = mapped_column(sa.Text)
-    uscc: Mapped[str] = mapped_column(sa.String(18))
+    # NULL for a unit with no named enterprise: an item of a PSI set, which the zone never sees
+    uscc: Mapped[str | None] = mapped_column(sa.String(18))
     price_fen: Mapped[int] = mapped_column(sa.BigInteger)
     free: Mapped[bool] = mapped_column(sa.Boolean)
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))

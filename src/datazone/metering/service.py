@@ -696,7 +696,7 @@ def record_usage(
     client_id: str,
     product_id: str,
     purpose: str,
-    usccs_billed: Sequence[str],
+    usccs_billed: Sequence[str | None],
     idempotency_key: str | None,
     fingerprint: str | None,
     status: int,

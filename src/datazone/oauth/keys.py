@@ -1,30 +1,25 @@
 """Token-signing keys: generated on demand, encrypted at rest, rotated, published as a JWK Set.
 
-The private half of each key is encrypted with Fernet under a key derived (HKDF-SHA256) from
-`settings.signing_key_secret`, which every issuing replica shares; with no secret configured
-one is generated into `home/signing.secret` (mode 0600), which is enough on one machine.
+The private half of each key is encrypted with Fernet under a key derived from the
+deployment's secret (`datazone.keyring`), which every issuing replica shares.
 Rotation runs under a transaction-scoped advisory lock and a unique partial index allows one
 active key, so two replicas rotating at once cannot both add a key.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.jwk import ECKey
 from sqlalchemy.orm import Session
 
+from datazone import keyring
 from datazone.config import Settings
 from datazone.oauth.models import SigningKey
 
@@ -34,34 +29,14 @@ CURVE = "P-256"
 PUBLISH_MARGIN = timedelta(seconds=60)
 # the lock every rotation takes (a constant key, distinct from other domains' advisory locks)
 _ROTATION_LOCK = 0x6F61757468_01  # "oauth" 01
-_SECRET_FILE = "signing.secret"  # noqa: S105 - a file name, not a secret
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _secret(settings: Settings) -> bytes:
-    if settings.signing_key_secret:
-        return settings.signing_key_secret.encode()
-    path = Path(settings.home) / _SECRET_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: two processes starting together do not write two different secrets
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    value = secrets.token_urlsafe(32).encode()
-    with os.fdopen(fd, "wb") as f:
-        f.write(value)
-    return value
-
-
 def _fernet(settings: Settings) -> Fernet:
-    derived = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"datazone token-signing keys"
-    ).derive(_secret(settings))
-    return Fernet(base64.urlsafe_b64encode(derived))
+    return keyring.sealer(settings, info=b"datazone token-signing keys")
 
 
 def private_key(signing_key: SigningKey, settings: Settings) -> ECKey:

@@ -56,6 +56,48 @@ class ProductState(StrEnum):
 VISIBLE_STATES: tuple[str, ...] = (ProductState.published.value, ProductState.deprecated.value)
 
 
+class PsiResult(StrEnum):
+    intersection = "intersection"  # the institution learns which of its enterprises are in the slice
+    size = "size"  # only how many
+
+
+class PsiPopulation(BaseModel):
+    """The zone slice a PSI product joins with: the enterprises with current records in a
+    dataset, optionally only those whose fields equal the given values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Annotated[str, Field(pattern=IDENT)]
+    where: dict[Annotated[str, Field(pattern=IDENT)], str] = Field(default_factory=dict)
+
+
+class PsiSpec(BaseModel):
+    """How a product is served by private set intersection instead of per-enterprise lookups."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    population: PsiPopulation
+    result: PsiResult = PsiResult.intersection
+    # outputs shown, for matched enterprises only, through labeled PSI (empty: membership only)
+    labels: list[Annotated[str, Field(pattern=IDENT)]] = Field(default_factory=list)
+    # below this many items a set is a probe of named enterprises, not a customer list
+    min_set: Annotated[int, Field(ge=1)] = 100
+    max_set: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
+    # the chance that a set of max_set items gets one false match from the OpenMined setup
+    fpr: Annotated[float, Field(gt=0, le=1e-3)] = 1e-9
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PsiSpec:
+        problems = []
+        if self.min_set > self.max_set:
+            problems.append(f"min_set {self.min_set} is above max_set {self.max_set}")
+        if self.labels and self.result is PsiResult.size:
+            problems.append("labels need result 'intersection': a size-only product shows no enterprise")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class OutputSpec(BaseModel):
     """One field of the product's answer. grade and masking default to the source field's
     when `from` names exactly one field; with several sources they must be stated."""
@@ -93,10 +135,26 @@ class ProductSpec(BaseModel):
     sources: Annotated[dict[str, Annotated[list[str], Field(min_length=1)]], Field(min_length=1)]
     outputs: Annotated[list[OutputSpec], Field(min_length=1)]
     params: dict[str, Any] = Field(default_factory=dict)
+    # set: the product is served by PSI only (/v1/psi), never by per-enterprise lookups
+    psi: PsiSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ProductSpec:
         problems: list[str] = []
+        if self.psi is not None:
+            if self.consent_required:
+                problems.append(
+                    "a PSI product cannot require consent: the zone never learns whom the institution asks about"
+                )
+            if self.psi.population.dataset not in self.sources:
+                problems.append(
+                    f"psi.population.dataset {self.psi.population.dataset!r} must be among the sources, "
+                    "so its department's grant covers the join"
+                )
+            outputs = {o.name for o in self.outputs}
+            unknown = [label for label in self.psi.labels if label not in outputs]
+            if unknown:
+                problems.append(f"psi.labels names {', '.join(unknown)}, which are not outputs")
         if self.tier is Tier.free and self.price_fen != 0:
             problems.append(f"a free product costs 0 fen, not {self.price_fen}")
         if self.tier is Tier.paid and self.price_fen == 0:
@@ -157,6 +215,8 @@ class ProductOut(BaseModel):
     successor: str | None
     seamless_switch: bool
     updated_at: datetime
+    # served by PSI (/v1/psi) rather than per-enterprise lookups
+    psi: PsiSpec | None = None
 
 
 class AppliedOut(BaseModel):

@@ -92,6 +92,15 @@ def validate_product(session: Session, *, spec: ProductSpec, origin: str | None 
                     f"dataset {ds_id!r} has no field {name!r}; its fields: {', '.join(names)}",
                 )
 
+    if spec.psi is not None:
+        pop = spec.psi.population
+        for name in pop.where:
+            if name not in spec.sources.get(pop.dataset, []):
+                problem(
+                    f"psi.population.where.{name}",
+                    f"declare {name!r} in sources.{pop.dataset} to filter the population on it",
+                )
+
     logic = LOGICS.get(spec.logic)
     if logic is None:
         problem("logic", f"unknown logic {spec.logic!r}; the engine has: {', '.join(LOGICS)}")
@@ -340,6 +349,7 @@ def catalog_entries(session: Session, *, products: Sequence[Product]) -> list[Pr
                 successor=product.successor_id,
                 seamless_switch=product.seamless_switch,
                 updated_at=product.updated_at,
+                psi=spec.psi,
             )
         )
     return out

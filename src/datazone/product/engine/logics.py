@@ -612,6 +612,28 @@ def admission_analysis(sheet: FactSheet, params: AdmissionParams) -> dict[str, A
     }
 
 
+# ==================================================================== dishonest listing (PSI labels)
+
+DISHONEST_LISTING_NEEDS = {REGISTRATION: ("name",), DISHONEST: ("case_no", "listed_on", "performance")}
+
+
+def dishonest_listing(sheet: FactSheet, _params: NoParams) -> dict[str, Any]:
+    """An enterprise's live listings as a dishonest judgment debtor (失信被执行人): what a
+    bank screening its customers needs to open a case with the court's own numbers."""
+    rows = sheet.dishonest_rows
+    dates = sorted(r["listed_on"] for r in rows)
+    latest = max(rows, key=lambda r: (r["listed_on"], r["case_no"]), default=None)
+    registration = sheet.registration
+    return {
+        "name": registration["name"] if registration else None,
+        "listed_cases": len(rows),
+        "unperformed_cases": sheet.dishonest_unperformed_cases,
+        "first_listed_on": _iso(dates[0]) if dates else None,
+        "latest_listed_on": _iso(dates[-1]) if dates else None,
+        "latest_case_no": latest["case_no"] if latest else None,
+    }
+
+
 # ==================================================================== registry
 
 
@@ -690,6 +712,14 @@ LOGICS: dict[str, Logic] = {
             params_model=PortraitParams,
             needs=_fixed(PORTRAIT_NEEDS),
             compute=enterprise_portrait,
+        ),
+        Logic(
+            name="dishonest_listing",
+            description="失信被执行人名单：在册案件数、未履行案件数、最早与最近发布日期、最近案号",
+            outputs=_outputs(dishonest_listing, NoParams()),
+            params_model=NoParams,
+            needs=_fixed(DISHONEST_LISTING_NEEDS),
+            compute=dishonest_listing,
         ),
         Logic(
             name="admission_analysis",

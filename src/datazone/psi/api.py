@@ -1,0 +1,214 @@
+"""PSI routes: HTTP-native sessions for institutions (OpenMined's wire format, labeled or not),
+engine jobs, and the operator's view of key epochs and precomputed artifacts.
+
+Binary bodies are protobuf (`application/x-protobuf`: OpenMined's `Request`, `Response`,
+`ServerSetup`) or a label table (`application/octet-stream`). Like product answers, every
+change commits before the response is sent, and refusals are audited in a transaction of
+their own.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi.responses import JSONResponse, Response
+
+from datazone.access import service as access_service
+from datazone.access.api import GrantDep, IdempotencyKey, raw_body
+from datazone.config import Settings
+from datazone.db import Database
+from datazone.deps import DbDep, OperatorDep, SessionDep
+from datazone.errors import DomainError, InvalidSpec
+from datazone.metering import service as metering
+from datazone.oauth.resource import AccessGrant
+from datazone.principal import service as principal_service
+from datazone.psi import service
+from datazone.psi.models import PsiArtifact, PsiKeyEpoch
+from datazone.psi.schemas import ArtifactOut, EpochOut, JobIn, JobOut, RotateIn, SessionIn, SessionOut
+
+router = APIRouter(prefix="/v1/psi", tags=["private set intersection"])
+
+PROTOBUF = "application/x-protobuf"
+SessionId = Annotated[str, Path(pattern=r"^psi_[A-Za-z0-9_-]{8,60}$")]
+# an OpenMined request of 10,000 points is about 340 KB; anything far beyond the chunk size is refused unread
+MAX_CHUNK_BODY = 64 * 1024 * 1024
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _refused(
+    db: Database,
+    grant: AccessGrant,
+    exc: DomainError,
+    *,
+    product_id: str | None = None,
+    purpose: str | None = None,
+    session_id: str | None = None,
+) -> None:
+    """Audit a refusal in a transaction of its own (the request's rolls back)."""
+    with db.unit_of_work() as audit_session:
+        if session_id is not None:
+            product_id, purpose = service.session_product(
+                audit_session, institution_id=grant.institution.id, session_id=session_id
+            )
+        access_service.record_refusal(
+            audit_session,
+            caller=grant.institution,
+            product_id=product_id or "-",
+            usccs=[],
+            purpose=purpose,
+            error=exc,
+        )
+
+
+@router.post("/sessions", status_code=201, response_model=SessionOut)
+def open_session(
+    body: SessionIn,
+    request: Request,
+    session: SessionDep,
+    db: DbDep,
+    grant: GrantDep,
+    raw: Annotated[bytes, Depends(raw_body)],
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Open a PSI session for a set of `set_size` enterprises (billed now, per item)."""
+    fingerprint = (
+        metering.fingerprint(request.method, request.url.path, request.url.query, raw)
+        if idempotency_key is not None
+        else None
+    )
+    try:
+        opened = service.open_session(
+            session,
+            settings=_settings(request),
+            grant=grant,
+            product_id=body.product,
+            purpose=body.purpose,
+            set_size=body.set_size,
+            labeled=body.labeled,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+    except DomainError as exc:
+        _refused(db, grant, exc, product_id=body.product, purpose=body.purpose.value)
+        raise
+    session.commit()
+    return JSONResponse(opened.body, status_code=201, headers=opened.headers)
+
+
+@router.get("/sessions/{session_id}", response_model=SessionOut)
+def session_status(session_id: SessionId, session: SessionDep, grant: GrantDep) -> dict[str, object]:
+    row = service.get_session(session, institution_id=grant.institution.id, session_id=session_id)
+    return service.session_body(row, chunks_done=service.chunks_done(session, session_id=row.id))
+
+
+def _artifact(request: Request, session_id: str, session: SessionDep, db: Database, grant: AccessGrant, media: str) -> Response:
+    try:
+        data = service.session_artifact(session, settings=_settings(request), grant=grant, session_id=session_id)
+    except DomainError as exc:
+        _refused(db, grant, exc, session_id=session_id)
+        raise
+    return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/sessions/{session_id}/setup", response_class=Response)
+def session_setup(session_id: SessionId, request: Request, session: SessionDep, db: DbDep, grant: GrantDep) -> Response:
+    """The zone's side of the slice as an OpenMined `ServerSetup` (GCS), for a plain session."""
+    row = service.get_session(session, institution_id=grant.institution.id, session_id=session_id)
+    if row.labeled:
+        raise InvalidSpec(f"session {session_id} is labeled: fetch its labels_url instead", check="psi_session")
+    return _artifact(request, session_id, session, db, grant, PROTOBUF)
+
+
+@router.get("/sessions/{session_id}/labels", response_class=Response)
+def session_labels(session_id: SessionId, request: Request, session: SessionDep, db: DbDep, grant: GrantDep) -> Response:
+    """The encrypted label table of a labeled session's slice (every entry, so the zone cannot tell which you open)."""
+    row = service.get_session(session, institution_id=grant.institution.id, session_id=session_id)
+    if not row.labeled:
+        raise InvalidSpec(f"session {session_id} is not labeled: fetch its setup_url instead", check="psi_session")
+    return _artifact(request, session_id, session, db, grant, "application/octet-stream")
+
+
+@router.put("/sessions/{session_id}/chunks/{index}", response_class=Response)
+def answer_chunk(
+    session_id: SessionId,
+    index: Annotated[int, Path(ge=0, le=100_000_000)],
+    request: Request,
+    session: SessionDep,
+    db: DbDep,
+    grant: GrantDep,
+    body: Annotated[bytes, Depends(raw_body)],
+    content_type: Annotated[str | None, Header(alias="Content-Type")] = None,
+) -> Response:
+    """Evaluate a chunk of blinded points (an OpenMined `Request`); the same chunk again is answered the same, free."""
+    if (content_type or "").split(";")[0].strip() != PROTOBUF:
+        raise InvalidSpec(f"send the chunk as {PROTOBUF} (an OpenMined PSI Request)", check="psi_request")
+    if len(body) > MAX_CHUNK_BODY:
+        raise InvalidSpec(f"a chunk body is at most {MAX_CHUNK_BODY} bytes", check="psi_request")
+    try:
+        answer = service.answer_chunk(
+            session, settings=_settings(request), grant=grant, session_id=session_id, index=index, body=body
+        )
+    except DomainError as exc:
+        _refused(db, grant, exc, session_id=session_id)
+        raise
+    # the chunk's answer and its audit entry commit before a byte of it is sent
+    session.commit()
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+    return Response(answer.response, media_type=PROTOBUF, headers=headers)
+
+
+@router.post("/jobs", status_code=201, response_model=JobOut)
+def create_job(body: JobIn, request: Request, session: SessionDep, db: DbDep, grant: GrantDep) -> JSONResponse:
+    """Queue a PSI on SecretFlow's engine; join it with the returned ticket over the engine's link."""
+    try:
+        created = service.create_job(
+            session,
+            settings=_settings(request),
+            grant=grant,
+            product_id=body.product,
+            purpose=body.purpose,
+            set_size=body.set_size,
+            peer_address=body.peer_address,
+            protocol=body.protocol,
+            institution_certificate_pem=body.institution_certificate_pem,
+            have_cache=body.have_cache,
+        )
+    except DomainError as exc:
+        _refused(db, grant, exc, product_id=body.product, purpose=body.purpose.value)
+        raise
+    out = {**service.job_body(created.job), "ticket": created.ticket}
+    session.commit()
+    return JSONResponse(out, status_code=201, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def job_status(
+    job_id: Annotated[str, Path(pattern=r"^job_[A-Za-z0-9_-]{8,60}$")], session: SessionDep, grant: GrantDep
+) -> dict[str, object]:
+    return service.job_body(service.get_job(session, institution_id=grant.institution.id, job_id=job_id))
+
+
+# ---------------------------------------------------------------- the operator's view
+
+
+@router.get("/epochs", response_model=list[EpochOut])
+def list_epochs(session: SessionDep, operator: OperatorDep) -> list[PsiKeyEpoch]:
+    return list(session.scalars(sa.select(PsiKeyEpoch).order_by(PsiKeyEpoch.id)))
+
+
+@router.post("/epochs", status_code=201, response_model=EpochOut)
+def rotate(body: RotateIn, request: Request, session: SessionDep, operator: OperatorDep) -> PsiKeyEpoch:
+    """Start a new key epoch (the worker then precomputes every PSI product under it)."""
+    principal_service.require_role(operator, "curator", "rotate the PSI key")
+    return service.rotate_key(session, settings=_settings(request), by=operator, reason=body.reason)
+
+
+@router.get("/artifacts", response_model=list[ArtifactOut])
+def list_artifacts(session: SessionDep, operator: OperatorDep) -> list[PsiArtifact]:
+    return list(session.scalars(sa.select(PsiArtifact).order_by(PsiArtifact.id.desc()).limit(500)))

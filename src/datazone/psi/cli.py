@@ -1,0 +1,70 @@
+"""`datazone psi ...`: the operator's PSI commands: key rotation, precomputation, what is built."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from datazone.config import get_settings
+from datazone.db import Database
+from datazone.errors import DomainError
+from datazone.principal import service as principal_service
+from datazone.psi import service, worker
+from datazone.psi.models import PsiArtifact
+
+app = typer.Typer(no_args_is_help=True, help="private set intersection: key epochs and precomputed slices")
+out = Console()
+err = Console(stderr=True)
+
+
+def _db() -> Database:
+    return Database.from_settings(get_settings())
+
+
+@app.command("rotate-key")
+def rotate_key(reason: Annotated[str, typer.Option("--reason", help="why (recorded in the audit trail)")]) -> None:
+    """Start a new zone key epoch; then run `datazone psi build` (or let the worker) to precompute under it."""
+    settings = get_settings()
+    db = _db()
+    try:
+        with db.unit_of_work() as s:
+            epoch = service.rotate_key(
+                s, settings=settings, by=None, by_name=principal_service.shell_actor(), reason=reason
+            )
+            epoch_id = epoch.id
+    except DomainError as e:
+        err.print(f"[red]error:[/red] {e.detail}")
+        raise typer.Exit(2) from None
+    out.print(f"key epoch {epoch_id} is live")
+
+
+@app.command("build")
+def build() -> None:
+    """Precompute what the live epoch and current slices lack (what one worker pass does), then exit."""
+    settings = get_settings()
+    done = worker.run_once(_db(), settings)
+    for name in done.built:
+        out.print(f"built {name}")
+    for name in done.failed:
+        err.print(f"[red]failed:[/red] {name}")
+    if not done.built and not done.failed:
+        out.print("nothing to build: every PSI product is ready under the live epoch")
+    raise typer.Exit(1 if done.failed else 0)
+
+
+@app.command("artifacts")
+def artifacts() -> None:
+    """What is precomputed, per product, epoch and slice version."""
+    db = _db()
+    t = Table("product", "kind", "epoch", "slice", "clearance", "state", "items", "bytes", "seconds")
+    with db.unit_of_work() as s:
+        for a in s.scalars(sa.select(PsiArtifact).order_by(PsiArtifact.id)):
+            t.add_row(
+                a.product_id, a.kind, str(a.epoch), a.slice_key, str(a.clearance), a.state,
+                str(a.items or ""), str(a.size_bytes or ""), str(a.seconds or ""),
+            )
+    out.print(t)

@@ -1,0 +1,272 @@
+"""The PSI worker: the zone's heavy PSI work, out of every request handler.
+
+Each pass rotates the zone key when due, precomputes what the live epoch and the current
+slice versions lack (OpenMined setups, label tables), and purges old session chunks. Each
+artifact is built in a transaction of its own, under a per-artifact advisory lock, so two
+workers never build the same thing twice and a failure leaves the others standing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from datazone.config import Settings
+from datazone.db import Database
+from datazone.psi import service
+
+log = logging.getLogger("datazone.psi.worker")
+
+
+@dataclass
+class WorkerPass:
+    rotated_to: int | None = None
+    built: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    purged_chunks: int = 0
+    jobs: list[str] = field(default_factory=list)
+
+
+def run_once(db: Database, settings: Settings, *, run_jobs: bool = False, worker_name: str = "worker") -> WorkerPass:
+    done = WorkerPass()
+    with db.unit_of_work() as s:
+        epoch = service.rotate_if_due(s, settings=settings)
+        done.rotated_to = epoch.id if epoch is not None else None
+    with db.unit_of_work() as s:
+        needed = service.needed_artifacts(s, settings=settings)
+    for need in needed:
+        name = f"{need.product_id}/{need.kind}" + (f"@{need.clearance}" if need.kind == "labels" else "")
+        started = time.perf_counter()
+        try:
+            with db.unit_of_work() as s:
+                art = service.build_artifact(
+                    s, settings=settings, product_id=need.product_id, kind=need.kind, clearance=need.clearance
+                )
+                log.info(
+                    "built %s for %s (epoch %s): %s items, %s bytes in %.1f s",
+                    need.kind, need.product_id, art.epoch, art.items, art.size_bytes, time.perf_counter() - started,
+                )
+            done.built.append(name)
+        except Exception as exc:  # one product's failure must not stop the others
+            log.error("building %s failed: %s", name, type(exc).__name__)
+            done.failed.append(name)
+    done.built += [f"engine-cache/{c}" for c in ensure_engine_caches(db, settings)]
+    with db.unit_of_work() as s:
+        done.purged_chunks = service.purge_expired_sessions(s)
+    if run_jobs:
+        done.jobs = run_queued_jobs(db, settings, worker_name=worker_name)
+    return done
+
+
+def run_forever(
+    db: Database,
+    settings: Settings,
+    *,
+    interval_seconds: float = 30.0,
+    stop: threading.Event | None = None,
+    worker_name: str | None = None,
+) -> None:
+    import os
+    import socket
+
+    worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            run_once(db, settings, run_jobs=True, worker_name=worker_name)
+        except Exception:
+            log.exception("PSI worker pass failed; retrying in %.0f s", interval_seconds)
+        stop.wait(interval_seconds)
+
+
+def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: float = 1.0) -> str:
+    """Run the zone's side of a claimed engine job to its end; returns the job's final status.
+
+    The engine runs in a child process: each second the worker checks the job's grants and
+    contract again and stops the child when one no longer holds, and the child is always
+    reaped. The slice's items are written to a private directory removed afterwards."""
+    import shutil
+
+    from datazone.privacy import engine as psi_engine
+    from datazone.product import service as product_service
+    from datazone.psi.models import PsiJob
+
+    workdir = settings.home / "psi" / "jobs" / job_id
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        with db.unit_of_work() as s:
+            job = s.get(PsiJob, job_id)
+            assert job is not None
+            spec = product_service.spec_of(product_service.get_product(s, product_id=job.product_id))
+            slice_ = service.slice_of(s, spec=spec)
+            if slice_.key != job.slice_key:
+                service.finish_job(
+                    s, job_id=job_id, status="failed",
+                    reason=f"the slice changed since the job was created ({job.slice_key} -> {slice_.key}): create a new job",
+                )
+                return "failed"
+            items_csv = workdir / "zone.csv"
+            cached = job.protocol == "unbalanced" and job.cache_id is not None and (
+                engine_cache_dir(settings, job.cache_id) / "ready"
+            ).exists()
+            # the unbalanced protocol's online phase needs only its cache, not the slice
+            psi_engine.write_items_csv(items_csv, [] if cached else service.slice_items(s, spec=spec)[1])
+            tls = None
+            if job.institution_certificate_pem and job.zone_certificate_pem:
+                zone_key = service.job_zone_key(s, settings=settings, job=job)
+                assert zone_key is not None
+                cert, key, peer = workdir / "zone.crt", workdir / "zone.key", workdir / "institution.crt"
+                cert.write_text(job.zone_certificate_pem)
+                key.write_bytes(zone_key)
+                key.chmod(0o600)
+                peer.write_text(job.institution_certificate_pem)
+                tls = psi_engine.TlsFiles(certificate=cert, private_key=key, peer_ca=peer)
+            cache_dir = secret_file = None
+            if job.protocol == "unbalanced":
+                assert job.cache_id is not None
+                secret_file = workdir / "ub.key"
+                secret_file.write_bytes(service.unbalanced_secret(s, settings=settings, epoch=job.epoch))
+                secret_file.chmod(0o600)
+                cache_dir = engine_cache_dir(settings, job.cache_id)
+            remaining = min(
+                settings.psi_link_timeout_seconds, max(1.0, (job.expires_at - service.utcnow()).total_seconds())
+            )
+            link = psi_engine.LinkSpec(
+                job_id=job.id,
+                zone_address=job.zone_address,
+                institution_address=job.peer_address,
+                connect_timeout_s=remaining,
+                recv_timeout_s=max(60.0, settings.psi_link_timeout_seconds),
+                tls=tls,
+            )
+            ticket_sha256, protocol = bytes(job.ticket_sha256), cast("psi_engine.Protocol", job.protocol)
+        if cache_dir is not None and secret_file is not None:
+            ensure_engine_cache(cache_dir, items_csv=items_csv, secret_file=secret_file)
+        proc = psi_engine.ZoneSideProcess(
+            link=link,
+            ticket_sha256=ticket_sha256,
+            protocol=protocol,
+            items_csv=items_csv,
+            workdir=workdir,
+            unbalanced_cache=cache_dir,
+            secret_key_file=secret_file,
+        )
+        proc.start()
+        status, reason = "failed", None
+        while True:
+            try:
+                report = proc.wait(timeout=poll_seconds)
+            except psi_engine.Cancelled as exc:
+                status, reason = "failed", str(exc)
+                break
+            except psi_engine.PeerNeverConnected as exc:
+                status, reason = "expired", str(exc)
+                break
+            except psi_engine.EngineError as exc:
+                status, reason = "failed", str(exc)
+                break
+            if report is not None:
+                status, reason = "succeeded", None
+                break
+            with db.unit_of_work() as s:
+                job = s.get(PsiJob, job_id)
+                assert job is not None
+                why = service.job_refusal(s, job=job)
+            if why is not None:
+                proc.cancel(f"stopped by the zone: {why}")
+        if reason is not None:
+            # the institution reads the reason: no path of the zone's machine in it
+            reason = re.sub(r"[;,]? *(its|the) log is \S+", "", reason).replace(str(workdir), "<job>")
+        with db.unit_of_work() as s:
+            service.finish_job(s, job_id=job_id, status=status, reason=reason)
+        log.info("PSI job %s %s", job_id, status)
+        return status
+    except Exception as exc:
+        log.error("PSI job %s failed: %s", job_id, type(exc).__name__)
+        with db.unit_of_work() as s:
+            service.finish_job(s, job_id=job_id, status="failed", reason=f"the zone's worker failed ({type(exc).__name__})")
+        return "failed"
+    finally:
+        log_file = workdir / "engine.log"
+        if log_file.exists():
+            # the engine's log (no item in it) is kept for the operator; the slice's items are not
+            kept = settings.home / "psi" / "logs"
+            kept.mkdir(parents=True, exist_ok=True, mode=0o700)
+            shutil.copyfile(log_file, kept / f"{job_id}.log")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_queued_jobs(db: Database, settings: Settings, *, worker_name: str, limit: int | None = None) -> list[str]:
+    """Claim and run queued jobs one after another; returns the ids run."""
+    ran: list[str] = []
+    while limit is None or len(ran) < limit:
+        with db.unit_of_work() as s:
+            service.expire_stale_jobs(s)
+            job = service.claim_job(s, worker=worker_name)
+            job_id = job.id if job is not None else None
+        if job_id is None:
+            return ran
+        run_job(db, settings, job_id=job_id)
+        ran.append(job_id)
+    return ran
+
+
+def engine_cache_dir(settings: Settings, cache_id: str) -> Path:
+    return settings.home / "psi" / "engine-cache" / cache_id
+
+
+def ensure_engine_cache(cache_dir: Path, *, items_csv: Path, secret_file: Path) -> bool:
+    """Build the engine's unbalanced cache of a slice once per slice version and epoch; returns
+    whether it built. A file lock keeps two workers of one machine from building it together."""
+    import fcntl
+    import shutil
+
+    from datazone.privacy import engine as psi_engine
+
+    cache_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (cache_dir.parent / f"{cache_dir.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (cache_dir / "ready").exists():
+            return False
+        shutil.rmtree(cache_dir, ignore_errors=True)  # what a crashed build left
+        cache_dir.mkdir(mode=0o700)
+        psi_engine.build_unbalanced_cache(items_csv=items_csv, cache_dir=cache_dir, secret_key_file=secret_file)
+        (cache_dir / "ready").write_text("built\n")
+        return True
+
+
+def ensure_engine_caches(db: Database, settings: Settings) -> list[str]:
+    """Build, ahead of any job, the unbalanced caches the live epoch and current slices lack here."""
+    import shutil
+
+    from datazone.privacy import engine as psi_engine
+
+    with db.unit_of_work() as s:
+        wanted = service.engine_caches_wanted(s, settings=settings)
+    built: list[str] = []
+    for product_id, cache_id, epoch in wanted:
+        cache_dir = engine_cache_dir(settings, cache_id)
+        if (cache_dir / "ready").exists():
+            continue
+        work = settings.home / "psi" / "jobs" / f"cache-{cache_id}"
+        work.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            with db.unit_of_work() as s:
+                spec = service.product_spec(s, product_id=product_id)
+                items_csv = work / "zone.csv"
+                psi_engine.write_items_csv(items_csv, service.slice_items(s, spec=spec)[1])
+                secret_file = work / "ub.key"
+                secret_file.write_bytes(service.unbalanced_secret(s, settings=settings, epoch=epoch))
+                secret_file.chmod(0o600)
+            if ensure_engine_cache(cache_dir, items_csv=items_csv, secret_file=secret_file):
+                built.append(cache_id)
+        except Exception as exc:  # one product's failure must not stop the others
+            log.error("building the engine cache %s failed: %s", cache_id, type(exc).__name__)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return built
