@@ -272,7 +272,9 @@ def test_unbalanced_transfers_the_cache_once_reuses_it_and_notices_a_new_one(
     # Key rotation: a cache built under a new key has a new id, so the bank's stale copy is replaced.
     new_key = engine.new_unbalanced_key(tmp_path / "keys" / "epoch-2.key")
     new_cache = tmp_path / "zone-cache" / "slice-v1-epoch-2"
-    engine.build_unbalanced_cache(items_csv=sets.zone_csv, cache_dir=new_cache, secret_key_file=new_key)
+    engine.build_unbalanced_cache(
+        items_csv=sets.zone_csv, cache_dir=new_cache, secret_key_file=new_key, cache_id="debtors-v1-epoch-2"
+    )
     with pytest.raises(ValueError, match="is not the key that built the cache"):
         engine.ZoneSideProcess(
             link=new_link(),
@@ -294,6 +296,7 @@ def test_unbalanced_transfers_the_cache_once_reuses_it_and_notices_a_new_one(
         client_cache_dir=client_cache,
     )
     assert third.cache_transferred
+    assert (client_cache / engine.CLIENT_CACHE_RECORD).read_text() == "debtors-v1-epoch-2"
     assert read_codes(tmp_path / "job3" / "intersection.csv") == sets.expected
     for job in ("job1", "job2", "job3"):
         assert_clean(tmp_path / job / "zone")
@@ -735,4 +738,9 @@ def test_build_unbalanced_cache_refuses_a_bad_key_and_a_used_directory(tmp_path:
     key = engine.new_unbalanced_key(tmp_path / "k")
     with pytest.raises(ValueError, match="is not empty"):
         engine.build_unbalanced_cache(items_csv=items, cache_dir=used, secret_key_file=key)
+    with pytest.raises(ValueError, match="cache_id must be"):
+        engine.build_unbalanced_cache(
+            items_csv=items, cache_dir=tmp_path / "c3", secret_key_file=key, cache_id="../escape"
+        )
+    assert not (tmp_path / "c3").exists()
     assert not (tmp_path / "c1").exists()

@@ -98,6 +98,7 @@ _TERMINATE_GRACE_SECONDS = 3.0
 _STOP_SECONDS = 3.0
 _POLL_SECONDS = 0.05
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_CACHE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # institutions name directories after it
 # A USCC-shaped token (18 characters of the code's alphabet): scrubbed from the
 # engine's log and from any engine message we keep, in case the engine ever
 # quotes an input line.
@@ -822,15 +823,26 @@ def run_institution_side(
 
 
 def build_unbalanced_cache(
-    *, items_csv: Path, cache_dir: Path, secret_key_file: Path, workdir: Path | None = None
+    *,
+    items_csv: Path,
+    cache_dir: Path,
+    secret_key_file: Path,
+    workdir: Path | None = None,
+    cache_id: str | None = None,
 ) -> int:
     """The zone's offline cache for unbalanced PSI (MODE_OFFLINE_GEN_CACHE); returns the items cached.
 
     Build once per slice version and key epoch into a new, empty cache_dir (made
     mode 0700: the engine keeps the secret key in the cache's metadata too). The
     same secret_key_file must serve every job on this cache. The engine log goes
-    to workdir (default: cache_dir's parent).
+    to workdir (default: cache_dir's parent). cache_id names this cache to the
+    institutions (default: a random one); it must change whenever the slice or
+    the key does, since an institution holding a cache of that id skips the transfer.
     """
+    if cache_id is not None and not _CACHE_ID.fullmatch(cache_id):
+        raise ValueError(
+            "cache_id must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     items = _check_items_csv(items_csv, "items_csv")
     if _count_items(items) == 0:
         raise ValueError(f"items_csv {items_csv} holds no items: there is nothing to cache")
@@ -857,7 +869,9 @@ def build_unbalanced_cache(
     assert report is not None
     cache_dir.chmod(0o700)  # the engine recreates the directory with the default mode
     count = int(report["items"])
-    record = {"cache_id": secrets.token_hex(16), "items": count, "key": key_digest}
+    # the caller's id (the gateway names a cache by product, slice version and epoch) lets an
+    # institution know before a job whether the cache it holds is this one
+    record = {"cache_id": cache_id or secrets.token_hex(16), "items": count, "key": key_digest}
     temporary = cache_dir / (CACHE_RECORD + ".tmp")
     temporary.write_text(json.dumps(record))
     temporary.replace(cache_dir / CACHE_RECORD)

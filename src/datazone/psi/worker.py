@@ -157,7 +157,7 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
             secret_key_file=secret_file,
         )
         proc.start()
-        status, reason = "failed", None
+        status, reason, transferred = "failed", None, False
         while True:
             try:
                 report = proc.wait(timeout=poll_seconds)
@@ -172,6 +172,7 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
                 break
             if report is not None:
                 status, reason = "succeeded", None
+                transferred = report.cache_transferred
                 break
             with db.unit_of_work() as s:
                 job = s.get(PsiJob, job_id)
@@ -183,7 +184,10 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
             # the institution reads the reason: no path of the zone's machine in it
             reason = re.sub(r"[;,]? *(its|the) log is \S+", "", reason).replace(str(workdir), "<job>")
         with db.unit_of_work() as s:
-            service.finish_job(s, job_id=job_id, status=status, reason=reason)
+            job = service.finish_job(s, job_id=job_id, status=status, reason=reason)
+            if status == "succeeded" and job.protocol == "unbalanced":
+                # what the link found, not what the institution claimed when it created the job
+                job.have_cache = not transferred
         log.info("PSI job %s %s", job_id, status)
         return status
     except Exception as exc:
@@ -235,7 +239,9 @@ def ensure_engine_cache(cache_dir: Path, *, items_csv: Path, secret_file: Path) 
             return False
         shutil.rmtree(cache_dir, ignore_errors=True)  # what a crashed build left
         cache_dir.mkdir(mode=0o700)
-        psi_engine.build_unbalanced_cache(items_csv=items_csv, cache_dir=cache_dir, secret_key_file=secret_file)
+        psi_engine.build_unbalanced_cache(
+            items_csv=items_csv, cache_dir=cache_dir, secret_key_file=secret_file, cache_id=cache_dir.name
+        )
         (cache_dir / "ready").write_text("built\n")
         return True
 
