@@ -451,7 +451,8 @@ def measure_unbalanced(args: argparse.Namespace, ctx: dict[str, Any], sets: Sets
         if found != expected:
             sys.exit(f"openmined-psi found {len(found)}, plaintext has {len(expected)}")
         base.append(b)
-        say(f"round {rnd + 1}: ours {seconds:6.2f} s (zone worker {parts[-1]['zone_worker_s']:.2f} s)"
+        say(f"round {rnd + 1}: ours {seconds:6.2f} s (job creation and queue {parts[-1]['queued_s']:.2f} s,"
+            f" zone worker {parts[-1]['zone_worker_s']:.2f} s)"
             f"   openmined-psi online {b['online_s']:6.2f} s"
             f" (request {b['client_request_s']:.2f}, process {b['server_process_s']:.2f},"
             f" intersection {b['client_intersection_s']:.2f})   matched {len(expected):,}")
@@ -463,6 +464,8 @@ def measure_unbalanced(args: argparse.Namespace, ctx: dict[str, Any], sets: Sets
         "ours_online_s": ours,
         "ours_online_median_s": median(ours),
         "ours_online_zone": parts,
+        "ours_online_queued_median_s": median([p["queued_s"] for p in parts]),
+        "ours_online_zone_worker_median_s": median([p["zone_worker_s"] for p in parts]),
         "openmined_setup_s": setup_seconds,
         "openmined_setup_bytes": len(setup_bytes),
         "openmined_online": base,
@@ -490,7 +493,8 @@ def measure_balanced(args: argparse.Namespace, sets: Sets, zc: Any, work: Path) 
             sys.exit(f"openmined-psi found {len(found)}, plaintext has {len(expected)}")
         b = {**b, "setup_s": setup_s, "setup_bytes": len(setup_bytes), "total_s": setup_s + b["online_s"]}
         base.append(b)
-        say(f"round {rnd + 1}: ours {seconds:6.2f} s (zone worker {parts[-1]['zone_worker_s']:.2f} s)"
+        say(f"round {rnd + 1}: ours {seconds:6.2f} s (job creation and queue {parts[-1]['queued_s']:.2f} s,"
+            f" zone worker {parts[-1]['zone_worker_s']:.2f} s)"
             f"   openmined-psi {b['total_s']:7.2f} s (setup {setup_s:.1f},"
             f" request {b['client_request_s']:.1f}, process {b['server_process_s']:.1f},"
             f" intersection {b['client_intersection_s']:.1f})   matched {len(expected):,}")
@@ -501,6 +505,8 @@ def measure_balanced(args: argparse.Namespace, sets: Sets, zc: Any, work: Path) 
         "ours_s": ours,
         "ours_median_s": median(ours),
         "ours_zone": parts,
+        "ours_queued_median_s": median([p["queued_s"] for p in parts]),
+        "ours_zone_worker_median_s": median([p["zone_worker_s"] for p in parts]),
         "openmined": base,
         "openmined_median_s": median([b["total_s"] for b in base]),
     }
@@ -532,9 +538,11 @@ def measure_http(args: argparse.Namespace, ctx: dict[str, Any], sets: Sets, zc: 
         token = zc.token().value
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, headers=headers, timeout=300) as http:
-            opened = http.post(
-                "/v1/psi/sessions",
-                json={"product": SESSION_PRODUCT, "purpose": PURPOSE, "set_size": n, "labeled": False},
+            opened, open_s = timed(
+                lambda: http.post(
+                    "/v1/psi/sessions",
+                    json={"product": SESSION_PRODUCT, "purpose": PURPOSE, "set_size": n, "labeled": False},
+                )
             )
             if opened.status_code != 201:
                 sys.exit(f"opening a PSI session failed: {opened.status_code} {opened.text[:500]}")
@@ -568,6 +576,7 @@ def measure_http(args: argparse.Namespace, ctx: dict[str, Any], sets: Sets, zc: 
             "parse_us": parse_s / n * 1e6,
             "process_us": process_s / n * 1e6,
             "gateway_us": gateway_s / n * 1e6,
+            "session_open_s": open_s,
             "openssl_p256_us": 1e6 / speed["p256_ops"],
             "openssl_x25519_us": 1e6 / speed["x25519_ops"],
             "openssl_p256_ops": speed["p256_ops"],
@@ -575,7 +584,7 @@ def measure_http(args: argparse.Namespace, ctx: dict[str, Any], sets: Sets, zc: 
         }
         rounds.append(r_)
         say(f"round {rnd + 1}: process_request {r_['process_us']:.1f} us/item (parse {r_['parse_us']:.2f}),"
-            f" gateway round trip {r_['gateway_us']:.1f} us/item,"
+            f" gateway round trip {r_['gateway_us']:.1f} us/item (session open {open_s:.2f} s),"
             f" openssl ecdhp256 {r_['openssl_p256_us']:.1f} us/op ({speed['p256_ops']:,.0f} op/s),"
             f" x25519 {r_['openssl_x25519_us']:.1f} us/op   matched {len(expected):,}")
     med = {k: median([r[k] for r in rounds]) for k in rounds[0]}
@@ -679,6 +688,11 @@ def report(out: dict[str, Any]) -> None:
     say(f"| HTTP-native: the gateway's round trip per item (PUT chunks of {http['chunk_items']:,}, session of"
         f" {http['items']:,}) vs the same | {m['gateway_us']:.1f} us | {m['openssl_p256_us']:.1f} us"
         f" | {http['ratio_gateway']:.2f}x | (reference) |")
+    say(f"\nwhere our time goes (medians): unbalanced: job creation (POST /v1/psi/jobs) and queue"
+        f" {ub['ours_online_queued_median_s']:.2f} s, zone worker {ub['ours_online_zone_worker_median_s']:.2f} s;"
+        f" RR22: job creation and queue {rr['ours_queued_median_s']:.2f} s, zone worker"
+        f" {rr['ours_zone_worker_median_s']:.2f} s; the rest is the SDK (list check, CSVs, engine process, status)."
+        f" HTTP session open for {http['items']:,} items: {m['session_open_s']:.2f} s")
     off = ub["ours_offline"]
     say(f"\noffline, once per slice version and key epoch: our first unbalanced job {off['first_job_s']:.1f} s"
         f" (zone cache build {off['zone_cache_build_s']:.1f} s, cache transfer + online"

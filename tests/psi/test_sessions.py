@@ -60,11 +60,21 @@ def http(zone: Zone) -> Iterator[httpx.Client]:
 
 def test_openmined_client_gets_the_plaintext_intersection(zone: Zone, http: httpx.Client) -> None:
     items = bank_list(zone, listed=40, unlisted=100, outsiders=60)
+    usage = sa.text(
+        "SELECT count(*), coalesce(sum(price_fen), 0) FROM usage_event"
+        " WHERE product_id = 'dishonest-debtor-psi' AND uscc IS NULL"
+    )
+    with zone.db.engine.connect() as conn:
+        events_before, fen_before = conn.execute(usage).one()
     opened = open_session(http, "dishonest-debtor-psi", len(items))
     assert opened.status_code == 201, opened.text
     session = opened.json()
     assert session["result"] == "intersection" and session["set_size"] == len(items)
     assert session["charged_fen"] == 2 * len(items)  # paid per item of the set, up front
+    # one usage event per item (no enterprise named: the zone never sees them), and the charge
+    with zone.db.engine.connect() as conn:
+        events, fen = conn.execute(usage).one()
+    assert (events - events_before, fen - fen_before) == (len(items), session["charged_fen"])
     setup_resp = http.get(session["setup_url"])
     assert setup_resp.status_code == 200 and setup_resp.headers["content-type"] == PROTOBUF
     setup = om.ServerSetup()

@@ -346,3 +346,25 @@ def population(
     assert conn is not None
     rows = conn.execute(stmt, [where[name] for name in sorted(where)]).fetchall()
     return ds.current_version, [row[0] for row in rows]
+
+
+def population_size(session: Session, *, dataset_id: str, where: dict[str, str] | None = None) -> int:
+    """How many distinct enterprises `population` would list, counted in the database."""
+    ds = get_dataset(session, dataset_id=dataset_id)
+    spec = spec_of(ds)
+    where = where or {}
+    unknown = sorted(set(where) - {f.name for f in spec.fields})
+    if unknown:
+        raise NotFound(f"dataset {dataset_id!r} has no field {', '.join(map(repr, unknown))}")
+    if ds.current_version is None:
+        return 0
+    conds = [sql.SQL("_vto IS NULL")] + [
+        sql.SQL("{}::text = %s").format(sql.Identifier(name)) for name in sorted(where)
+    ]
+    stmt = sql.SQL("SELECT count(DISTINCT {k}) FROM {t} WHERE {c}").format(
+        k=sql.Identifier(spec.entity_key), t=zone.table_ident(dataset_id), c=sql.SQL(" AND ").join(conds)
+    )
+    conn = session.connection().connection.driver_connection
+    assert conn is not None
+    row = conn.execute(stmt, [where[name] for name in sorted(where)]).fetchone()
+    return int(row[0]) if row else 0

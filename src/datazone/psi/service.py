@@ -751,7 +751,7 @@ def _zone_port(session: Session, *, settings: Settings) -> int:
 
 def slice_size(session: Session, *, spec: ProductSpec) -> int:
     pop = psi_spec(spec).population
-    return len(dataset_service.population(session, dataset_id=pop.dataset, where=pop.where)[1])
+    return dataset_service.population_size(session, dataset_id=pop.dataset, where=pop.where)
 
 
 def create_job(
