@@ -261,7 +261,7 @@ def build_zone(home: Path, args: argparse.Namespace, sets: Sets) -> dict[str, An
     say(f"bench population of {len(sets.zone):,} enterprises ingested in {seconds:.1f} s")
 
     now = datetime.now(UTC)
-    window = {"valid_from": now - timedelta(days=1), "valid_to": now + timedelta(days=30)}
+    valid_from, valid_to = now - timedelta(days=1), now + timedelta(days=30)
     with db.unit_of_work() as s:
         operator = principal_service.find_principal(s, name="demo-operator")
         bank = principal_service.find_principal(s, name="demo-bank")
@@ -276,14 +276,15 @@ def build_zone(home: Path, args: argparse.Namespace, sets: Sets) -> dict[str, An
             product_service.publish_product(s, product_id=product_id, by=operator, reason="benchmark")
         contract_service.create_contract(
             s, institution_id=bank.id, purposes=[PURPOSE], products=[PRODUCT_ALL, PRODUCT_PART], clearance=2,
-            by=operator, **window,
+            valid_from=valid_from, valid_to=valid_to, by=operator,
         )
         officer = principal_service.create_principal(
             s, kind="department", name="bench-registry-officer", supplier_id=BENCH_DEPARTMENT
         )
         grant_service.create_grant(
             s, department=BENCH_DEPARTMENT, datasets=[BENCH_DATASET], purposes=[PURPOSE],
-            products=[PRODUCT_ALL, PRODUCT_PART], institutions=[bank.id], by=officer, **window,
+            products=[PRODUCT_ALL, PRODUCT_PART], institutions=[bank.id], valid_from=valid_from, valid_to=valid_to,
+            by=officer,
         )
         _, court = dataset_service.population(s, dataset_id="court_dishonest")
     info = json.loads((home / "demo.json").read_text("utf-8"))
@@ -456,7 +457,7 @@ def measure_unbalanced(args: argparse.Namespace, ctx: dict[str, Any], sets: Sets
             f"   openmined-psi online {b['online_s']:6.2f} s"
             f" (request {b['client_request_s']:.2f}, process {b['server_process_s']:.2f},"
             f" intersection {b['client_intersection_s']:.2f})   matched {len(expected):,}")
-    summary = {
+    summary: dict[str, Any] = {
         "institution_items": n,
         "zone_items": z,
         "intersection": len(expected),
@@ -498,7 +499,7 @@ def measure_balanced(args: argparse.Namespace, sets: Sets, zc: Any, work: Path) 
             f"   openmined-psi {b['total_s']:7.2f} s (setup {setup_s:.1f},"
             f" request {b['client_request_s']:.1f}, process {b['server_process_s']:.1f},"
             f" intersection {b['client_intersection_s']:.1f})   matched {len(expected):,}")
-    summary = {
+    summary: dict[str, Any] = {
         "institution_items": n,
         "zone_items": z,
         "intersection": len(expected),
