@@ -4,6 +4,7 @@ demo bank's access token and the zone's lists read from its tables (the plaintex
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,39 @@ def bank_list(zone: Zone, *, listed: int, unlisted: int, outsiders: int) -> list
     return zone.listed[:listed] + zone.unlisted[:unlisted] + strangers
 
 
+
+
+@contextmanager
+def courts_grants_revoked(zone: Zone, *, reason: str) -> Iterator[None]:
+    """Every live grant of the courts department revoked for the block, then given again with
+    the same terms (the shared synthetic zone's later tests rely on them)."""
+    from datazone.grant import service as grant_service
+    from datazone.grant.models import Grant
+    from datazone.principal import service as principal_service
+
+    with zone.db.unit_of_work() as s:
+        courts = principal_service.find_principal(s, name="demo-courts")
+        assert courts is not None
+        live = s.scalars(sa.select(Grant).where(Grant.department == "courts", Grant.revoked_at.is_(None))).all()
+        assert live
+        terms = [(g.datasets, g.purposes, g.products, g.institutions, g.valid_from, g.valid_to) for g in live]
+        for g in live:
+            grant_service.revoke_grant(s, grant_id=g.id, by=courts, reason=reason)
+    try:
+        yield
+    finally:
+        with zone.db.unit_of_work() as s:
+            courts = principal_service.find_principal(s, name="demo-courts")
+            assert courts is not None
+            for datasets, purposes, products, institutions, valid_from, valid_to in terms:
+                grant_service.create_grant(
+                    s,
+                    department="courts",
+                    datasets=datasets,
+                    purposes=purposes,
+                    products=products,
+                    institutions=institutions,
+                    valid_from=valid_from,
+                    valid_to=valid_to,
+                    by=courts,
+                )

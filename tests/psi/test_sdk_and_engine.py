@@ -19,7 +19,7 @@ from datazone.client import ZoneClient
 from datazone.config import Settings
 from datazone.psi import worker
 from tests.conftest import problem
-from tests.psi.conftest import Zone, bank_list
+from tests.psi.conftest import Zone, bank_list, courts_grants_revoked
 
 
 def free_port() -> int:
@@ -156,10 +156,6 @@ def test_a_peer_that_never_connects_expires_the_job_and_frees_the_worker(zone: Z
 
 
 def test_a_grant_revoked_while_the_job_waits_stops_it_and_says_why(zone: Zone) -> None:
-    from datazone.grant import service as grant_service
-    from datazone.grant.models import Grant
-    from datazone.principal import service as principal_service
-
     job = _job(
         zone, zone.token, product="dishonest-debtor-psi", purpose="pre_loan", set_size=200,
         peer_address=f"127.0.0.1:{free_port()}", protocol="rr22",
@@ -171,14 +167,7 @@ def test_a_grant_revoked_while_the_job_waits_stops_it_and_says_why(zone: Zone) -
     )
     thread.start()
     time.sleep(2.0)  # the zone's side is up and waiting for the institution
-    with zone.db.unit_of_work() as s:
-        courts = principal_service.find_principal(s, name="demo-courts")
-        assert courts is not None
-        live = s.scalars(sa.select(Grant).where(Grant.department == "courts", Grant.revoked_at.is_(None))).all()
-        terms = [(g.datasets, g.purposes, g.products, g.institutions, g.valid_from, g.valid_to) for g in live]
-        for g in live:
-            grant_service.revoke_grant(s, grant_id=g.id, by=courts, reason="test: revoked while the job runs")
-    try:
+    with courts_grants_revoked(zone, reason="test: revoked while the job runs"):
         assert done.wait(30), "the worker did not stop the job"
         body = _wait_status(zone, str(job["job_id"]))
         assert body["status"] == "failed"
@@ -194,15 +183,6 @@ def test_a_grant_revoked_while_the_job_waits_stops_it_and_says_why(zone: Zone) -
             timeout=30,
         )
         assert r.status_code == 403 and problem(r)["check"] == "grant"
-    finally:
-        with zone.db.unit_of_work() as s:
-            courts = principal_service.find_principal(s, name="demo-courts")
-            assert courts is not None
-            for datasets, purposes, products, institutions, valid_from, valid_to in terms:
-                grant_service.create_grant(
-                    s, department="courts", datasets=datasets, purposes=purposes, products=products,
-                    institutions=institutions, valid_from=valid_from, valid_to=valid_to, by=courts,
-                )
 
 
 def test_engine_refuses_size_only_products_and_bad_requests(zone: Zone) -> None:

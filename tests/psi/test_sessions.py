@@ -27,7 +27,7 @@ from datazone.privacy import labels, oprf
 from datazone.psi import service as psi_service
 from datazone.psi import worker
 from tests.conftest import problem
-from tests.psi.conftest import Zone, bank_list
+from tests.psi.conftest import Zone, bank_list, courts_grants_revoked
 
 PROTOBUF = "application/x-protobuf"
 
@@ -290,45 +290,12 @@ def test_an_ingest_that_changes_the_slice_refreshes_the_zone_side(
 
 
 def test_a_revoked_grant_stops_the_session_at_its_next_chunk(zone: Zone, http: httpx.Client) -> None:
-    from datazone.grant import service as grant_service
-    from datazone.grant.models import Grant
-    from datazone.principal import service as principal_service
-
     items = bank_list(zone, listed=10, unlisted=100, outsiders=0)
     session = open_session(http, "dishonest-debtor-psi", len(items)).json()
-    with zone.db.unit_of_work() as s:
-        courts = principal_service.find_principal(s, name="demo-courts")
-        assert courts is not None
-        live = s.scalars(
-            sa.select(Grant).where(Grant.department == "courts", Grant.revoked_at.is_(None))
-        ).all()
-        assert live
-        terms = [
-            (g.datasets, g.purposes, g.products, g.institutions, g.valid_from, g.valid_to) for g in live
-        ]
-        for g in live:
-            grant_service.revoke_grant(s, grant_id=g.id, by=courts, reason="test: revoked mid-session")
-    try:
+    with courts_grants_revoked(zone, reason="test: revoked mid-session"):
         client = om.client.CreateWithNewKey(True)
         refused = put_chunk(http, session, 0, client.CreateRequest(items[:50]).SerializeToString())
         body = problem(refused)
         assert refused.status_code == 403 and body["check"] == "grant"
         assert "courts" in body["detail"]
         assert http.get(f"/v1/psi/sessions/{session['session_id']}").json()["items_received"] == 0
-    finally:
-        # the courts grant the shared synthetic zone's other tests rely on, given again
-        with zone.db.unit_of_work() as s:
-            courts = principal_service.find_principal(s, name="demo-courts")
-            assert courts is not None
-            for datasets, purposes, products, institutions, valid_from, valid_to in terms:
-                grant_service.create_grant(
-                    s,
-                    department="courts",
-                    datasets=datasets,
-                    purposes=purposes,
-                    products=products,
-                    institutions=institutions,
-                    valid_from=valid_from,
-                    valid_to=valid_to,
-                    by=courts,
-                )

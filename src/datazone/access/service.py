@@ -100,7 +100,7 @@ class Delivery:
 
 
 @contextmanager
-def _check(name: str) -> Iterator[None]:
+def check(name: str) -> Iterator[None]:
     """Tag a refusal with the check that raised it, so the caller sees which gate closed."""
     try:
         yield
@@ -183,21 +183,21 @@ def serve(
     caller = grant.institution
     if idempotency_key is not None:
         assert fingerprint is not None
-        with _check("idempotency"):
+        with check("idempotency"):
             stored = metering.begin_idempotent(
                 session, institution_id=caller.id, key=idempotency_key, fingerprint=fingerprint
             )
         if stored is not None:
             # a retry: the same answer, free, and no second usage event
             return Served(stored.status, stored.body, {**stored.headers, "Idempotent-Replayed": "true"}, True)
-    with _check("scope"):
+    with check("scope"):
         resource.require_scope(grant, product_id)
-    with _check("uscc"):
+    with check("uscc"):
         codes = validate_usccs(usccs)
     d = deliver(session, caller=caller, product_id=product_id, codes=codes, purpose=purpose, at=at, as_of=as_of)
     found = [c for c in codes if d.answers[c] is not None]
     if single and not found:
-        with _check("zone"):
+        with check("zone"):
             raise EnterpriseNotFound(f"no enterprise {codes[0]} in the zone's registration data", usccs=codes)
     # the audit entry first: the meter row lock, taken by admit(), is then held only for the
     # metering writes and the commit
@@ -221,22 +221,15 @@ def serve(
             "client_id": grant.client_id,
         },
     )
-    try:
-        admission = metering.admit(
-            session,
-            institution_id=caller.id,
-            contract_id=d.contract_id,
-            product_id=d.served_id,
-            product_price_fen=d.price_fen,
-            units=len(found),
-            at=at,
-        )
-    except metering.RateLimited as exc:
-        exc.extra.setdefault("check", "rate_limit")
-        raise
-    except DomainError as exc:
-        exc.extra.setdefault("check", "quota")
-        raise
+    admission = admit(
+        session,
+        institution_id=caller.id,
+        contract_id=d.contract_id,
+        product_id=d.served_id,
+        price_fen=d.price_fen,
+        units=len(found),
+        at=at,
+    )
     headers = dict(admission.headers)
     if d.served_state == "deprecated":
         headers["Deprecation"] = "true"
@@ -259,6 +252,36 @@ def serve(
         at=at,
     )
     return Served(200, body, headers)
+
+
+def admit(
+    session: Session,
+    *,
+    institution_id: int,
+    contract_id: int,
+    product_id: str,
+    price_fen: int,
+    units: int,
+    at: datetime,
+) -> metering.Admission:
+    """The meter's admission of `units`, a refusal tagged with the check that closed
+    (`rate_limit`, or `quota` for the quota and the spend cap)."""
+    try:
+        return metering.admit(
+            session,
+            institution_id=institution_id,
+            contract_id=contract_id,
+            product_id=product_id,
+            product_price_fen=price_fen,
+            units=units,
+            at=at,
+        )
+    except metering.RateLimited as exc:
+        exc.extra.setdefault("check", "rate_limit")
+        raise
+    except DomainError as exc:
+        exc.extra.setdefault("check", "quota")
+        raise
 
 
 def _answer_body(d: Delivery, *, single: bool, charged_fen: int) -> dict[str, Any]:
@@ -305,19 +328,19 @@ def authorize(
 ) -> Authorization:
     """The control-plane checks every channel shares, in order: the institution, the product's
     lifecycle state, the contract, the purpose, the data's lifecycle state and the grants."""
-    with _check("institution"):
+    with check("institution"):
         if caller.kind != "institution":
             raise Forbidden(f"products are called by institutions; you are {a_kind(caller.kind)}")
         principal_service.require_active(caller)
-    with _check("product"):
+    with check("product"):
         requested, served = resolve_product(session, product_id=product_id)
     # the contract names what the institution asked for; a seamless switch is the operator's promise
-    with _check("contract"):
+    with check("contract"):
         contract = contract_service.require_contract(
             session, institution_id=caller.id, product_id=requested.id, purpose=purpose, at=at
         )
     spec = product_service.spec_of(served)
-    with _check("product"):
+    with check("product"):
         if channel == "lookup" and spec.psi is not None:
             # a per-enterprise lookup of a PSI product would be exactly the probe its floor refuses
             raise ServedByPsiOnly(
@@ -337,9 +360,9 @@ def authorize(
                 product=served.id,
             )
     datasets = sorted(spec.sources)
-    with _check("data"):
+    with check("data"):
         lifecycle_service.require_in_use(session, dataset_ids=datasets)
-    with _check("grant"):
+    with check("grant"):
         grants = grant_service.require_grants(
             session,
             product_id=served.id,
@@ -366,7 +389,7 @@ def deliver(
     requested, served, spec, contract, grants = auth.requested, auth.served, auth.spec, auth.contract, auth.grants
     needs_consent = spec.consent_required or product_service.spec_of(requested).consent_required
     if needs_consent:
-        with _check("consent"):
+        with check("consent"):
             consent_service.require_consents(
                 session,
                 institution_id=caller.id,

@@ -47,10 +47,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, Self, cast, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -264,7 +264,7 @@ def new_link_certificate(directory: Path, *, common_name: str, days: int = 7) ->
     )
     certificate_path = directory / f"{stem}.crt"
     key_path = directory / f"{stem}.key"
-    _write_private(
+    write_private(
         key_path,
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -276,11 +276,12 @@ def new_link_certificate(directory: Path, *, common_name: str, days: int = 7) ->
 
 def new_unbalanced_key(path: Path) -> Path:
     """A fresh 32-byte secret key (mode 0600) for the zone's unbalanced-PSI cache of one key epoch."""
-    _write_private(path, secrets.token_bytes(SECRET_KEY_BYTES))
+    write_private(path, secrets.token_bytes(SECRET_KEY_BYTES))
     return path
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret (a key, a ticket's companion) readable by the owner only, from the first byte."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -588,7 +589,9 @@ class _EngineProcess:
 
 
 def _link_params(link: LinkSpec) -> dict[str, Any]:
-    return cast(dict[str, Any], json.loads(json.dumps(asdict(link), default=str)))
+    """The link for the child process, as JSON, its TLS files checked and resolved."""
+    checked = replace(link, tls=_check_tls(link.tls))
+    return cast(dict[str, Any], json.loads(json.dumps(asdict(checked), default=str)))
 
 
 def _link_from_params(params: dict[str, Any]) -> LinkSpec:
@@ -615,7 +618,35 @@ def _check_tls(tls: TlsFiles | None) -> TlsFiles | None:
     return resolved
 
 
-class ZoneSideProcess:
+class _SideProcess:
+    """What both sides' handles share: one engine child process, started, cancelled, closed."""
+
+    _process: _EngineProcess
+
+    def start(self) -> None:
+        self._process.start()
+
+    def cancel(self, reason: str) -> bool:
+        return self._process.cancel(reason)
+
+    @property
+    def running(self) -> bool:
+        return self._process.running
+
+    @property
+    def log_path(self) -> Path:
+        return self._process.log_path
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._process.close("the caller left the job's block")
+
+
+class ZoneSideProcess(_SideProcess):
     """The zone's side of one job (rank 0) in a child process: start, poll, cancel; always reaped.
 
     `wait()` returns the ZoneReport, None while the job runs, or raises the
@@ -642,14 +673,11 @@ class ZoneSideProcess:
         if protocol != "unbalanced" and _count_items(items) == 0:
             raise ValueError(f"items_csv {items_csv} holds no items: a PSI job needs a non-empty slice")
         params: dict[str, Any] = {
-            "link": {**_link_params(link), "tls": None},
+            "link": _link_params(link),
             "ticket_sha256": ticket_sha256.hex(),
             "protocol": protocol,
             "items_csv": str(items),
         }
-        tls = _check_tls(link.tls)
-        if tls is not None:
-            params["link"]["tls"] = {k: str(v) for k, v in asdict(tls).items()}
         if protocol == "unbalanced":
             if unbalanced_cache is None or secret_key_file is None:
                 raise ValueError(
@@ -666,34 +694,13 @@ class ZoneSideProcess:
             params["secret_key_file"] = str(secret_key_file.resolve())
         self._process = _EngineProcess("zone", params, workdir)
 
-    def start(self) -> None:
-        self._process.start()
-
     def wait(self, timeout: float | None = None) -> ZoneReport | None:
         report = self._process.wait(timeout)
         return None if report is None else ZoneReport(**report)
 
-    def cancel(self, reason: str) -> bool:
-        return self._process.cancel(reason)
-
-    @property
-    def running(self) -> bool:
-        return self._process.running
-
-    @property
-    def log_path(self) -> Path:
-        return self._process.log_path
-
-    def __enter__(self) -> ZoneSideProcess:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._process.close("the caller left the job's block")
 
 
-class InstitutionSideProcess:
+class InstitutionSideProcess(_SideProcess):
     """The institution's side of one job (rank 1) in a child process; `run_institution_side` waits on it.
 
     The SDK can poll `wait(timeout)` to draw progress, and `cancel()` on Ctrl-C.
@@ -724,20 +731,14 @@ class InstitutionSideProcess:
         if not output.parent.is_dir():
             raise ValueError(f"the directory of output_csv {output_csv} does not exist")
         params: dict[str, Any] = {
-            "link": {**_link_params(link), "tls": None},
+            "link": _link_params(link),
             "ticket": ticket,
             "protocol": protocol,
             "items_csv": str(items),
             "output_csv": str(output),
             "client_cache_dir": None if client_cache_dir is None else str(client_cache_dir.resolve()),
         }
-        tls = _check_tls(link.tls)
-        if tls is not None:
-            params["link"]["tls"] = {k: str(v) for k, v in asdict(tls).items()}
         self._process = _EngineProcess("institution", params, workdir)
-
-    def start(self) -> None:
-        self._process.start()
 
     def wait(self, timeout: float | None = None) -> InstitutionReport | None:
         report = self._process.wait(timeout)
@@ -745,24 +746,6 @@ class InstitutionSideProcess:
             return None
         return InstitutionReport(**{**report, "output": Path(report["output"])})
 
-    def cancel(self, reason: str) -> bool:
-        return self._process.cancel(reason)
-
-    @property
-    def running(self) -> bool:
-        return self._process.running
-
-    @property
-    def log_path(self) -> Path:
-        return self._process.log_path
-
-    def __enter__(self) -> InstitutionSideProcess:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._process.close("the caller left the job's block")
 
 
 def run_zone_side(

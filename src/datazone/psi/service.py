@@ -178,21 +178,23 @@ def psi_spec(spec: ProductSpec) -> PsiSpec:
     return spec.psi
 
 
-def slice_of(session: Session, *, spec: ProductSpec) -> Slice:
+def _slice(spec: ProductSpec, version: int | None) -> Slice:
     pop = psi_spec(spec).population
-    ds = dataset_service.get_dataset(session, dataset_id=pop.dataset)
     where = dict(sorted(pop.where.items()))
-    key = f"{pop.dataset}@v{ds.current_version}" + "".join(f";{k}={v}" for k, v in where.items())
-    return Slice(key, pop.dataset, ds.current_version, where)
+    key = f"{pop.dataset}@v{version}" + "".join(f";{k}={v}" for k, v in where.items())
+    return Slice(key, pop.dataset, version, where)
+
+
+def slice_of(session: Session, *, spec: ProductSpec) -> Slice:
+    ds = dataset_service.get_dataset(session, dataset_id=psi_spec(spec).population.dataset)
+    return _slice(spec, ds.current_version)
 
 
 def slice_items(session: Session, *, spec: ProductSpec) -> tuple[Slice, list[str]]:
     """The slice and its enterprises, read in one statement (so the two agree)."""
     pop = psi_spec(spec).population
     version, items = dataset_service.population(session, dataset_id=pop.dataset, where=pop.where)
-    where = dict(sorted(pop.where.items()))
-    key = f"{pop.dataset}@v{version}" + "".join(f";{k}={v}" for k, v in where.items())
-    return Slice(key, pop.dataset, version, where), items
+    return _slice(spec, version), items
 
 
 # ---------------------------------------------------------------- artifacts
@@ -401,12 +403,48 @@ def _check_set_size(set_size: int, *, auth: access_service.Authorization) -> Non
         )
 
 
-def _check(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except DomainError as exc:
-        exc.extra.setdefault("check", name)
-        raise
+def _admit_set(
+    session: Session, *, grant: AccessGrant, auth: access_service.Authorization, set_size: int, at: datetime
+) -> metering.Admission:
+    """A set is priced per item: each item is one OPRF evaluation or engine comparison."""
+    return access_service.admit(
+        session,
+        institution_id=grant.institution.id,
+        contract_id=auth.contract.id,
+        product_id=auth.served.id,
+        price_fen=auth.spec.price_fen,
+        units=set_size,
+        at=at,
+    )
+
+
+def _record_set(
+    session: Session,
+    *,
+    admission: metering.Admission,
+    grant: AccessGrant,
+    purpose: Purpose,
+    set_size: int,
+    body: dict[str, Any],
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+) -> None:
+    """One usage event per item of the set, none naming an enterprise (the zone never sees them)."""
+    metering.record_usage(
+        session,
+        admission=admission,
+        institution_id=grant.institution.id,
+        client_id=grant.client_id,
+        product_id=admission.product_id,
+        purpose=purpose.value,
+        usccs_billed=[None] * set_size,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        status=201,
+        body=body,
+        headers=dict(admission.headers),
+        at=admission.at,
+    )
 
 
 @dataclass(frozen=True)
@@ -459,19 +497,16 @@ def open_session(
     caller = grant.institution
     if idempotency_key is not None:
         assert fingerprint is not None
-        stored = _check(
-            "idempotency",
-            metering.begin_idempotent,
-            session,
-            institution_id=caller.id,
-            key=idempotency_key,
-            fingerprint=fingerprint,
-        )
+        with access_service.check("idempotency"):
+            stored = metering.begin_idempotent(
+                session, institution_id=caller.id, key=idempotency_key, fingerprint=fingerprint
+            )
         if stored is not None:
             row = session.get(PsiSession, stored.body["session_id"])
             assert row is not None
             return Opened(row, True, {**stored.headers, "Idempotent-Replayed": "true"}, stored.body)
-    _check("scope", resource.require_scope, grant, product_id)
+    with access_service.check("scope"):
+        resource.require_scope(grant, product_id)
     auth = access_service.authorize(session, caller=caller, product_id=product_id, purpose=purpose, at=at, channel="psi")
     psi = psi_spec(auth.spec)
     if labeled and not psi.labels:
@@ -536,38 +571,18 @@ def open_session(
             "client_id": grant.client_id,
         },
     )
-    try:
-        admission = metering.admit(
-            session,
-            institution_id=caller.id,
-            contract_id=auth.contract.id,
-            product_id=auth.served.id,
-            product_price_fen=auth.spec.price_fen,
-            units=set_size,
-            at=at,
-        )
-    except metering.RateLimited as exc:
-        exc.extra.setdefault("check", "rate_limit")
-        raise
-    except DomainError as exc:
-        exc.extra.setdefault("check", "quota")
-        raise
-    row.charged_fen = sum(admission.charges_fen[:set_size])
+    admission = _admit_set(session, grant=grant, auth=auth, set_size=set_size, at=at)
+    row.charged_fen = admission.charged_fen
     body = session_body(row)
-    metering.record_usage(
+    _record_set(
         session,
         admission=admission,
-        institution_id=caller.id,
-        client_id=grant.client_id,
-        product_id=auth.served.id,
-        purpose=purpose.value,
-        usccs_billed=[None] * set_size,
+        grant=grant,
+        purpose=purpose,
+        set_size=set_size,
+        body=body,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
-        status=201,
-        body=body,
-        headers=dict(admission.headers),
-        at=at,
     )
     return Opened(row, False, dict(admission.headers), body)
 
@@ -597,7 +612,8 @@ def chunks_done(session: Session, *, session_id: str) -> list[int]:
 
 def _recheck(session: Session, *, grant: AccessGrant, row: PsiSession, at: datetime) -> access_service.Authorization:
     """Token scope, contract, product state, data and grants, again: a revocation stops a session."""
-    _check("scope", resource.require_scope, grant, row.product_id)
+    with access_service.check("scope"):
+        resource.require_scope(grant, row.product_id)
     return access_service.authorize(
         session, caller=grant.institution, product_id=row.product_id, purpose=Purpose(row.purpose), at=at, channel="psi"
     )
@@ -773,7 +789,8 @@ def create_job(
 
     at = at or utcnow()
     caller = grant.institution
-    _check("scope", resource.require_scope, grant, product_id)
+    with access_service.check("scope"):
+        resource.require_scope(grant, product_id)
     auth = access_service.authorize(session, caller=caller, product_id=product_id, purpose=purpose, at=at, channel="psi")
     psi = psi_spec(auth.spec)
     problems = []
@@ -847,38 +864,9 @@ def create_job(
             "client_id": grant.client_id,
         },
     )
-    try:
-        admission = metering.admit(
-            session,
-            institution_id=caller.id,
-            contract_id=auth.contract.id,
-            product_id=auth.served.id,
-            product_price_fen=auth.spec.price_fen,
-            units=set_size,
-            at=at,
-        )
-    except metering.RateLimited as exc:
-        exc.extra.setdefault("check", "rate_limit")
-        raise
-    except DomainError as exc:
-        exc.extra.setdefault("check", "quota")
-        raise
-    job.charged_fen = sum(admission.charges_fen[:set_size])
-    metering.record_usage(
-        session,
-        admission=admission,
-        institution_id=caller.id,
-        client_id=grant.client_id,
-        product_id=auth.served.id,
-        purpose=purpose.value,
-        usccs_billed=[None] * set_size,
-        idempotency_key=None,
-        fingerprint=None,
-        status=201,
-        body={"job_id": job.id},
-        headers=dict(admission.headers),
-        at=at,
-    )
+    admission = _admit_set(session, grant=grant, auth=auth, set_size=set_size, at=at)
+    job.charged_fen = admission.charged_fen
+    _record_set(session, admission=admission, grant=grant, purpose=purpose, set_size=set_size, body={"job_id": job.id})
     return CreatedJob(job, ticket)
 
 

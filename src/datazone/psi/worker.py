@@ -122,16 +122,14 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
                 assert zone_key is not None
                 cert, key, peer = workdir / "zone.crt", workdir / "zone.key", workdir / "institution.crt"
                 cert.write_text(job.zone_certificate_pem)
-                key.write_bytes(zone_key)
-                key.chmod(0o600)
+                psi_engine.write_private(key, zone_key)
                 peer.write_text(job.institution_certificate_pem)
                 tls = psi_engine.TlsFiles(certificate=cert, private_key=key, peer_ca=peer)
             cache_dir = secret_file = None
             if job.protocol == "unbalanced":
                 assert job.cache_id is not None
                 secret_file = workdir / "ub.key"
-                secret_file.write_bytes(service.unbalanced_secret(s, settings=settings, epoch=job.epoch))
-                secret_file.chmod(0o600)
+                psi_engine.write_private(secret_file, service.unbalanced_secret(s, settings=settings, epoch=job.epoch))
                 cache_dir = engine_cache_dir(settings, job.cache_id)
             remaining = min(
                 settings.psi_link_timeout_seconds, max(1.0, (job.expires_at - service.utcnow()).total_seconds())
@@ -267,8 +265,7 @@ def ensure_engine_caches(db: Database, settings: Settings) -> list[str]:
                 items_csv = work / "zone.csv"
                 psi_engine.write_items_csv(items_csv, service.slice_items(s, spec=spec)[1])
                 secret_file = work / "ub.key"
-                secret_file.write_bytes(service.unbalanced_secret(s, settings=settings, epoch=epoch))
-                secret_file.chmod(0o600)
+                psi_engine.write_private(secret_file, service.unbalanced_secret(s, settings=settings, epoch=epoch))
             if ensure_engine_cache(cache_dir, items_csv=items_csv, secret_file=secret_file):
                 built.append(cache_id)
         except Exception as exc:  # one product's failure must not stop the others
