@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-gateway bench-psi clean
+.PHONY: demo test lint bench bench-gateway bench-psi bench-scoring bench-anonymous clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,12 @@ bench-gateway: $(STAMP)
 
 bench-psi: $(STAMP)
 	$(VENV)/bin/python tests/bench_psi.py
+
+bench-scoring: $(STAMP)
+	$(VENV)/bin/python tests/bench_scoring.py
+
+bench-anonymous: $(STAMP)
+	$(VENV)/bin/python tests/bench_anonymous.py
 
 clean:
 	rm -rf $(VENV)

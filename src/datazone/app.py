@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from datazone import __version__
 from datazone.access.api import router as access_router
+from datazone.anonymous.api import router as anonymous_router
 from datazone.audit.api import router as audit_router
 from datazone.audit.sealer import AuditSealer
 from datazone.billing.api import router as billing_router
@@ -29,6 +30,7 @@ from datazone.metering.api import router as metering_router
 from datazone.oauth.api import router as oauth_router
 from datazone.product.api import router as product_router
 from datazone.psi.api import router as psi_router
+from datazone.scoring.api import router as scoring_router
 from datazone.supplier.api import router as supplier_router
 
 PROBLEM = "application/problem+json"
@@ -128,4 +130,6 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.include_router(metering_router)
     app.include_router(billing_router)
     app.include_router(psi_router)
+    app.include_router(anonymous_router)
+    app.include_router(scoring_router)
     return app

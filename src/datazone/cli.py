@@ -451,16 +451,16 @@ def worker(
     interval: Annotated[float, typer.Option("--interval", help="seconds between passes")] = 30.0,
     once: Annotated[bool, typer.Option("--once", help="one pass, then exit")] = False,
 ) -> None:
-    """Run the zone's PSI work: key rotation, precomputed slices, engine jobs (as many as you like)."""
-    from datazone.psi import worker as psi_worker
+    """Run the zone's heavy work: PSI, anonymous-query tables, scoring jobs (as many as you like)."""
+    from datazone import worker as zone_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
     db = _db()
     if once:
-        done = psi_worker.run_once(db, settings, run_jobs=True)
+        done = zone_worker.run_once(db, settings)
         raise typer.Exit(1 if done.failed else 0)
-    psi_worker.run_forever(db, settings, interval_seconds=interval)
+    zone_worker.run_forever(db, settings, interval_seconds=interval)
 
 
 @app.command()

@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     psi_link_host: str = "127.0.0.1"
     psi_link_ports: str = "61000-61999"
     psi_link_timeout_seconds: float = 120.0
+    # secure scoring: re-randomization factors (r^n mod n^2) the worker keeps ready per
+    # approved model's key, so online scores and job chunks do not compute them on the request path
+    scoring_factor_pool: int = 2_000
+    # enterprises per chunk of a batch scoring job (the unit of progress and of resumption)
+    scoring_chunk: int = 1_000
+    # processes the worker scores and precomputes with (0: one per core)
+    scoring_processes: int = 0
+    # a job whose worker has not reported for this long is taken over by another worker
+    scoring_stale_minutes: float = 10.0
 
     @property
     def drop_path(self) -> Path:

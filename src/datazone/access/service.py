@@ -73,6 +73,60 @@ class NotServedByPsi(DomainError):
     title = "The product is not served by private set intersection"
 
 
+class ServedByAnonymousQueryOnly(DomainError):
+    status = 409
+    type = "anonymous-only-product"
+    title = "The product is served by anonymous query only"
+
+
+class NotServedByAnonymousQuery(DomainError):
+    status = 409
+    type = "not-an-anonymous-product"
+    title = "The product is not served by anonymous query"
+
+
+class ServedByScoringOnly(DomainError):
+    status = 409
+    type = "scoring-only-product"
+    title = "The product is served by secure scoring only"
+
+
+class NotServedByScoring(DomainError):
+    status = 409
+    type = "not-a-scoring-product"
+    title = "The product is not served by secure scoring"
+
+
+Channel = Literal["lookup", "psi", "anonymous", "scoring"]
+
+# how to call a product of each channel, for the refusal's detail
+_HOW = {
+    "lookup": "GET /v1/products/{id}/enterprises/{{uscc}}",
+    "psi": "POST /v1/psi/sessions (or `datazone-client psi`)",
+    "anonymous": "POST /v1/anonymous/{id}/queries (or `datazone-client lookup --anonymous`)",
+    "scoring": "POST /v1/scoring/models, then /v1/scoring/scores or /v1/scoring/jobs (or `datazone-client score`)",
+}
+_ONLY: dict[str, type[DomainError]] = {
+    "psi": ServedByPsiOnly,
+    "anonymous": ServedByAnonymousQueryOnly,
+    "scoring": ServedByScoringOnly,
+}
+_NOT: dict[str, type[DomainError]] = {
+    "psi": NotServedByPsi,
+    "anonymous": NotServedByAnonymousQuery,
+    "scoring": NotServedByScoring,
+}
+
+
+def _wrong_channel(product_id: str, *, asked: str, served_by: str) -> DomainError:
+    """A product answers through one channel only: a plain lookup of a PSI or anonymous product
+    would be exactly the probe of a named enterprise that channel exists to avoid."""
+    how = _HOW[served_by].format(id=product_id)
+    if served_by != "lookup":
+        return _ONLY[served_by](f"product {product_id!r} is served by {served_by} only: use {how}", product=product_id)
+    return _NOT[asked](f"product {product_id!r} answers per-enterprise lookups: use {how}", product=product_id)
+
+
 class PurposeNotServed(Forbidden):
     type = "purpose-not-served"
     title = "The product does not serve this purpose"
@@ -324,10 +378,14 @@ def authorize(
     product_id: str,
     purpose: Purpose,
     at: datetime,
-    channel: Literal["lookup", "psi"],
+    channel: Channel,
+    datasets: Sequence[str] | None = None,
 ) -> Authorization:
     """The control-plane checks every channel shares, in order: the institution, the product's
-    lifecycle state, the contract, the purpose, the data's lifecycle state and the grants."""
+    lifecycle state, the contract, the purpose, the data's lifecycle state and the grants.
+
+    `datasets` narrows the data and grant checks to some of the product's sources (a scoring
+    model reads only its own features' datasets); by default all of them are checked."""
     with check("institution"):
         if caller.kind != "institution":
             raise Forbidden(f"products are called by institutions; you are {a_kind(caller.kind)}")
@@ -341,25 +399,20 @@ def authorize(
         )
     spec = product_service.spec_of(served)
     with check("product"):
-        if channel == "lookup" and spec.psi is not None:
-            # a per-enterprise lookup of a PSI product would be exactly the probe its floor refuses
-            raise ServedByPsiOnly(
-                f"product {served.id!r} answers sets, not single enterprises: use POST /v1/psi/sessions "
-                "(or `datazone-client psi`)",
-                product=served.id,
-            )
-        if channel == "psi" and spec.psi is None:
-            raise NotServedByPsi(
-                f"product {served.id!r} answers per-enterprise lookups: use GET /v1/products/{served.id}/"
-                "enterprises/{uscc}",
-                product=served.id,
-            )
+        if channel != spec.channel:
+            raise _wrong_channel(served.id, asked=channel, served_by=spec.channel)
         if purpose not in spec.purposes:
             raise PurposeNotServed(
                 f"product {served.id!r} serves {', '.join(p.value for p in spec.purposes)}; not {purpose.value}",
                 product=served.id,
             )
-    datasets = sorted(spec.sources)
+    if datasets is None:
+        datasets = sorted(spec.sources)
+    else:
+        unknown = sorted(set(datasets) - set(spec.sources))
+        if unknown:
+            raise ValueError(f"datasets {unknown} are not sources of product {served.id!r}")
+        datasets = sorted(set(datasets))
     with check("data"):
         lifecycle_service.require_in_use(session, dataset_ids=datasets)
     with check("grant"):
@@ -371,7 +424,7 @@ def authorize(
             purpose=purpose,
             at=at,
         )
-    return Authorization(requested, served, spec, contract, list(grants), datasets)
+    return Authorization(requested, served, spec, contract, list(grants), list(datasets))
 
 
 def deliver(

@@ -98,6 +98,100 @@ class PsiSpec(BaseModel):
         return self
 
 
+class AnonymousAnswer(StrEnum):
+    existence = "existence"  # is the enterprise among `members`? (a blacklist check)
+    full = "full"  # the product's whole (masked) answer about the enterprise
+
+
+class AnonymousSpec(BaseModel):
+    """How a product is served by anonymous query (匿踪查询) instead of plain lookups: the
+    institution sends a hash-prefix bucket and a blinded OPRF point; the zone learns only the
+    bucket, which holds at least `k` candidates (see docs/anonymous-query.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: AnonymousAnswer
+    # every enterprise an institution might ask about; the buckets partition these
+    candidates: PsiPopulation = Field(default_factory=lambda: PsiPopulation(dataset="mr_registration"))
+    # existence only: the list asked about (e.g. the dishonest-debtor list)
+    members: PsiPopulation | None = None
+    # the privacy parameter: every bucket holds at least k candidates
+    k: Annotated[int, Field(ge=2, le=10_000_000)] = 1000
+    # fixed bucket prefix length; unset: the longest whose every bucket still holds k candidates
+    prefix_bits: Annotated[int, Field(ge=0, le=24)] | None = None
+    # answers are sealed before anyone asks, so they are masked at this clearance for everyone
+    clearance: Annotated[int, Field(ge=1, le=3)] = 1
+    # queries (OPRF evaluations) per request
+    max_queries: Annotated[int, Field(ge=1, le=1000)] = 100
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AnonymousSpec:
+        if self.answer is AnonymousAnswer.existence and self.members is None:
+            raise ValueError("an existence product names its members (the list asked about)")
+        if self.answer is AnonymousAnswer.full and self.members is not None:
+            raise ValueError("a full-answer product answers for every candidate: drop members")
+        return self
+
+
+class ScoringKind(StrEnum):
+    logistic = "logistic"  # logit = intercept + sum(weight * feature), fixed-point weights
+    scorecard = "scorecard"  # score = base + sum(points of the feature's bin); bins public
+
+
+class ScoringFeature(BaseModel):
+    """A zone feature an institution's model may use: an integer output of the product's
+    logic, clamped to [min, max] before scoring; `missing` stands in where the zone has no data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(pattern=IDENT)]
+    min: int
+    max: int
+    missing: int
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScoringFeature:
+        if not self.min <= self.missing <= self.max or self.min >= self.max:
+            raise ValueError(f"feature {self.name!r}: need min < max and missing within [min, max]")
+        return self
+
+
+class ScoringSpec(BaseModel):
+    """How a product is served by secure scoring (安全评分): institutions register models over
+    these features with Paillier-encrypted weights or points; the zone returns encrypted scores
+    (see docs/secure-scoring.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: Annotated[list[ScoringFeature], Field(min_length=1)]
+    kinds: Annotated[list[ScoringKind], Field(min_length=1)] = Field(
+        default_factory=lambda: [ScoringKind.logistic, ScoringKind.scorecard]
+    )
+    # a model over fewer features is refused: one feature's score is that feature
+    min_features: Annotated[int, Field(ge=2)] = 3
+    # each enterprise is scored at most cap_scores times per institution in any cap_days days
+    cap_scores: Annotated[int, Field(ge=1)] = 3
+    cap_days: Annotated[int, Field(ge=1, le=366)] = 30
+    # outputs are rounded (stochastically, under encryption) to this many units of the score:
+    # a logit for logistic models, points for scorecards
+    logit_resolution: Annotated[float, Field(gt=0, le=1)] = 0.01
+    points_resolution: Annotated[float, Field(gt=0, le=100)] = 1.0
+    # enterprises per batch job (a contract's scoring_max_batch may lower it)
+    max_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
+    min_key_bits: Annotated[int, Field(ge=2048, le=4096)] = 2048
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScoringSpec:
+        names = [f.name for f in self.features]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"scoring features listed twice: {', '.join(twice)}")
+        if self.min_features > len(self.features):
+            raise ValueError(f"min_features {self.min_features} is more than the {len(self.features)} features offered")
+        return self
+
+
 class OutputSpec(BaseModel):
     """One field of the product's answer. grade and masking default to the source field's
     when `from` names exactly one field; with several sources they must be stated."""
@@ -137,10 +231,46 @@ class ProductSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     # set: the product is served by PSI only (/v1/psi), never by per-enterprise lookups
     psi: PsiSpec | None = None
+    # set: served by anonymous query only (/v1/anonymous)
+    anonymous: AnonymousSpec | None = None
+    # set: served by secure scoring only (/v1/scoring)
+    scoring: ScoringSpec | None = None
+
+    @property
+    def channel(self) -> str:
+        """How the product is served: lookup, psi, anonymous or scoring (one only)."""
+        if self.psi is not None:
+            return "psi"
+        if self.anonymous is not None:
+            return "anonymous"
+        if self.scoring is not None:
+            return "scoring"
+        return "lookup"
 
     @model_validator(mode="after")
     def _consistent(self) -> ProductSpec:
         problems: list[str] = []
+        served_by = [name for name in ("psi", "anonymous", "scoring") if getattr(self, name) is not None]
+        if len(served_by) > 1:
+            problems.append(f"a product is served one way: it sets {' and '.join(served_by)}")
+        if self.anonymous is not None:
+            if self.consent_required:
+                problems.append(
+                    "an anonymous-query product cannot require consent: the zone never learns whom the "
+                    "institution asks about"
+                )
+            for role in ("candidates", "members"):
+                pop = getattr(self.anonymous, role)
+                if pop is not None and pop.dataset not in self.sources:
+                    problems.append(
+                        f"anonymous.{role}.dataset {pop.dataset!r} must be among the sources, "
+                        "so its department's grant covers the query"
+                    )
+        if self.scoring is not None:
+            outputs = {o.name for o in self.outputs}
+            unknown = [f.name for f in self.scoring.features if f.name not in outputs]
+            if unknown:
+                problems.append(f"scoring.features names {', '.join(unknown)}, which are not outputs")
         if self.psi is not None:
             if self.consent_required:
                 problems.append(
@@ -217,6 +347,10 @@ class ProductOut(BaseModel):
     updated_at: datetime
     # served by PSI (/v1/psi) rather than per-enterprise lookups
     psi: PsiSpec | None = None
+    # served by anonymous query (/v1/anonymous)
+    anonymous: AnonymousSpec | None = None
+    # served by secure scoring (/v1/scoring): the feature catalog
+    scoring: ScoringSpec | None = None
 
 
 class AppliedOut(BaseModel):

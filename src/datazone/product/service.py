@@ -350,6 +350,8 @@ def catalog_entries(session: Session, *, products: Sequence[Product]) -> list[Pr
                 seamless_switch=product.seamless_switch,
                 updated_at=product.updated_at,
                 psi=spec.psi,
+                anonymous=spec.anonymous,
+                scoring=spec.scoring,
             )
         )
     return out

@@ -1,0 +1,7 @@
+"""Routes of the scoring domain (filled in by its issue)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v1/scoring")
