@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from sqlalchemy.orm import Session
 
+from datazone import worker as zone_worker
 from datazone.config import Settings
 from datazone.consent import service as consent_service
 from datazone.consent.schemas import ConsentIn
@@ -37,7 +38,6 @@ from datazone.oauth import service as oauth_service
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 from datazone.product import service as product_service
-from datazone.psi import worker as psi_worker
 from datazone.purposes import Purpose
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierSpec
@@ -46,6 +46,10 @@ DEMO_OPERATOR = "demo-operator"
 DEMO_BANK = "demo-bank"
 # the products shipped with the zone (one YAML file each), applied and published by the demo
 PRODUCTS_DIR = Path(__file__).resolve().parents[3] / "products"
+# served by anonymous query (POST /v1/anonymous/{product}/queries)
+ANONYMOUS_DEMO_PRODUCTS: tuple[str, ...] = ()
+# served by secure scoring (/v1/scoring)
+SCORING_DEMO_PRODUCTS: tuple[str, ...] = ()
 DEMO_PRODUCTS = (
     "credit-basic",
     "risk-insight",
@@ -55,6 +59,8 @@ DEMO_PRODUCTS = (
     "dishonest-debtor-psi",
     "dishonest-debtor-labeled",
     "registered-enterprises-count",
+    *ANONYMOUS_DEMO_PRODUCTS,
+    *SCORING_DEMO_PRODUCTS,
 )
 # enterprises whose consent the demo bank holds, so the paid products answer for them
 CONSENTED = 20
@@ -137,12 +143,12 @@ def prepare_demo(
         sample = _sample_enterprises(s, count=CONSENTED)
         _authorize_bank(s, bank, operator, [d["id"] for d in departments], sample)
         client_id, client_secret = _bank_client(s, bank, previous)
-    # the zone's side of each PSI product, as the worker would precompute it
-    built = psi_worker.run_once(db, settings)
-    for name in built.built:
-        say(f"psi: precomputed {name}")
+    # the zone's side of each PSI and anonymous-query product, as the worker would precompute it
+    built = zone_worker.run_once(db, settings, worker_name="demo")
+    for name in built.done:
+        say(f"worker: {name}")
     if built.failed:
-        raise RuntimeError(f"demo PSI precomputation failed for {', '.join(built.failed)}")
+        raise RuntimeError(f"demo precomputation failed for {', '.join(built.failed)}")
     customers = _psi_customer_list(db, settings)
     info = dict(previous)
     info.update(
