@@ -1,7 +1,7 @@
-"""Anonymous query
+"""Anonymous query: sealed bucket tables per product, key epoch and data versions
 
 Revision ID: 2026_11_21_0010
-Revises: 2026_11_21_ sealed bucket tables per product, key epoch and data versions:0009
+Revises: 2026_11_21_0009
 Create Date: 2026-11-21
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa  # noqa: F401
 from alembic import op  # noqa: F401
 
 revision = "2026_11_21_0010"
-down_revision = "2026_11_21_ sealed bucket tables per product, key epoch and data versions:0009"
+down_revision = "2026_11_21_0009"
 branch_labels = None
 depends_on = None
 
