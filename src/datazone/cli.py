@@ -485,7 +485,13 @@ def scheduler() -> None:
 
 @app.command()
 def demo(
-    entities: Annotated[int, typer.Option(min=100, help="enterprises in the synthetic zone")] = 100_000,
+    entities: Annotated[
+        int,
+        typer.Option(
+            min=1_000,
+            help="enterprises in the synthetic zone (at least 1,000: the anonymous-query products' k)",
+        ),
+    ] = 100_000,
     port: Annotated[int | None, typer.Option(help="port for the gateway")] = None,
     host: Annotated[str | None, typer.Option(help="address for the gateway")] = None,
     serve_after: Annotated[

@@ -79,7 +79,12 @@ def write_rows(settings: Settings, dataset_id: str, fields: list[str], rows: lis
 
 
 def product_files() -> list[Path]:
-    return sorted(PRODUCTS_DIR.glob("*.yaml"))
+    """The shipped products, but those served by anonymous query: the zone refuses one whose
+    buckets would hold fewer than k (1,000) enterprises, and these zones hold a handful or no
+    data yet (tests/anonymous covers them on a zone big enough)."""
+    return sorted(
+        p for p in PRODUCTS_DIR.glob("*.yaml") if "anonymous" not in yaml.safe_load(p.read_text(encoding="utf-8"))
+    )
 
 
 def load_product(name: str) -> dict[str, Any]:

@@ -32,7 +32,10 @@ from datazone.client.tokens import AccessToken, TokenSource
 from datazone.purposes import Purpose
 
 if TYPE_CHECKING:
+    from datazone.client.anonymous import AnonymousLookup
     from datazone.client.psi import InstitutionList, PsiResult
+    from datazone.client.scoring import BatchScores, ScoringCatalog, ScoringKey, ScoringProgress, SingleScore
+    from datazone.privacy.scoring import ScoringModel
 
 USER_AGENT = "datazone-client/0.1"
 Progress = Callable[[int, int], None]  # (enterprises answered so far, enterprises in all)
@@ -255,6 +258,112 @@ class ZoneClient:
             peer_address=peer_address,
             protocol=protocol,
             cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        )
+
+    # -- anonymous query -----------------------------------------------------------------------
+
+    def anonymous_lookup(
+        self, product_id: str, usccs: str | Sequence[str], *, purpose: str | Purpose
+    ) -> AnonymousLookup:
+        """Each enterprise's answer from an anonymous-query product; the zone learns only buckets of
+        at least k candidates. Raises `InvalidUSCCs` before anything is sent, `AnonymityNotMet`
+        when the zone answers from a bucket below its k (that answer is not opened)."""
+        from datazone.client.anonymous import anonymous_lookup
+
+        return anonymous_lookup(self, product_id, usccs, purpose=check_purpose(purpose))
+
+    # -- secure scoring ----------------------------------------------------------------------
+    # `model` is a `ScoringModel` or its hand-written file; `key` a `ScoringKey` or its key file
+    # (by default the one recorded when the model file was registered)
+
+    def scoring_catalog(self, product_id: str) -> ScoringCatalog:
+        """The features (with bounds), kinds and limits a product's scoring models work with."""
+        from datazone.client.scoring import scoring_catalog
+
+        return scoring_catalog(self, product_id)
+
+    def register_model(
+        self, model: ScoringModel | str | Path, key: ScoringKey | str | Path
+    ) -> dict[str, Any]:
+        """Register the model with its weights or points encrypted under the key; the zone's view
+        (state "pending_review" until an operator's reviewer decides). A model file gets its
+        registration recorded next to it."""
+        from datazone.client import scoring
+
+        parsed, path = scoring.resolve_model(model)
+        return scoring.register_model(self, parsed, scoring.resolve_key(key, None), model_path=path)
+
+    def models(self, *, state: str | None = None) -> list[dict[str, Any]]:
+        """This institution's registered models (an operator's client: all)."""
+        from datazone.client.scoring import list_models
+
+        return list_models(self, state=state)
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        from datazone.client.scoring import get_model
+
+        return get_model(self, model_id)
+
+    def retire_model(self, model_id: str, *, reason: str) -> dict[str, Any]:
+        from datazone.client.scoring import retire_model
+
+        return retire_model(self, model_id, reason=reason)
+
+    def score(
+        self,
+        model: ScoringModel | str | Path,
+        uscc: str,
+        *,
+        key: ScoringKey | str | Path | None = None,
+        model_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> SingleScore:
+        """One enterprise's score, computed by the zone under encryption and decrypted here."""
+        from datazone.client import scoring
+
+        parsed, path = scoring.resolve_model(model)
+        return scoring.score_one(
+            self,
+            parsed,
+            scoring.resolve_key(key, path),
+            uscc,
+            model_path=path,
+            model_id=model_id,
+            idempotency_key=idempotency_key,
+        )
+
+    def score_batch(
+        self,
+        model: ScoringModel | str | Path,
+        codes_or_path: str | Path | Sequence[str] | InstitutionList,
+        *,
+        key: ScoringKey | str | Path | None = None,
+        model_id: str | None = None,
+        output: str | Path | None = None,
+        column: str | None = None,
+        state_path: str | Path | None = None,
+        progress: ScoringProgress | None = None,
+        poll_interval: float = 1.0,
+    ) -> BatchScores:
+        """Scores for a CSV/XLSX list or codes, in one batch job the zone's worker computes.
+
+        Resumable: after a crash or a dropped connection the same call finds the same job (billed
+        once) from the state file (`state_path`, by default `<output>.scoring-state.json`)."""
+        from datazone.client import scoring
+
+        parsed, path = scoring.resolve_model(model)
+        return scoring.score_batch(
+            self,
+            parsed,
+            scoring.resolve_key(key, path),
+            codes_or_path,
+            model_path=path,
+            model_id=model_id,
+            column=column,
+            output=Path(output) if output is not None else None,
+            state_path=Path(state_path) if state_path is not None else None,
+            progress=progress,
+            poll_interval=poll_interval,
         )
 
     # -- the one path every call takes -------------------------------------------------------

@@ -21,6 +21,7 @@ def create_contract(body: ContractIn, session: SessionDep, curator: CuratorDep) 
         valid_to=body.valid_to,
         max_batch=body.max_batch,
         psi_max_set=body.psi_max_set,
+        scoring_max_batch=body.scoring_max_batch,
         plan_id=body.plan_id,
         by=curator,
     )

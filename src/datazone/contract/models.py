@@ -22,6 +22,9 @@ class Contract(Base):
         sa.CheckConstraint("valid_to > valid_from", name="ck_contract_period"),
         sa.CheckConstraint("max_batch > 0", name="ck_contract_max_batch"),
         sa.CheckConstraint("psi_max_set IS NULL OR psi_max_set > 0", name="ck_contract_psi_max_set"),
+        sa.CheckConstraint(
+            "scoring_max_batch IS NULL OR scoring_max_batch > 0", name="ck_contract_scoring_max_batch"
+        ),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=True)
@@ -36,6 +39,8 @@ class Contract(Base):
     max_batch: Mapped[int] = mapped_column(sa.Integer, default=1000)
     # the largest set a PSI may send under this contract (NULL: each product's own max_set)
     psi_max_set: Mapped[int | None] = mapped_column(sa.Integer)
+    # the most enterprises one scoring job may hold under this contract (NULL: each product's max_batch)
+    scoring_max_batch: Mapped[int | None] = mapped_column(sa.Integer)
     # the plan pricing and limiting its calls: a public plan or the institution's own private one
     plan_id: Mapped[str] = mapped_column(sa.ForeignKey("plan.id"))
     created_by: Mapped[int] = mapped_column(sa.ForeignKey("principal.id"))

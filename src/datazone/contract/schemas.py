@@ -20,6 +20,10 @@ class ContractIn(BaseModel):
     psi_max_set: int | None = Field(
         default=None, description="the largest set a PSI may send; default: each PSI product's own max_set"
     )
+    scoring_max_batch: int | None = Field(
+        default=None,
+        description="the most enterprises one scoring job may hold; default: each scoring product's max_batch",
+    )
     plan_id: str | None = Field(
         default=None, description="a public plan or the institution's own; default: public-standard"
     )
@@ -38,6 +42,7 @@ class ContractOut(BaseModel):
     status: str
     max_batch: int
     psi_max_set: int | None
+    scoring_max_batch: int | None
     plan_id: str
     created_by: int
     created_at: datetime

@@ -90,6 +90,7 @@ def create_contract(
     max_batch: int = DEFAULT_MAX_BATCH,
     plan_id: str | None = None,
     psi_max_set: int | None = None,
+    scoring_max_batch: int | None = None,
 ) -> Contract:
     """Sign a contract for an institution under a plan (default: the public default plan).
     Every problem is listed at once; nothing is written on any."""
@@ -116,6 +117,10 @@ def create_contract(
         problem("max_batch", f"max_batch must be at least 1, not {max_batch}")
     if psi_max_set is not None and psi_max_set < 1:
         problem("psi_max_set", f"psi_max_set must be at least 1 (or left out), not {psi_max_set}")
+    if scoring_max_batch is not None and scoring_max_batch < 1:
+        problem(
+            "scoring_max_batch", f"scoring_max_batch must be at least 1 (or left out), not {scoring_max_batch}"
+        )
     plan_id = plan_id if plan_id is not None else metering_service.default_plan_id()
     if why := metering_service.contract_plan_problem(session, plan_id=plan_id, institution_id=institution_id):
         problem("plan_id", why)
@@ -136,6 +141,7 @@ def create_contract(
         status="active",
         max_batch=max_batch,
         psi_max_set=psi_max_set,
+        scoring_max_batch=scoring_max_batch,
         plan_id=plan_id,
         created_by=by.id,
     )
@@ -156,6 +162,7 @@ def create_contract(
             "valid_to": valid_to.isoformat(),
             "max_batch": max_batch,
             "psi_max_set": psi_max_set,
+            "scoring_max_batch": scoring_max_batch,
             "plan_id": plan_id,
         },
     )

@@ -47,9 +47,9 @@ DEMO_BANK = "demo-bank"
 # the products shipped with the zone (one YAML file each), applied and published by the demo
 PRODUCTS_DIR = Path(__file__).resolve().parents[3] / "products"
 # served by anonymous query (POST /v1/anonymous/{product}/queries)
-ANONYMOUS_DEMO_PRODUCTS: tuple[str, ...] = ()
+ANONYMOUS_DEMO_PRODUCTS: tuple[str, ...] = ("dishonest-debtor-anonymous", "credit-basic-anonymous")
 # served by secure scoring (/v1/scoring)
-SCORING_DEMO_PRODUCTS: tuple[str, ...] = ()
+SCORING_DEMO_PRODUCTS: tuple[str, ...] = ("secure-credit-score",)
 DEMO_PRODUCTS = (
     "credit-basic",
     "risk-insight",
@@ -251,12 +251,15 @@ def _authorize_bank(
         for c in contract_service.list_contracts(s, viewer=bank)
         if c.status == "active" and c.valid_to > now
     ]
-    if not live:
+    # a demo home from an older release lacks the products added since: contract for those too
+    covered = {p for c in live for p in c.products}
+    missing = [p for p in DEMO_PRODUCTS if p not in covered]
+    if missing:
         contract_service.create_contract(
             s,
             institution_id=bank.id,
             purposes=purposes,
-            products=list(DEMO_PRODUCTS),
+            products=missing,
             clearance=2,
             valid_from=start,
             valid_to=end,

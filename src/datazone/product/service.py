@@ -25,6 +25,7 @@ from datazone.errors import Conflict, InvalidSpec, NotFound
 from datazone.lifecycle import service as lifecycle_service
 from datazone.lifecycle.models import Transition
 from datazone.principal.models import Principal
+from datazone.privacy import anonymous_query
 from datazone.product.engine.logics import LOGICS
 from datazone.product.models import Product
 from datazone.product.schemas import (
@@ -101,6 +102,10 @@ def validate_product(session: Session, *, spec: ProductSpec, origin: str | None 
                     f"declare {name!r} in sources.{pop.dataset} to filter the population on it",
                 )
 
+    if spec.anonymous is not None:
+        for location, text in _anonymous_problems(session, spec=spec, datasets=datasets):
+            problem(location, text)
+
     logic = LOGICS.get(spec.logic)
     if logic is None:
         problem("logic", f"unknown logic {spec.logic!r}; the engine has: {', '.join(LOGICS)}")
@@ -171,6 +176,36 @@ def validate_product(session: Session, *, spec: ProductSpec, origin: str | None 
         where = origin or f"product {spec.id!r}"
         raise InvalidSpec(_summary(where, problems), errors=problems, product=spec.id)
     return spec.model_copy(update={"outputs": resolved})
+
+
+def _anonymous_problems(
+    session: Session, *, spec: ProductSpec, datasets: dict[str, DatasetSpec]
+) -> list[tuple[str, str]]:
+    """An anonymous-query configuration checked against the zone's current data: its filters
+    name declared fields, and every bucket holds at least k candidates at the declared prefix
+    length (or at b = 0, when the length is derived)."""
+    anon = spec.anonymous
+    assert anon is not None
+    problems: list[tuple[str, str]] = []
+    for role in ("candidates", "members"):
+        pop = getattr(anon, role)
+        if pop is None:
+            continue
+        for name in pop.where:
+            if name not in spec.sources.get(pop.dataset, []):
+                problems.append(
+                    (f"anonymous.{role}.where.{name}", f"declare {name!r} in sources.{pop.dataset} to filter on it")
+                )
+    pop = anon.candidates
+    if problems or pop.dataset not in datasets:
+        return problems  # the population cannot be read as declared
+    version, candidates = dataset_service.population(session, dataset_id=pop.dataset, where=pop.where)
+    try:
+        anonymous_query.choose_prefix_bits(candidates, anon.k, prefix_bits=anon.prefix_bits)
+    except anonymous_query.BucketTooSmall as exc:
+        loaded = "" if version is not None else f" (dataset {pop.dataset!r} holds no data yet)"
+        problems.append(("anonymous.prefix_bits" if anon.prefix_bits is not None else "anonymous.k", f"{exc}{loaded}"))
+    return problems
 
 
 # parsed specs by content hash: a stored spec never changes under its hash, so this cannot go

@@ -1,7 +1,273 @@
-"""Routes of the scoring domain (filled in by its issue)."""
+"""Secure scoring routes: model registration and review, online scores, batch jobs and their chunks.
+
+Institutions call with an OAuth access token (like product lookups); the operator's staff with
+their datazone key. Every change commits before the response is sent, and a refused score,
+job or registration is audited in a transaction of its own.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-router = APIRouter(prefix="/v1/scoring")
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from datazone.access import service as access_service
+from datazone.access.api import GrantDep, IdempotencyKey, raw_body
+from datazone.config import Settings
+from datazone.db import Database
+from datazone.deps import DbDep, ReviewerDep, SessionDep
+from datazone.errors import DomainError, Forbidden, Unauthorized
+from datazone.metering import service as metering
+from datazone.oauth import resource
+from datazone.oauth.resource import AccessGrant
+from datazone.principal import service as principal_service
+from datazone.principal.models import Principal
+from datazone.scoring import service
+from datazone.scoring.schemas import (
+    JOB_ID,
+    MODEL_ID,
+    ChunkOut,
+    JobIn,
+    JobOut,
+    ModelOut,
+    ModelState,
+    RetireIn,
+    ReviewIn,
+    ScoreIn,
+    ScoreOut,
+)
+
+router = APIRouter(prefix="/v1/scoring", tags=["secure scoring"])
+
+ModelId = Annotated[str, Path(pattern=MODEL_ID)]
+JobId = Annotated[str, Path(pattern=JOB_ID)]
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls a route both sides use: an institution (its access token) or operator staff (a key)."""
+
+    principal: Principal
+    grant: AccessGrant | None
+
+    @property
+    def institution_id(self) -> int | None:
+        """Whose models the caller sees: an institution its own, the operator all."""
+        return self.principal.id if self.principal.kind == "institution" else None
+
+
+def caller(
+    request: Request,
+    session: SessionDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if creds is None:
+        raise Unauthorized(
+            "send 'Authorization: Bearer <access token>' (institutions, from POST /oauth/token) or "
+            "'Authorization: Bearer <datazone key>' (the operator's staff)"
+        )
+    if creds.credentials.startswith("dzk_"):
+        principal = principal_service.authenticate(session, token=creds.credentials)
+        if principal.kind not in ("institution", "operator"):
+            raise Forbidden(
+                f"scoring models are an institution's and the operator's; you are {principal.kind}"
+            )
+        return Caller(principal, None)
+    grant = resource.authenticate_access_token(session, token=creds.credentials, settings=_settings(request))
+    return Caller(grant.institution, grant)
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+
+
+def _refused(
+    db: Database,
+    grant: AccessGrant,
+    exc: DomainError,
+    *,
+    product_id: str | None,
+    purpose: str | None,
+    usccs: list[str],
+) -> None:
+    """Audit a refusal in a transaction of its own (the request's rolls back)."""
+    with db.unit_of_work() as audit_session:
+        access_service.record_refusal(
+            audit_session,
+            caller=grant.institution,
+            product_id=product_id or "-",
+            usccs=[u[:32] for u in usccs],
+            purpose=purpose,
+            error=exc,
+        )
+
+
+def _model_product(db: Database, grant: AccessGrant, model_id: str) -> tuple[str | None, str | None]:
+    with db.unit_of_work() as s:
+        try:
+            model = service.get_model(s, model_id=model_id, institution_id=grant.institution.id)
+        except DomainError:
+            return None, None
+        return model.product_id, model.purpose
+
+
+def _fingerprint(request: Request, raw: bytes, idempotency_key: str | None) -> str | None:
+    if idempotency_key is None:
+        return None
+    return metering.fingerprint(request.method, request.url.path, request.url.query, raw)
+
+
+# ---------------------------------------------------------------- models
+
+
+@router.post("/models", status_code=201, response_model=ModelOut)
+def register_model(
+    document: Annotated[dict[str, Any], Body(description="the output of privacy.scoring.encrypt_model")],
+    session: SessionDep,
+    db: DbDep,
+    grant: GrantDep,
+) -> JSONResponse:
+    """Register a model (its weights or points Paillier-encrypted); it scores once an operator approves it."""
+    try:
+        model = service.register_model(session, grant=grant, document=document)
+    except DomainError as exc:
+        product, purpose = document.get("product"), document.get("purpose")
+        _refused(
+            db,
+            grant,
+            exc,
+            product_id=product if isinstance(product, str) else None,
+            purpose=purpose if isinstance(purpose, str) else None,
+            usccs=[],
+        )
+        raise
+    body = service.model_view(model)
+    session.commit()
+    return JSONResponse(body, status_code=201)
+
+
+@router.get("/models", response_model=list[ModelOut])
+def list_models(
+    session: SessionDep, who: CallerDep, state: Annotated[ModelState | None, Query()] = None
+) -> list[dict[str, Any]]:
+    """An institution's own models; the operator's staff see every institution's."""
+    return [
+        service.model_view(m)
+        for m in service.list_models(session, institution_id=who.institution_id, state=state)
+    ]
+
+
+@router.get("/models/{model_id}", response_model=ModelOut)
+def get_model(model_id: ModelId, session: SessionDep, who: CallerDep) -> dict[str, Any]:
+    return service.model_view(
+        service.get_model(session, model_id=model_id, institution_id=who.institution_id)
+    )
+
+
+@router.post("/models/{model_id}/review", response_model=ModelOut)
+def review_model(
+    model_id: ModelId, body: ReviewIn, session: SessionDep, reviewer: ReviewerDep
+) -> dict[str, Any]:
+    """Approve or reject a model pending review (an operator with the reviewer role)."""
+    model = service.review_model(
+        session, model_id=model_id, by=reviewer, decision=body.decision, reason=body.reason
+    )
+    return service.model_view(model)
+
+
+@router.post("/models/{model_id}/retire", response_model=ModelOut)
+def retire_model(model_id: ModelId, body: RetireIn, session: SessionDep, who: CallerDep) -> dict[str, Any]:
+    """Retire a model (its institution or the operator): no more scores, and its running jobs stop."""
+    model = service.retire_model(session, model_id=model_id, by=who.principal, reason=body.reason)
+    return service.model_view(model)
+
+
+# ---------------------------------------------------------------- scores
+
+
+@router.post("/scores", response_model=ScoreOut)
+def score(
+    body: ScoreIn,
+    request: Request,
+    session: SessionDep,
+    db: DbDep,
+    grant: GrantDep,
+    raw: Annotated[bytes, Depends(raw_body)],
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """One enterprise's encrypted score (billed, counted against its cap, audited)."""
+    try:
+        scored = service.score_one(
+            session,
+            settings=_settings(request),
+            grant=grant,
+            model_id=body.model,
+            uscc=body.uscc,
+            idempotency_key=idempotency_key,
+            fingerprint=_fingerprint(request, raw, idempotency_key),
+        )
+    except DomainError as exc:
+        product, purpose = _model_product(db, grant, body.model)
+        _refused(db, grant, exc, product_id=product, purpose=purpose, usccs=[body.uscc])
+        raise
+    # the score commits with its usage event, tally and audit entry before a byte of it is sent
+    session.commit()
+    return JSONResponse(scored.body, status_code=scored.status, headers=scored.headers)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+@router.post("/jobs", status_code=201, response_model=JobOut)
+def create_job(
+    body: JobIn,
+    request: Request,
+    session: SessionDep,
+    db: DbDep,
+    grant: GrantDep,
+    raw: Annotated[bytes, Depends(raw_body)],
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Queue a batch of enterprises for scoring (the found ones billed now); the same Idempotency-Key returns the same job."""
+    try:
+        created = service.create_job(
+            session,
+            settings=_settings(request),
+            grant=grant,
+            model_id=body.model,
+            usccs=body.usccs,
+            idempotency_key=idempotency_key,
+            fingerprint=_fingerprint(request, raw, idempotency_key),
+        )
+    except DomainError as exc:
+        product, purpose = _model_product(db, grant, body.model)
+        _refused(db, grant, exc, product_id=product, purpose=purpose, usccs=body.usccs[:1000])
+        raise
+    out = service.job_view(created.job)
+    session.commit()
+    return JSONResponse(out, status_code=created.status, headers=created.headers)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def job_status(job_id: JobId, session: SessionDep, grant: GrantDep) -> dict[str, Any]:
+    return service.job_view(service.get_job(session, institution_id=grant.institution.id, job_id=job_id))
+
+
+@router.get("/jobs/{job_id}/chunks/{index}", response_model=ChunkOut)
+def job_chunk(
+    job_id: JobId,
+    index: Annotated[int, Path(ge=0, le=10_000_000)],
+    session: SessionDep,
+    grant: GrantDep,
+) -> Response:
+    """A computed chunk: the same bytes every time (a dropped download resumes with the same result)."""
+    data = service.chunk_bytes(session, institution_id=grant.institution.id, job_id=job_id, index=index)
+    return Response(data, media_type="application/json", headers={"Cache-Control": "private, max-age=86400"})

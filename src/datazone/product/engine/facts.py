@@ -36,6 +36,10 @@ DISHONEST = "court_dishonest"
 PENALTY = "mr_penalty"
 ABNORMAL = "mr_abnormal_operation"
 HEADCOUNT = "si_headcount"
+UTILITY = "utility_usage"
+HOUSING_FUND = "hf_contribution"
+CERTIFICATION = "sci_certification"
+PATENT = "ip_patent"
 
 JUDGMENT_MONTHS = 24
 ENFORCEMENT_MONTHS = 24
@@ -337,6 +341,57 @@ class FactSheet:
         if len(self.headcount_series) < 2:
             return None
         return percent_change(self.headcount_series[0][1], self.headcount_series[-1][1])
+
+    # ------------------------------------------------------------ tax paid, utilities, housing fund, IP
+    # (the portrait and the scoring features read the same figures)
+
+    @cached_property
+    def tax_paid_years(self) -> list[tuple[int, int]]:
+        """(year, tax paid in fen), oldest first, for the years that report it."""
+        return [
+            (int(r["year"]), yuan_to_fen(r["tax_paid"]) or 0)
+            for r in self.tax_years
+            if r.get("tax_paid") is not None
+        ]
+
+    @cached_property
+    def electricity_kwh_12m(self) -> list[Decimal]:
+        """Monthly electricity use of the last 12 months on record up to as_of, oldest first."""
+        months = sorted(
+            (
+                r
+                for r in self.records.rows(UTILITY)
+                if r["period"] <= self.as_of and r.get("electricity_kwh") is not None
+            ),
+            key=lambda r: r["period"],
+        )[-12:]
+        return [Decimal(r["electricity_kwh"]) for r in months]
+
+    @cached_property
+    def electricity_change_pct(self) -> float | None:
+        """The last 3 months against the 3 before, in percent; None without 6 months or a base."""
+        kwh = self.electricity_kwh_12m
+        if len(kwh) < 6:
+            return None
+        return percent_change(sum(kwh[-6:-3], Decimal(0)), sum(kwh[-3:], Decimal(0)))
+
+    @cached_property
+    def housing_fund_latest(self) -> Row | None:
+        rows = [r for r in self.records.rows(HOUSING_FUND) if r["period"] <= self.as_of]
+        return max(rows, key=lambda r: r["period"]) if rows else None
+
+    @cached_property
+    def certifications_live(self) -> list[Row]:
+        """Certifications in force at as_of, by type and issue date."""
+        return sorted(
+            (r for r in self.records.rows(CERTIFICATION) if r["issued_on"] <= self.as_of <= r["expires_on"]),
+            key=lambda r: (r["cert_type"], r["issued_on"]),
+        )
+
+    @cached_property
+    def ip_latest(self) -> Row | None:
+        """The latest IP count on record (each row counts everything held at its as_of)."""
+        return max(self.records.rows(PATENT), key=lambda r: r["as_of"], default=None)
 
 
 def needs_of(names: list[str]) -> dict[str, set[str]]:

@@ -20,27 +20,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from datazone.product.engine.facts import (
     ABNORMAL,
+    CERTIFICATION,
     DISHONEST,
     ENFORCEMENT,
     FACTS,
     HEADCOUNT,
+    HOUSING_FUND,
     JUDGMENT,
+    PATENT,
     PENALTY,
     REGISTRATION,
     TAX_GRADE,
     TAX_PAYMENT,
+    UTILITY,
     FactSheet,
     display_value,
     needs_of,
 )
-from datazone.product.engine.records import amount_band_label, percent_change, wan_to_fen, yuan_to_fen
+from datazone.product.engine.records import amount_band_label, wan_to_fen
 
 Needs = dict[str, set[str]]
-
-UTILITY = "utility_usage"
-HOUSING_FUND = "hf_contribution"
-CERTIFICATION = "sci_certification"
-PATENT = "ip_patent"
 
 
 class NoParams(BaseModel):
@@ -394,33 +393,23 @@ def tax_cagr_pct(first: int, last: int, years: int) -> float | None:
 
 def enterprise_portrait(sheet: FactSheet, params: PortraitParams) -> dict[str, Any]:
     reg = sheet.registration or {}
-    records, as_of = sheet.records, sheet.as_of
     scale, basis = enterprise_scale(reg.get("industry_code"), sheet.insured_latest)
 
     series = sheet.headcount_series
     hc_change = sheet.headcount_change_pct
 
-    tax = [r for r in sheet.tax_years if r.get("tax_paid") is not None]
-    tax_years = [int(r["year"]) for r in tax]
-    tax_fen = [yuan_to_fen(r["tax_paid"]) or 0 for r in tax]
-    cagr = tax_cagr_pct(tax_fen[0], tax_fen[-1], tax_years[-1] - tax_years[0]) if tax else None
+    tax_years = [year for year, _ in sheet.tax_paid_years]
+    tax_fen = [fen for _, fen in sheet.tax_paid_years]
+    cagr = tax_cagr_pct(tax_fen[0], tax_fen[-1], tax_years[-1] - tax_years[0]) if tax_fen else None
 
-    months = sorted(
-        (r for r in records.rows(UTILITY) if r["period"] <= as_of and r.get("electricity_kwh") is not None),
-        key=lambda r: r["period"],
-    )[-12:]
-    kwh = [Decimal(r["electricity_kwh"]) for r in months]
+    kwh = sheet.electricity_kwh_12m
     last3 = sum(kwh[-3:], Decimal(0)) if len(kwh) >= 3 else None
     prev3 = sum(kwh[-6:-3], Decimal(0)) if len(kwh) >= 6 else None
 
-    hf = sorted((r for r in records.rows(HOUSING_FUND) if r["period"] <= as_of), key=lambda r: r["period"])
-
-    certs = sorted(
-        (r for r in records.rows(CERTIFICATION) if r["issued_on"] <= as_of <= r["expires_on"]),
-        key=lambda r: (r["cert_type"], r["issued_on"]),
-    )
+    hf = sheet.housing_fund_latest
+    certs = sheet.certifications_live
     held = {r["cert_type"] for r in certs}
-    ip = max(records.rows(PATENT), key=lambda r: r["as_of"], default=None)
+    ip = sheet.ip_latest
 
     return {
         "name": reg.get("name"),
@@ -443,15 +432,10 @@ def enterprise_portrait(sheet: FactSheet, params: PortraitParams) -> dict[str, A
         "electricity_12m_kwh": _kwh(sum(kwh, Decimal(0))) if kwh else None,
         "electricity_last3_kwh": _kwh(last3) if last3 is not None else None,
         "electricity_prev3_kwh": _kwh(prev3) if prev3 is not None else None,
-        "electricity_change_pct": percent_change(prev3, last3)
-        if last3 is not None and prev3 is not None
-        else None,
-        "electricity_trend": _direction(
-            percent_change(prev3, last3) if last3 is not None and prev3 is not None else None,
-            params.trend_band_pct,
-        ),
-        "hf_depositors_latest": int(hf[-1]["depositors"]) if hf else None,
-        "hf_period_latest": _iso(hf[-1]["period"]) if hf else None,
+        "electricity_change_pct": sheet.electricity_change_pct,
+        "electricity_trend": _direction(sheet.electricity_change_pct, params.trend_band_pct),
+        "hf_depositors_latest": int(hf["depositors"]) if hf else None,
+        "hf_period_latest": _iso(hf["period"]) if hf else None,
         "certifications": [
             {"type": r["cert_type"], "issued_on": _iso(r["issued_on"]), "expires_on": _iso(r["expires_on"])}
             for r in certs
@@ -634,6 +618,91 @@ def dishonest_listing(sheet: FactSheet, _params: NoParams) -> dict[str, Any]:
     }
 
 
+# ==================================================================== scoring features (secure scoring)
+
+# 纳税信用等级 as a number, best highest; an enterprise with no grade yet has none (the catalog's
+# `missing` stands in)
+TAX_GRADE_CODES = {"A": 5, "B": 4, "M": 3, "C": 2, "D": 1}
+
+SCORING_NEEDS = {
+    REGISTRATION: ("status", "founded", "reg_capital"),
+    TAX_GRADE: ("year", "grade"),
+    TAX_PAYMENT: ("year", "tax_paid", "arrears"),
+    JUDGMENT: ("filed_on", "role", "closed"),
+    ENFORCEMENT: ("filed_on", "amount"),
+    DISHONEST: ("listed_on", "performance"),
+    PENALTY: ("decided_on", "amount"),
+    ABNORMAL: ("listed_on", "removed_on"),
+    HEADCOUNT: ("period", "insured"),
+    UTILITY: ("period", "electricity_kwh"),
+    HOUSING_FUND: ("period", "depositors"),
+    CERTIFICATION: ("cert_type", "issued_on", "expires_on"),
+    PATENT: ("invention_patents", "utility_patents", "design_patents", "trademarks", "as_of"),
+}
+
+
+def _whole(value: Decimal | float | int | None, per: int = 1) -> int | None:
+    """`value / per` rounded half up to an integer (None stays None)."""
+    if value is None:
+        return None
+    return int((Decimal(str(value)) / per).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+FEN_PER_WAN = 1_000_000
+
+
+def scoring_features(sheet: FactSheet, _params: NoParams) -> dict[str, Any]:
+    """The integer features an institution's encrypted model may weigh (never answered in clear:
+    the zone only returns encrypted scores over them). None where the zone has no data; the
+    product's scoring catalog says what stands in and clamps each to its [min, max]."""
+    reg = sheet.registration or {}
+    tax_paid = sheet.tax_paid_years
+    tax_fen = [fen for _, fen in tax_paid]
+    cagr = (
+        tax_cagr_pct(tax_fen[0], tax_fen[-1], tax_paid[-1][0] - tax_paid[0][0]) if len(tax_paid) >= 2 else None
+    )
+    kwh = sheet.electricity_kwh_12m
+    held = {r["cert_type"] for r in sheet.certifications_live}
+    hf, ip = sheet.housing_fund_latest, sheet.ip_latest
+    return {
+        "years_since_founding": sheet.years_since_founding,
+        "reg_capital_wan": _whole(reg.get("reg_capital")),
+        "registration_active": None if sheet.status is None else int(sheet.status == "active"),
+        "tax_grade_code": TAX_GRADE_CODES.get(sheet.tax_grade) if sheet.tax_grade else None,
+        "has_tax_arrears": _flag(sheet.has_tax_arrears),
+        "tax_arrears_wan": _whole(sheet.tax_arrears_fen, FEN_PER_WAN),
+        "tax_paid_latest_wan": _whole(tax_fen[-1], FEN_PER_WAN) if tax_fen else None,
+        "tax_paid_cagr_pct": _whole(cagr),
+        "dishonest_listed": int(sheet.dishonest_listed),
+        "dishonest_unperformed_cases": sheet.dishonest_unperformed_cases,
+        "enforcement_cases_24m": sheet.enforcement_cases_24m,
+        "enforcement_amount_24m_wan": _whole(sheet.enforcement_amount_24m_fen, FEN_PER_WAN),
+        "defendant_cases_24m": sheet.defendant_cases_24m,
+        "open_defendant_cases_24m": sheet.open_defendant_cases_24m,
+        "penalties_36m": sheet.penalties_36m,
+        "penalty_amount_36m_wan": _whole(sheet.penalty_amount_36m_fen, FEN_PER_WAN),
+        "abnormal_listed": int(sheet.abnormal_listed),
+        "has_social_insurance": int(sheet.has_social_insurance),
+        "insured_latest": sheet.insured_latest,
+        "headcount_change_pct": _whole(sheet.headcount_change_pct),
+        "electricity_12m_mwh": _whole(sum(kwh, Decimal(0)), 1000) if kwh else None,
+        "electricity_change_pct": _whole(sheet.electricity_change_pct),
+        "hf_depositors_latest": int(hf["depositors"]) if hf else None,
+        "certifications_live": len(sheet.certifications_live),
+        "high_tech": int("high_tech" in held),
+        "specialized_sme": int("specialized_sme" in held),
+        "little_giant": int("little_giant" in held),
+        "invention_patents": int(ip["invention_patents"]) if ip else None,
+        "utility_patents": int(ip["utility_patents"]) if ip else None,
+        "design_patents": int(ip["design_patents"]) if ip else None,
+        "trademarks": int(ip["trademarks"]) if ip else None,
+    }
+
+
 # ==================================================================== registry
 
 
@@ -720,6 +789,14 @@ LOGICS: dict[str, Logic] = {
             params_model=NoParams,
             needs=_fixed(DISHONEST_LISTING_NEEDS),
             compute=dishonest_listing,
+        ),
+        Logic(
+            name="scoring_features",
+            description="安全评分的整数特征：登记、纳税、司法、处罚、经营异常、社保、用电、公积金、资质与知识产权",
+            outputs=_outputs(scoring_features, NoParams()),
+            params_model=NoParams,
+            needs=_fixed(SCORING_NEEDS),
+            compute=scoring_features,
         ),
         Logic(
             name="admission_analysis",
