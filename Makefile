@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-gateway bench-psi bench-scoring bench-anonymous clean
+.PHONY: demo test lint bench bench-gateway bench-psi bench-scoring bench-scoring-job bench-anonymous clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,9 @@ bench-scoring: $(STAMP)
 
 bench-anonymous: $(STAMP)
 	$(VENV)/bin/python tests/bench_anonymous.py
+
+bench-scoring-job: $(STAMP)
+	$(VENV)/bin/python tests/bench_scoring_job.py
 
 clean:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""FastAPI dependencies shared by the domain routers: the request's session and its principal.
+"""FastAPI dependencies shared by the domain routers: the settings, the request's session and principal.
 
 Least privilege: every route names the kind of principal (and, for operator staff,
 the role) it serves; the service then scopes what that principal may see to its own.
@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from datazone.config import Settings
 from datazone.db import Database
 from datazone.errors import Forbidden, Unauthorized
 from datazone.principal import service as principal_service
@@ -20,6 +21,12 @@ from datazone.principal.models import Principal
 from datazone.principal.service import a_kind
 
 _bearer = HTTPBearer(auto_error=False)
+
+
+def app_settings(request: Request) -> Settings:
+    """The settings the app was created with (tests give each app its own)."""
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_db(request: Request) -> Database:
@@ -38,6 +45,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 DbDep = Annotated[Database, Depends(get_db)]
 

@@ -11,8 +11,8 @@ are injected at the HTTP layer between the SDK and the real gateway.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -29,6 +29,8 @@ from tests.anonymous import conftest as anonymous_zone
 from tests.anonymous.conftest import CREDIT, DEBTORS, K, Zone, anonymous_product, put_product
 from tests.anonymous.test_queries import assert_blind
 from tests.client.relay import Relay
+from tests.client.wire import Sent
+from tests.client.wire import Wire as RecordingWire
 from tests.factories import bad_check
 
 pytestmark = pytest.mark.e2e
@@ -38,34 +40,7 @@ zone = anonymous_zone.zone
 QUICK = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
 
 
-@dataclass
-class Sent:
-    method: str
-    path: str
-    body: bytes
-    headers: dict[str, str]
-
-
-@dataclass
-class Wire(httpx.BaseTransport):
-    """Between the SDK and the gateway: records every request, can answer or rewrite some."""
-
-    before: Callable[[httpx.Request], httpx.Response | None] | None = None
-    after: Callable[[httpx.Request, httpx.Response], httpx.Response] | None = None
-    sent: list[Sent] = field(default_factory=list)
-    inner: httpx.HTTPTransport = field(default_factory=httpx.HTTPTransport)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.read()
-        self.sent.append(Sent(request.method, request.url.path, body, dict(request.headers)))
-        if self.before is not None and (answer := self.before(request)) is not None:
-            return answer
-        response = self.inner.handle_request(request)
-        if self.after is None:
-            return response
-        response.read()
-        return self.after(request, response)
-
+class Wire(RecordingWire):
     def queries(self) -> list[Sent]:
         return [s for s in self.sent if s.method == "POST" and s.path.endswith("/queries")]
 
@@ -245,7 +220,7 @@ def test_bad_codes_are_refused_before_anything_is_sent(zone: Zone, bank: Bank) -
         with pytest.raises(ZoneError) as refused:  # a product of another channel: the zone's problem
             client.anonymous_lookup("credit-basic", [zone.listed[0]], purpose="pre_loan")
     assert [b.position for b in bad.value.bad] == [1, 2]
-    assert [s.path for s in wire.sent if s.path != "/oauth/token"] == ["/v1/anonymous/credit-basic"]
+    assert wire.paths() == [("GET", "/v1/anonymous/credit-basic")]
     assert refused.value.status == 409 and refused.value.type == "not-an-anonymous-product"
 
 

@@ -17,11 +17,10 @@ import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
@@ -36,6 +35,7 @@ from datazone.privacy import scoring as circuits
 from datazone.scoring import worker as scoring_worker
 from tests.client.fake_gateway import CLIENT_ID, SECRET, URL, FakeGateway
 from tests.client.relay import Relay
+from tests.client.wire import Wire
 from tests.factories import bad_check, make_uscc
 from tests.scoring import conftest as scoring_conftest
 from tests.scoring.conftest import PRODUCT, ScoringZone
@@ -232,29 +232,6 @@ def test_invalid_codes_in_a_list_are_reported_by_line_and_nothing_is_sent(
 
 
 # -- against the real gateway ---------------------------------------------------------------------
-
-
-@dataclass
-class Sent:
-    method: str
-    path: str
-    body: bytes
-    headers: dict[str, str]
-
-
-@dataclass
-class Wire(httpx.BaseTransport):
-    """Between the SDK and the gateway: records every request."""
-
-    sent: list[Sent] = field(default_factory=list)
-    inner: httpx.HTTPTransport = field(default_factory=httpx.HTTPTransport)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent.append(Sent(request.method, request.url.path, request.read(), dict(request.headers)))
-        return self.inner.handle_request(request)
-
-    def paths(self) -> list[tuple[str, str]]:
-        return [(s.method, s.path) for s in self.sent if s.path != "/oauth/token"]
 
 
 @dataclass

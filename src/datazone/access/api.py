@@ -7,7 +7,9 @@ answer is given only when it is billed and recorded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -17,9 +19,8 @@ from sqlalchemy.orm import Session
 
 from datazone.access import service
 from datazone.access.schemas import BatchAnswerOut, BatchIn, ProductAnswerOut
-from datazone.config import Settings
 from datazone.db import Database
-from datazone.deps import DbDep, SessionDep
+from datazone.deps import DbDep, SessionDep, SettingsDep
 from datazone.errors import DomainError
 from datazone.metering import service as metering
 from datazone.oauth import resource
@@ -40,8 +41,8 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def access_grant(
-    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> AccessGrant:
     if creds is None:
@@ -49,7 +50,6 @@ def access_grant(
             "send 'Authorization: Bearer <access token>'; get one from POST /oauth/token (client credentials)",
             check="token",
         )
-    settings: Settings = request.app.state.settings
     try:
         return resource.authenticate_access_token(session, token=creds.credentials, settings=settings)
     except DomainError as exc:
@@ -65,25 +65,78 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
+@dataclass(frozen=True)
+class Idempotency:
+    """A request's Idempotency-Key and the fingerprint a retry under it must match (method, path,
+    query and body); both None without a key."""
+
+    key: str | None
+    fingerprint: str | None
+
+    @classmethod
+    def of(cls, request: Request, body: bytes, key: str | None) -> Idempotency:
+        if key is None:
+            return cls(None, None)
+        return cls(key, metering.fingerprint(request.method, request.url.path, request.url.query, body))
+
+
+def idempotency(
+    request: Request, raw: Annotated[bytes, Depends(raw_body)], idempotency_key: IdempotencyKey = None
+) -> Idempotency:
+    """The Idempotency-Key of a request with a JSON body, and its fingerprint."""
+    return Idempotency.of(request, raw, idempotency_key)
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]
+
+
+# the product and purpose a refusal is audited under, looked up in the audit's own transaction
+# (None, None when the caller named nothing of its own)
+SubjectLookup = Callable[[Session], tuple[str | None, str | None]]
+
+
+@contextmanager
+def refusals_audited(
+    db: Database,
+    grant: AccessGrant,
+    *,
+    product_id: str | None = None,
+    purpose: str | None = None,
+    usccs: Sequence[str] = (),
+    subject_of: SubjectLookup | None = None,
+) -> Iterator[None]:
+    """Audit a refusal raised in the block, in a transaction of its own (the request's rolls
+    back), then let it go on to become the problem response."""
+    try:
+        yield
+    except DomainError as exc:
+        with db.unit_of_work() as audit_session:
+            if subject_of is not None:
+                product_id, purpose = subject_of(audit_session)
+            service.record_refusal(
+                audit_session,
+                caller=grant.institution,
+                product_id=product_id or "-",
+                # a refused batch may hold anything: the audit keeps the first codes, cut to size
+                usccs=[u[:32] for u in usccs[:1000]],
+                purpose=purpose,
+                error=exc,
+            )
+        raise
+
+
 def _serve(
     session: Session,
     db: Database,
     grant: AccessGrant,
-    request: Request,
-    body: bytes,
     *,
     product_id: str,
     usccs: Sequence[str],
     purpose: Purpose,
     single: bool,
-    idempotency_key: str | None,
+    idempotency: Idempotency,
 ) -> JSONResponse:
-    fingerprint = (
-        metering.fingerprint(request.method, request.url.path, request.url.query, body)
-        if idempotency_key is not None
-        else None
-    )
-    try:
+    with refusals_audited(db, grant, product_id=product_id, purpose=purpose.value, usccs=usccs):
         served = service.serve(
             session,
             grant=grant,
@@ -91,20 +144,9 @@ def _serve(
             usccs=usccs,
             purpose=purpose,
             single=single,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
+            idempotency_key=idempotency.key,
+            fingerprint=idempotency.fingerprint,
         )
-    except DomainError as exc:
-        with db.unit_of_work() as audit_session:
-            service.record_refusal(
-                audit_session,
-                caller=grant.institution,
-                product_id=product_id,
-                usccs=[u[:32] for u in usccs],
-                purpose=purpose.value,
-                error=exc,
-            )
-        raise
     # commit the answer with its usage events and audit entry before a byte of it is sent
     session.commit()
     return JSONResponse(served.body, status_code=served.status, headers=served.headers)
@@ -133,8 +175,9 @@ def answer_one(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     return _serve(
-        session, db, grant, request, b"",
-        product_id=product_id, usccs=[uscc], purpose=purpose, single=True, idempotency_key=idempotency_key,
+        session, db, grant,
+        product_id=product_id, usccs=[uscc], purpose=purpose, single=True,
+        idempotency=Idempotency.of(request, b"", idempotency_key),
     )
 
 
@@ -142,15 +185,12 @@ def answer_one(
 def answer_batch(
     product_id: ProductId,
     body: BatchIn,
-    request: Request,
     session: SessionDep,
     db: DbDep,
     grant: GrantDep,
-    raw: Annotated[bytes, Depends(raw_body)],
-    idempotency_key: IdempotencyKey = None,
+    idempotency: IdempotencyDep,
 ) -> JSONResponse:
     return _serve(
-        session, db, grant, request, raw,
-        product_id=product_id, usccs=body.usccs, purpose=body.purpose, single=False,
-        idempotency_key=idempotency_key,
+        session, db, grant,
+        product_id=product_id, usccs=body.usccs, purpose=body.purpose, single=False, idempotency=idempotency,
     )

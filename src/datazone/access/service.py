@@ -208,6 +208,23 @@ def resolve_product(session: Session, *, product_id: str) -> tuple[Any, Any]:
     raise ProductRetired(f"product {product_id!r} has no live successor within {MAX_SWITCHES} switches")
 
 
+def replay(
+    session: Session, *, institution_id: int, idempotency_key: str | None, fingerprint: str | None
+) -> metering.StoredAnswer | None:
+    """The answer first given under `idempotency_key`, marked as replayed, for a retry to get
+    again, free; None to go ahead (the key, if any, is now claimed for this request's answer)."""
+    if idempotency_key is None:
+        return None
+    assert fingerprint is not None
+    with check("idempotency"):
+        stored = metering.begin_idempotent(
+            session, institution_id=institution_id, key=idempotency_key, fingerprint=fingerprint
+        )
+    if stored is None:
+        return None
+    return metering.StoredAnswer(stored.status, stored.body, {**stored.headers, "Idempotent-Replayed": "true"})
+
+
 @dataclass(frozen=True)
 class Served:
     """What the product API sends back: status, JSON body and headers."""
@@ -235,15 +252,10 @@ def serve(
     at = at or datetime.now(UTC)
     as_of = as_of or at.astimezone(SHANGHAI).date()
     caller = grant.institution
-    if idempotency_key is not None:
-        assert fingerprint is not None
-        with check("idempotency"):
-            stored = metering.begin_idempotent(
-                session, institution_id=caller.id, key=idempotency_key, fingerprint=fingerprint
-            )
-        if stored is not None:
-            # a retry: the same answer, free, and no second usage event
-            return Served(stored.status, stored.body, {**stored.headers, "Idempotent-Replayed": "true"}, True)
+    stored = replay(session, institution_id=caller.id, idempotency_key=idempotency_key, fingerprint=fingerprint)
+    if stored is not None:
+        # a retry: the same answer, free, and no second usage event
+        return Served(stored.status, stored.body, stored.headers, True)
     with check("scope"):
         resource.require_scope(grant, product_id)
     with check("uscc"):

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
-from datazone.access import service as access_service
-from datazone.access.api import GrantDep, IdempotencyKey, raw_body
+from datazone.access.api import GrantDep, IdempotencyDep, refusals_audited
 from datazone.anonymous import service
 from datazone.anonymous.schemas import ParametersOut, QueriesIn, QueriesOut
-from datazone.config import Settings
-from datazone.deps import DbDep, SessionDep
-from datazone.errors import DomainError
-from datazone.metering import service as metering
+from datazone.deps import DbDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1/anonymous", tags=["anonymous query"])
 
@@ -35,21 +31,14 @@ def table_parameters(product_id: ProductId, session: SessionDep, grant: GrantDep
 def ask(
     product_id: ProductId,
     body: QueriesIn,
-    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     db: DbDep,
     grant: GrantDep,
-    raw: Annotated[bytes, Depends(raw_body)],
-    idempotency_key: IdempotencyKey = None,
+    idempotency: IdempotencyDep,
 ) -> JSONResponse:
     """Evaluate each blinded point and return its bucket's sealed table (one billed unit a query)."""
-    settings: Settings = request.app.state.settings
-    fingerprint = (
-        metering.fingerprint(request.method, request.url.path, request.url.query, raw)
-        if idempotency_key is not None
-        else None
-    )
-    try:
+    with refusals_audited(db, grant, product_id=product_id, purpose=body.purpose.value):
         answered = service.query(
             session,
             settings=settings,
@@ -58,20 +47,9 @@ def ask(
             purpose=body.purpose,
             prefix_bits=body.prefix_bits,
             queries=body.queries,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
+            idempotency_key=idempotency.key,
+            fingerprint=idempotency.fingerprint,
         )
-    except DomainError as exc:
-        with db.unit_of_work() as audit_session:
-            access_service.record_refusal(
-                audit_session,
-                caller=grant.institution,
-                product_id=product_id,
-                usccs=[],
-                purpose=body.purpose.value,
-                error=exc,
-            )
-        raise
     # the answer, its usage events and its audit entry commit before a byte of it is sent
     session.commit()
     return JSONResponse(answered.body, headers=answered.headers)

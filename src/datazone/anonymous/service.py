@@ -250,30 +250,78 @@ def full_answers(session: Session, *, spec: ProductSpec, items: Sequence[str], a
     return out
 
 
+@dataclass(frozen=True)
+class _Sealing:
+    """One attempt at a product's table: what it seals (the product's spec, the live key epoch,
+    the current data) and the table row for them, the one already there or a new one."""
+
+    product: Product
+    spec: ProductSpec
+    anon: AnonymousSpec
+    epoch: int
+    data: DataState
+    table: AnonymousTable
+
+    def begin(self, session: Session, *, state: str, error: str | None = None) -> AnonymousTable:
+        """The table row, described afresh for this attempt ("building", or "failed" with why)."""
+        table = self.table
+        table.data_versions, table.as_of, table.answer = self.data.versions, self.data.as_of, self.anon.answer.value
+        table.k, table.clearance, table.state, table.error = self.anon.k, self.anon.clearance, state, error
+        table.created_at = utcnow()
+        session.add(table)
+        return table
+
+    def audit(
+        self,
+        session: Session,
+        *,
+        detail: dict[str, Any],
+        outcome: str = "ok",
+        reason: str | None = None,
+        entity_count: int | None = None,
+        supplier_ids: Sequence[str] = (),
+    ) -> None:
+        audit_service.record(
+            session,
+            actor=None,
+            actor_name="anonymous-worker",
+            action="anonymous.table.build",
+            object_type="product",
+            object_id=self.product.id,
+            outcome=outcome,
+            reason=reason,
+            entity_count=entity_count,
+            supplier_ids=supplier_ids,
+            detail=detail,
+        )
+
+
+def _sealing(session: Session, *, product: Product, epoch: int) -> _Sealing:
+    """What a table of `product` under key `epoch` would seal now, and the row for it."""
+    spec = product_service.spec_of(product)
+    anon = anonymous_spec(spec)
+    data = data_state(session, spec=spec)
+    digest = sealed_digest(spec)
+    table = find_table(
+        session, product_id=product.id, sealed_sha256=digest, epoch=epoch, data_key=data.key
+    ) or AnonymousTable(product_id=product.id, sealed_sha256=digest, epoch=epoch, data_key=data.key)
+    return _Sealing(product, spec, anon, epoch, data, table)
+
+
 def build_table(session: Session, *, settings: Settings, product_id: str) -> AnonymousTable:
     """Seal the product's buckets for the live epoch and the current data (idempotent: a table
     already ready for them is returned as it is). Raises aq.BucketTooSmall, with figures, when
     the data no longer gives every bucket k candidates: nothing is sealed then."""
     product = product_service.get_product(session, product_id=product_id)
-    spec = product_service.spec_of(product)
-    anon = anonymous_spec(spec)
-    epoch = psi_service.current_epoch(session, settings=settings)
+    epoch = psi_service.current_epoch(session, settings=settings).id
     # one builder per product: a second worker waits here, then finds the table ready
     session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"anonymous:{product_id}"))))
-    state = data_state(session, spec=spec)
-    found = find_table(
-        session, product_id=product_id, sealed_sha256=sealed_digest(spec), epoch=epoch.id, data_key=state.key
-    )
-    if found is not None and found.state == "ready":
-        return found
+    sealing = _sealing(session, product=product, epoch=epoch)
+    if sealing.table.state == "ready":
+        return sealing.table
     started = time.perf_counter()
-    table = found or AnonymousTable(
-        product_id=product_id, sealed_sha256=sealed_digest(spec), epoch=epoch.id, data_key=state.key
-    )
-    table.data_versions, table.as_of, table.answer = state.versions, state.as_of, anon.answer.value
-    table.k, table.clearance, table.state, table.error = anon.k, anon.clearance, "building", None
-    table.created_at = utcnow()
-    session.add(table)
+    spec, anon, state = sealing.spec, sealing.anon, sealing.data
+    table = sealing.begin(session, state="building")
     session.flush()
 
     _, candidates = dataset_service.population(session, dataset_id=anon.candidates.dataset, where=anon.candidates.where)
@@ -286,7 +334,7 @@ def build_table(session: Session, *, settings: Settings, product_id: str) -> Ano
     else:
         items = candidates
         values = aq.pad_labels(full_answers(session, spec=spec, items=items, as_of=state.as_of))
-    key = aq.product_key(psi_service.epoch_key(session, settings=settings, epoch=epoch.id), product_id)
+    key = aq.product_key(psi_service.epoch_key(session, settings=settings, epoch=epoch), product_id)
     buckets = aq.buckets_of(items, choice.prefix_bits)
     sealed = aq.seal_buckets(oprf.direct_parallel(key, items), values, buckets, prefix_bits=choice.prefix_bits)
     entries = [0] * choice.buckets
@@ -318,18 +366,13 @@ def build_table(session: Session, *, settings: Settings, product_id: str) -> Ano
         )
         .values(superseded_at=now)
     )
-    audit_service.record(
+    sealing.audit(
         session,
-        actor=None,
-        actor_name="anonymous-worker",
-        action="anonymous.table.build",
-        object_type="product",
-        object_id=product_id,
         entity_count=len(items),
         supplier_ids=product_service.product_departments(session, product=product),
         detail={
             "table": table.id,
-            "epoch": epoch.id,
+            "epoch": epoch,
             "data": state.key,
             "answer": anon.answer.value,
             "k": anon.k,
@@ -348,29 +391,15 @@ def record_refusal(session: Session, *, settings: Settings, product_id: str, err
     transaction of its own: the build's rolled back). Until a table of newer data or a new spec
     is sealed, the product refuses queries with these figures rather than answer from older data."""
     product = product_service.get_product(session, product_id=product_id)
-    spec = product_service.spec_of(product)
-    anon = anonymous_spec(spec)
-    epoch = psi_service.current_epoch(session, settings=settings)
-    state = data_state(session, spec=spec)
-    table = find_table(
-        session, product_id=product_id, sealed_sha256=sealed_digest(spec), epoch=epoch.id, data_key=state.key
-    ) or AnonymousTable(product_id=product_id, sealed_sha256=sealed_digest(spec), epoch=epoch.id, data_key=state.key)
-    if table.state == "ready":
+    sealing = _sealing(session, product=product, epoch=psi_service.current_epoch(session, settings=settings).id)
+    if sealing.table.state == "ready":
         return
-    table.data_versions, table.as_of, table.answer = state.versions, state.as_of, anon.answer.value
-    table.k, table.clearance, table.state = anon.k, anon.clearance, "failed"
-    table.error, table.created_at = error[:2000], utcnow()
-    session.add(table)
-    audit_service.record(
+    sealing.begin(session, state="failed", error=error[:2000])
+    sealing.audit(
         session,
-        actor=None,
-        actor_name="anonymous-worker",
-        action="anonymous.table.build",
-        object_type="product",
-        object_id=product_id,
         outcome="failed",
         reason=error[:500],
-        detail={"epoch": epoch.id, "data": state.key, "k": anon.k},
+        detail={"epoch": sealing.epoch, "data": sealing.data.key, "k": sealing.anon.k},
     )
     session.flush()
 
@@ -581,7 +610,7 @@ def _replay(session: Session, stored: metering.StoredAnswer) -> Answered:
         )
     held = read_buckets(session, table_id=table.id, buckets=[a["bucket"] for a in body["answers"]])
     body["answers"] = [{**a, "entries": aq.b64encode(held[a["bucket"]][1])} for a in body["answers"]]
-    return Answered(body, {**stored.headers, "Idempotent-Replayed": "true"}, True)
+    return Answered(body, stored.headers, True)
 
 
 def query(
@@ -600,14 +629,11 @@ def query(
     """Check, evaluate, meter and record one request of anonymous queries (one unit each)."""
     at = at or utcnow()
     caller = grant.institution
-    if idempotency_key is not None:
-        assert fingerprint is not None
-        with access_service.check("idempotency"):
-            stored = metering.begin_idempotent(
-                session, institution_id=caller.id, key=idempotency_key, fingerprint=fingerprint
-            )
-            if stored is not None:
-                return _replay(session, stored)
+    stored = access_service.replay(
+        session, institution_id=caller.id, idempotency_key=idempotency_key, fingerprint=fingerprint
+    )
+    if stored is not None:
+        return _replay(session, stored)
     with access_service.check("scope"):
         resource.require_scope(grant, product_id)
     auth = access_service.authorize(

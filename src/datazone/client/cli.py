@@ -32,6 +32,7 @@ from datazone.client.enterprises import find_invalid, flatten
 from datazone.client.errors import ConfigError, InvalidUSCCs, ZoneError, ZoneUnreachable
 from datazone.client.psi import (
     EngineProtocol,
+    InstitutionList,
     InvalidListedUSCCs,
     PsiJobFailed,
     PsiMode,
@@ -109,6 +110,39 @@ def options(
 
 def _print_json(value: Any) -> None:
     out.print_json(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def _progress_bar(description: str = "{task.description}") -> Progress:
+    """A progress bar on stderr (left on screen only on a terminal), so stdout stays the answer."""
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=not err.is_terminal,
+    )
+
+
+def _institution_list(input_file: Path, column: str | None, *, once: str) -> InstitutionList:
+    """A CSV/XLSX list of USCCs, every code checked here first: invalid lines exit 2 (nothing is
+    sent); repeated codes are noted on stderr (`once`: what becomes of them)."""
+    try:
+        listed = read_institution_list(input_file, column)
+    except InvalidListedUSCCs as exc:
+        lines = "\n".join(f"  line {line}: {why}" for line, why in exc.problems[:50])
+        more = f"\n  ... and {len(exc.problems) - 50} more" if len(exc.problems) > 50 else ""
+        _fail(
+            EXIT_BAD_INPUT,
+            f"error: {len(exc.problems)} USCCs in {input_file} are invalid; nothing was sent:\n{lines}{more}",
+        )
+    except InputFileError as exc:
+        _fail(EXIT_BAD_INPUT, f"error: {exc}")
+    if listed.duplicates:
+        shown = ", ".join(f"line {d.line} repeats line {d.first_line}" for d in listed.duplicates[:10])
+        more = f", and {len(listed.duplicates) - 10} more" if len(listed.duplicates) > 10 else ""
+        err.print(f"note: {len(listed.duplicates)} duplicate USCCs {once} ({shown}{more})", markup=False)
+    return listed
 
 
 @app.command()
@@ -279,14 +313,7 @@ def batch(
     with (
         _exit_codes(),
         _client(ctx) as zone,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=not err.is_terminal,
-        ) as bar,
+        _progress_bar() as bar,
     ):
         task = bar.add_task(product, total=len(set(c.strip().upper() for c in codes)))
         try:
@@ -353,34 +380,12 @@ def psi(
             "error: --mode engine needs --peer host:port, the address this machine's engine listens on"
             " and the zone's worker connects to",
         )
-    try:
-        listed = read_institution_list(input_file, column)
-    except InvalidListedUSCCs as exc:
-        problems = exc.problems
-        lines = "\n".join(f"  line {line}: {why}" for line, why in problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        _fail(
-            EXIT_BAD_INPUT,
-            f"error: {len(problems)} USCCs in {input_file} are invalid; nothing was sent:\n{lines}{more}",
-        )
-    except InputFileError as exc:
-        _fail(EXIT_BAD_INPUT, f"error: {exc}")
-    if listed.duplicates:
-        shown = ", ".join(f"line {d.line} repeats line {d.first_line}" for d in listed.duplicates[:10])
-        more = f", and {len(listed.duplicates) - 10} more" if len(listed.duplicates) > 10 else ""
-        err.print(f"note: {len(listed.duplicates)} duplicate USCCs joined once ({shown}{more})", markup=False)
+    listed = _institution_list(input_file, column, once="joined once")
     state_path = state or default_state_path(output, input_file, product)
     try:
         with (
             _client(ctx) as zone,
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err,
-                transient=not err.is_terminal,
-            ) as bar,
+            _progress_bar() as bar,
         ):
             task = bar.add_task(f"PSI {product}", total=len(listed.codes))
             result = zone.psi(
@@ -642,8 +647,7 @@ def score(
         if bad:
             _fail(EXIT_BAD_INPUT, f"error: {uscc!r} is not a valid USCC: {bad[0].reason}")
         with _exit_codes(), _scoring_errors():
-            model = scoring.read_model_file(model_path)
-            key = scoring.resolve_key(key_path, model_path)
+            model, key, _ = scoring.resolve_model_and_key(model_path, key_path)
             with _client(ctx) as zone:
                 single = zone.score(model_path, uscc, key=key)
         scored = single.enterprise
@@ -665,38 +669,13 @@ def score(
             err.print(f"charged {single.charged_fen / 100:.2f} yuan", markup=False)
         return
     assert input_file is not None
-    try:
-        listed = read_institution_list(input_file, column)
-    except InvalidListedUSCCs as exc:
-        lines = "\n".join(f"  line {line}: {why}" for line, why in exc.problems[:50])
-        more = f"\n  ... and {len(exc.problems) - 50} more" if len(exc.problems) > 50 else ""
-        _fail(
-            EXIT_BAD_INPUT,
-            f"error: {len(exc.problems)} USCCs in {input_file} are invalid; nothing was sent:\n{lines}{more}",
-        )
-    except InputFileError as exc:
-        _fail(EXIT_BAD_INPUT, f"error: {exc}")
-    if listed.duplicates:
-        shown = ", ".join(f"line {d.line} repeats line {d.first_line}" for d in listed.duplicates[:10])
-        more = f", and {len(listed.duplicates) - 10} more" if len(listed.duplicates) > 10 else ""
-        err.print(f"note: {len(listed.duplicates)} duplicate USCCs scored once ({shown}{more})", markup=False)
+    listed = _institution_list(input_file, column, once="scored once")
     target = output or scoring.default_output_path(input_file)
     state_path = state or scoring.default_state_path(target)
     try:
         with _scoring_errors():
-            model = scoring.read_model_file(model_path)
-            key = scoring.resolve_key(key_path, model_path)
-            with (
-                _client(ctx) as zone,
-                Progress(
-                    TextColumn("{task.description:<9}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=err,
-                    transient=not err.is_terminal,
-                ) as bar,
-            ):
+            model, key, _ = scoring.resolve_model_and_key(model_path, key_path)
+            with _client(ctx) as zone, _progress_bar("{task.description:<9}") as bar:
                 tasks = {
                     "upload": bar.add_task("upload", total=len(listed.codes)),
                     "compute": bar.add_task("compute", total=None),

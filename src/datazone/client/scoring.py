@@ -306,6 +306,14 @@ def resolve_key(key: ScoringKey | str | Path | None, model_path: Path | None) ->
     return read_key_file(record.key_file)
 
 
+def resolve_model_and_key(
+    model: model_math.ScoringModel | str | Path, key: ScoringKey | str | Path | None
+) -> tuple[model_math.ScoringModel, ScoringKey, Path | None]:
+    """The model and its key (each given as itself or as its file), and the model file's path."""
+    parsed, path = resolve_model(model)
+    return parsed, resolve_key(key, path), path
+
+
 # -- the product's scoring catalog ---------------------------------------------------------------
 
 

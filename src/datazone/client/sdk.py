@@ -290,8 +290,8 @@ class ZoneClient:
         registration recorded next to it."""
         from datazone.client import scoring
 
-        parsed, path = scoring.resolve_model(model)
-        return scoring.register_model(self, parsed, scoring.resolve_key(key, None), model_path=path)
+        parsed, resolved_key, path = scoring.resolve_model_and_key(model, key)
+        return scoring.register_model(self, parsed, resolved_key, model_path=path)
 
     def models(self, *, state: str | None = None) -> list[dict[str, Any]]:
         """This institution's registered models (an operator's client: all)."""
@@ -321,15 +321,9 @@ class ZoneClient:
         """One enterprise's score, computed by the zone under encryption and decrypted here."""
         from datazone.client import scoring
 
-        parsed, path = scoring.resolve_model(model)
+        parsed, resolved_key, path = scoring.resolve_model_and_key(model, key)
         return scoring.score_one(
-            self,
-            parsed,
-            scoring.resolve_key(key, path),
-            uscc,
-            model_path=path,
-            model_id=model_id,
-            idempotency_key=idempotency_key,
+            self, parsed, resolved_key, uscc, model_path=path, model_id=model_id, idempotency_key=idempotency_key
         )
 
     def score_batch(
@@ -351,11 +345,11 @@ class ZoneClient:
         once) from the state file (`state_path`, by default `<output>.scoring-state.json`)."""
         from datazone.client import scoring
 
-        parsed, path = scoring.resolve_model(model)
+        parsed, resolved_key, path = scoring.resolve_model_and_key(model, key)
         return scoring.score_batch(
             self,
             parsed,
-            scoring.resolve_key(key, path),
+            resolved_key,
             codes_or_path,
             model_path=path,
             model_id=model_id,

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from datazone.config import Settings
-from datazone.deps import InstitutionDep, SessionDep
+from datazone.deps import InstitutionDep, SessionDep, SettingsDep
 from datazone.errors import DomainError
 from datazone.oauth import keys
 from datazone.oauth import service as oauth_service
@@ -45,13 +45,6 @@ async def read_form(request: Request) -> FormRequest:
 
 FormDep = Annotated[FormRequest, Depends(read_form)]
 
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-SettingsDep = Annotated[Settings, Depends(_settings)]
 
 oauth_router = APIRouter(prefix="/oauth", tags=["oauth"])
 

@@ -37,7 +37,7 @@ import math
 import re
 import secrets
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from pathlib import Path
@@ -184,19 +184,7 @@ def parse_model(doc: Mapping[str, Any]) -> ScoringModel:
     kind = header["kind"]
     intercept = _fixed_number(problems, doc.get("intercept"), "intercept", scale)
     features: list[ModelFeature] = []
-    raw_features = doc.get("features")
-    if not isinstance(raw_features, list) or not raw_features:
-        problems.add("features", "a non-empty list of features is required")
-        raw_features = []
-    elif len(raw_features) > MAX_FEATURES:
-        problems.add("features", f"{len(raw_features)} features; a model has at most {MAX_FEATURES}")
-    seen: set[str] = set()
-    for index, raw in enumerate(raw_features):
-        at = f"features.{index}"
-        if not isinstance(raw, Mapping):
-            problems.add(at, "a feature is an object with a name")
-            continue
-        name = _feature_name(problems, raw.get("name"), f"{at}.name", seen)
+    for at, raw, name in _named_features(problems, _feature_list(problems, doc.get("features"))):
         if kind == "logistic":
             _unknown_fields(problems, at, raw, _FEATURE_FIELDS["logistic"], kind)
             weight = _fixed_number(problems, raw.get("weight"), f"{at}.weight", scale)
@@ -489,19 +477,8 @@ def compile_model(
     texts: dict[str, object] = {"intercept": registration.get("intercept")}
     # (location, name, bins, points count) of each well-formed feature
     shapes: list[tuple[str, str, tuple[float, ...], int]] = []
-    raw_features = registration.get("features")
-    if not isinstance(raw_features, list) or not raw_features:
-        problems.add("features", "a non-empty list of features is required")
-        raw_features = []
-    elif len(raw_features) > MAX_FEATURES:
-        problems.add("features", f"{len(raw_features)} features; a model has at most {MAX_FEATURES}")
-    seen: set[str] = set()
-    for index, raw in enumerate(raw_features):
-        at = f"features.{index}"
-        if not isinstance(raw, Mapping):
-            problems.add(at, "a feature is an object with a name")
-            continue
-        name = _feature_name(problems, raw.get("name"), f"{at}.name", seen)
+    raw_features = _feature_list(problems, registration.get("features"))
+    for at, raw, name in _named_features(problems, raw_features):
         if name and name not in bounds:
             problems.add(f"{at}.name", f"unknown feature {name!r}: not among this product's scoring features")
         if kind not in KINDS:
@@ -829,6 +806,30 @@ def _bins(problems: _Problems, value: object, location: str) -> tuple[float, ...
             f"{location}.{i}", "bin edges must be strictly increasing: this edge is not above the one before"
         )
     return None if unordered else tuple(value)
+
+
+def _feature_list(problems: _Problems, value: object) -> list[Any]:
+    """A model's `features` list ([] when it is none); a missing, empty or overlong list is a problem."""
+    if not isinstance(value, list) or not value:
+        problems.add("features", "a non-empty list of features is required")
+        return []
+    if len(value) > MAX_FEATURES:
+        problems.add("features", f"{len(value)} features; a model has at most {MAX_FEATURES}")
+    return value
+
+
+def _named_features(
+    problems: _Problems, raw_features: Sequence[Any]
+) -> Iterator[tuple[str, Mapping[str, Any], str]]:
+    """(location, object, checked name) of each feature that is an object; a name is checked as it
+    comes, so each feature's problems stay together in the order they are found."""
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_features):
+        at = f"features.{index}"
+        if not isinstance(raw, Mapping):
+            problems.add(at, "a feature is an object with a name")
+            continue
+        yield at, raw, _feature_name(problems, raw.get("name"), f"{at}.name", seen)
 
 
 def _feature_name(problems: _Problems, value: object, location: str, seen: set[str]) -> str:

@@ -9,19 +9,20 @@ their own.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from functools import partial
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
 
-from datazone.access import service as access_service
-from datazone.access.api import GrantDep, IdempotencyKey, raw_body
+from datazone.access.api import GrantDep, IdempotencyDep, raw_body, refusals_audited
 from datazone.config import Settings
 from datazone.db import Database
-from datazone.deps import DbDep, OperatorDep, SessionDep
-from datazone.errors import DomainError, InvalidSpec
-from datazone.metering import service as metering
+from datazone.deps import DbDep, OperatorDep, SessionDep, SettingsDep
+from datazone.errors import InvalidSpec
 from datazone.oauth.resource import AccessGrant
 from datazone.principal import service as principal_service
 from datazone.psi import service
@@ -36,67 +37,36 @@ SessionId = Annotated[str, Path(pattern=r"^psi_[A-Za-z0-9_-]{8,60}$")]
 MAX_CHUNK_BODY = 64 * 1024 * 1024
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _refused(
-    db: Database,
-    grant: AccessGrant,
-    exc: DomainError,
-    *,
-    product_id: str | None = None,
-    purpose: str | None = None,
-    session_id: str | None = None,
-) -> None:
-    """Audit a refusal in a transaction of its own (the request's rolls back)."""
-    with db.unit_of_work() as audit_session:
-        if session_id is not None:
-            product_id, purpose = service.session_product(
-                audit_session, institution_id=grant.institution.id, session_id=session_id
-            )
-        access_service.record_refusal(
-            audit_session,
-            caller=grant.institution,
-            product_id=product_id or "-",
-            usccs=[],
-            purpose=purpose,
-            error=exc,
-        )
+def _session_refusals_audited(
+    db: Database, grant: AccessGrant, session_id: str
+) -> AbstractContextManager[None]:
+    """A refusal about a session is audited under the session's product and purpose."""
+    lookup = partial(service.session_product, institution_id=grant.institution.id, session_id=session_id)
+    return refusals_audited(db, grant, subject_of=lookup)
 
 
 @router.post("/sessions", status_code=201, response_model=SessionOut)
 def open_session(
     body: SessionIn,
-    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     db: DbDep,
     grant: GrantDep,
-    raw: Annotated[bytes, Depends(raw_body)],
-    idempotency_key: IdempotencyKey = None,
+    idempotency: IdempotencyDep,
 ) -> JSONResponse:
     """Open a PSI session for a set of `set_size` enterprises (billed now, per item)."""
-    fingerprint = (
-        metering.fingerprint(request.method, request.url.path, request.url.query, raw)
-        if idempotency_key is not None
-        else None
-    )
-    try:
+    with refusals_audited(db, grant, product_id=body.product, purpose=body.purpose.value):
         opened = service.open_session(
             session,
-            settings=_settings(request),
+            settings=settings,
             grant=grant,
             product_id=body.product,
             purpose=body.purpose,
             set_size=body.set_size,
             labeled=body.labeled,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
+            idempotency_key=idempotency.key,
+            fingerprint=idempotency.fingerprint,
         )
-    except DomainError as exc:
-        _refused(db, grant, exc, product_id=body.product, purpose=body.purpose.value)
-        raise
     session.commit()
     return JSONResponse(opened.body, status_code=201, headers=opened.headers)
 
@@ -107,39 +77,42 @@ def session_status(session_id: SessionId, session: SessionDep, grant: GrantDep) 
     return service.session_body(row, chunks_done=service.chunks_done(session, session_id=row.id))
 
 
-def _artifact(request: Request, session_id: str, session: SessionDep, db: Database, grant: AccessGrant, media: str) -> Response:
-    try:
-        data = service.session_artifact(session, settings=_settings(request), grant=grant, session_id=session_id)
-    except DomainError as exc:
-        _refused(db, grant, exc, session_id=session_id)
-        raise
+def _artifact(
+    session_id: str, session: Session, settings: Settings, db: Database, grant: AccessGrant, media: str
+) -> Response:
+    with _session_refusals_audited(db, grant, session_id):
+        data = service.session_artifact(session, settings=settings, grant=grant, session_id=session_id)
     return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/sessions/{session_id}/setup", response_class=Response)
-def session_setup(session_id: SessionId, request: Request, session: SessionDep, db: DbDep, grant: GrantDep) -> Response:
+def session_setup(
+    session_id: SessionId, session: SessionDep, settings: SettingsDep, db: DbDep, grant: GrantDep
+) -> Response:
     """The zone's side of the slice as an OpenMined `ServerSetup` (GCS), for a plain session."""
     row = service.get_session(session, institution_id=grant.institution.id, session_id=session_id)
     if row.labeled:
         raise InvalidSpec(f"session {session_id} is labeled: fetch its labels_url instead", check="psi_session")
-    return _artifact(request, session_id, session, db, grant, PROTOBUF)
+    return _artifact(session_id, session, settings, db, grant, PROTOBUF)
 
 
 @router.get("/sessions/{session_id}/labels", response_class=Response)
-def session_labels(session_id: SessionId, request: Request, session: SessionDep, db: DbDep, grant: GrantDep) -> Response:
+def session_labels(
+    session_id: SessionId, session: SessionDep, settings: SettingsDep, db: DbDep, grant: GrantDep
+) -> Response:
     """The encrypted label table of a labeled session's slice (every entry, so the zone cannot tell which you open)."""
     row = service.get_session(session, institution_id=grant.institution.id, session_id=session_id)
     if not row.labeled:
         raise InvalidSpec(f"session {session_id} is not labeled: fetch its setup_url instead", check="psi_session")
-    return _artifact(request, session_id, session, db, grant, "application/octet-stream")
+    return _artifact(session_id, session, settings, db, grant, "application/octet-stream")
 
 
 @router.put("/sessions/{session_id}/chunks/{index}", response_class=Response)
 def answer_chunk(
     session_id: SessionId,
     index: Annotated[int, Path(ge=0, le=100_000_000)],
-    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     db: DbDep,
     grant: GrantDep,
     body: Annotated[bytes, Depends(raw_body)],
@@ -150,13 +123,10 @@ def answer_chunk(
         raise InvalidSpec(f"send the chunk as {PROTOBUF} (an OpenMined PSI Request)", check="psi_request")
     if len(body) > MAX_CHUNK_BODY:
         raise InvalidSpec(f"a chunk body is at most {MAX_CHUNK_BODY} bytes", check="psi_request")
-    try:
+    with _session_refusals_audited(db, grant, session_id):
         answer = service.answer_chunk(
-            session, settings=_settings(request), grant=grant, session_id=session_id, index=index, body=body
+            session, settings=settings, grant=grant, session_id=session_id, index=index, body=body
         )
-    except DomainError as exc:
-        _refused(db, grant, exc, session_id=session_id)
-        raise
     # the chunk's answer and its audit entry commit before a byte of it is sent
     session.commit()
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
@@ -164,12 +134,12 @@ def answer_chunk(
 
 
 @router.post("/jobs", status_code=201, response_model=JobOut)
-def create_job(body: JobIn, request: Request, session: SessionDep, db: DbDep, grant: GrantDep) -> JSONResponse:
+def create_job(body: JobIn, session: SessionDep, settings: SettingsDep, db: DbDep, grant: GrantDep) -> JSONResponse:
     """Queue a PSI on SecretFlow's engine; join it with the returned ticket over the engine's link."""
-    try:
+    with refusals_audited(db, grant, product_id=body.product, purpose=body.purpose.value):
         created = service.create_job(
             session,
-            settings=_settings(request),
+            settings=settings,
             grant=grant,
             product_id=body.product,
             purpose=body.purpose,
@@ -179,9 +149,6 @@ def create_job(body: JobIn, request: Request, session: SessionDep, db: DbDep, gr
             institution_certificate_pem=body.institution_certificate_pem,
             have_cache=body.have_cache,
         )
-    except DomainError as exc:
-        _refused(db, grant, exc, product_id=body.product, purpose=body.purpose.value)
-        raise
     out = {**service.job_body(created.job), "ticket": created.ticket}
     session.commit()
     return JSONResponse(out, status_code=201, headers={"Cache-Control": "no-store"})
@@ -203,10 +170,10 @@ def list_epochs(session: SessionDep, operator: OperatorDep) -> list[PsiKeyEpoch]
 
 
 @router.post("/epochs", status_code=201, response_model=EpochOut)
-def rotate(body: RotateIn, request: Request, session: SessionDep, operator: OperatorDep) -> PsiKeyEpoch:
+def rotate(body: RotateIn, session: SessionDep, settings: SettingsDep, operator: OperatorDep) -> PsiKeyEpoch:
     """Start a new key epoch (the worker then precomputes every PSI product under it)."""
     principal_service.require_role(operator, "curator", "rotate the PSI key")
-    return service.rotate_key(session, settings=_settings(request), by=operator, reason=body.reason)
+    return service.rotate_key(session, settings=settings, by=operator, reason=body.reason)
 
 
 @router.get("/artifacts", response_model=list[ArtifactOut])

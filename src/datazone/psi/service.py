@@ -495,16 +495,13 @@ def open_session(
     """Check, price and open a session for a set of `set_size` items; billed now, in full."""
     at = at or utcnow()
     caller = grant.institution
-    if idempotency_key is not None:
-        assert fingerprint is not None
-        with access_service.check("idempotency"):
-            stored = metering.begin_idempotent(
-                session, institution_id=caller.id, key=idempotency_key, fingerprint=fingerprint
-            )
-        if stored is not None:
-            row = session.get(PsiSession, stored.body["session_id"])
-            assert row is not None
-            return Opened(row, True, {**stored.headers, "Idempotent-Replayed": "true"}, stored.body)
+    stored = access_service.replay(
+        session, institution_id=caller.id, idempotency_key=idempotency_key, fingerprint=fingerprint
+    )
+    if stored is not None:
+        row = session.get(PsiSession, stored.body["session_id"])
+        assert row is not None
+        return Opened(row, True, stored.headers, stored.body)
     with access_service.check("scope"):
         resource.require_scope(grant, product_id)
     auth = access_service.authorize(session, caller=caller, product_id=product_id, purpose=purpose, at=at, channel="psi")

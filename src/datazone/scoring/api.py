@@ -7,20 +7,19 @@ job or registration is audited in a transaction of its own.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 
-from datazone.access import service as access_service
-from datazone.access.api import GrantDep, IdempotencyKey, raw_body
-from datazone.config import Settings
+from datazone.access.api import GrantDep, IdempotencyDep, refusals_audited
 from datazone.db import Database
-from datazone.deps import DbDep, ReviewerDep, SessionDep
+from datazone.deps import DbDep, ReviewerDep, SessionDep, SettingsDep
 from datazone.errors import DomainError, Forbidden, Unauthorized
-from datazone.metering import service as metering
 from datazone.oauth import resource
 from datazone.oauth.resource import AccessGrant
 from datazone.principal import service as principal_service
@@ -47,11 +46,6 @@ JobId = Annotated[str, Path(pattern=JOB_ID)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 @dataclass(frozen=True)
 class Caller:
     """Who calls a route both sides use: an institution (its access token) or operator staff (a key)."""
@@ -66,8 +60,8 @@ class Caller:
 
 
 def caller(
-    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if creds is None:
@@ -82,47 +76,27 @@ def caller(
                 f"scoring models are an institution's and the operator's; you are {principal.kind}"
             )
         return Caller(principal, None)
-    grant = resource.authenticate_access_token(session, token=creds.credentials, settings=_settings(request))
+    grant = resource.authenticate_access_token(session, token=creds.credentials, settings=settings)
     return Caller(grant.institution, grant)
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
 
 
-def _refused(
-    db: Database,
-    grant: AccessGrant,
-    exc: DomainError,
-    *,
-    product_id: str | None,
-    purpose: str | None,
-    usccs: list[str],
-) -> None:
-    """Audit a refusal in a transaction of its own (the request's rolls back)."""
-    with db.unit_of_work() as audit_session:
-        access_service.record_refusal(
-            audit_session,
-            caller=grant.institution,
-            product_id=product_id or "-",
-            usccs=[u[:32] for u in usccs],
-            purpose=purpose,
-            error=exc,
-        )
+def _model_refusals_audited(
+    db: Database, grant: AccessGrant, model_id: str, usccs: list[str]
+) -> AbstractContextManager[None]:
+    """A refused score or job is audited under its model's product and purpose (none when the
+    model is not the caller's)."""
 
-
-def _model_product(db: Database, grant: AccessGrant, model_id: str) -> tuple[str | None, str | None]:
-    with db.unit_of_work() as s:
+    def model_product(audit_session: Session) -> tuple[str | None, str | None]:
         try:
-            model = service.get_model(s, model_id=model_id, institution_id=grant.institution.id)
+            model = service.get_model(audit_session, model_id=model_id, institution_id=grant.institution.id)
         except DomainError:
             return None, None
         return model.product_id, model.purpose
 
-
-def _fingerprint(request: Request, raw: bytes, idempotency_key: str | None) -> str | None:
-    if idempotency_key is None:
-        return None
-    return metering.fingerprint(request.method, request.url.path, request.url.query, raw)
+    return refusals_audited(db, grant, usccs=usccs, subject_of=model_product)
 
 
 # ---------------------------------------------------------------- models
@@ -136,19 +110,14 @@ def register_model(
     grant: GrantDep,
 ) -> JSONResponse:
     """Register a model (its weights or points Paillier-encrypted); it scores once an operator approves it."""
-    try:
+    product, purpose = document.get("product"), document.get("purpose")
+    with refusals_audited(
+        db,
+        grant,
+        product_id=product if isinstance(product, str) else None,
+        purpose=purpose if isinstance(purpose, str) else None,
+    ):
         model = service.register_model(session, grant=grant, document=document)
-    except DomainError as exc:
-        product, purpose = document.get("product"), document.get("purpose")
-        _refused(
-            db,
-            grant,
-            exc,
-            product_id=product if isinstance(product, str) else None,
-            purpose=purpose if isinstance(purpose, str) else None,
-            usccs=[],
-        )
-        raise
     body = service.model_view(model)
     session.commit()
     return JSONResponse(body, status_code=201)
@@ -196,28 +165,23 @@ def retire_model(model_id: ModelId, body: RetireIn, session: SessionDep, who: Ca
 @router.post("/scores", response_model=ScoreOut)
 def score(
     body: ScoreIn,
-    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     db: DbDep,
     grant: GrantDep,
-    raw: Annotated[bytes, Depends(raw_body)],
-    idempotency_key: IdempotencyKey = None,
+    idempotency: IdempotencyDep,
 ) -> JSONResponse:
     """One enterprise's encrypted score (billed, counted against its cap, audited)."""
-    try:
+    with _model_refusals_audited(db, grant, body.model, [body.uscc]):
         scored = service.score_one(
             session,
-            settings=_settings(request),
+            settings=settings,
             grant=grant,
             model_id=body.model,
             uscc=body.uscc,
-            idempotency_key=idempotency_key,
-            fingerprint=_fingerprint(request, raw, idempotency_key),
+            idempotency_key=idempotency.key,
+            fingerprint=idempotency.fingerprint,
         )
-    except DomainError as exc:
-        product, purpose = _model_product(db, grant, body.model)
-        _refused(db, grant, exc, product_id=product, purpose=purpose, usccs=[body.uscc])
-        raise
     # the score commits with its usage event, tally and audit entry before a byte of it is sent
     session.commit()
     return JSONResponse(scored.body, status_code=scored.status, headers=scored.headers)
@@ -229,28 +193,23 @@ def score(
 @router.post("/jobs", status_code=201, response_model=JobOut)
 def create_job(
     body: JobIn,
-    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     db: DbDep,
     grant: GrantDep,
-    raw: Annotated[bytes, Depends(raw_body)],
-    idempotency_key: IdempotencyKey = None,
+    idempotency: IdempotencyDep,
 ) -> JSONResponse:
     """Queue a batch of enterprises for scoring (the found ones billed now); the same Idempotency-Key returns the same job."""
-    try:
+    with _model_refusals_audited(db, grant, body.model, body.usccs):
         created = service.create_job(
             session,
-            settings=_settings(request),
+            settings=settings,
             grant=grant,
             model_id=body.model,
             usccs=body.usccs,
-            idempotency_key=idempotency_key,
-            fingerprint=_fingerprint(request, raw, idempotency_key),
+            idempotency_key=idempotency.key,
+            fingerprint=idempotency.fingerprint,
         )
-    except DomainError as exc:
-        product, purpose = _model_product(db, grant, body.model)
-        _refused(db, grant, exc, product_id=product, purpose=purpose, usccs=body.usccs[:1000])
-        raise
     out = service.job_view(created.job)
     session.commit()
     return JSONResponse(out, status_code=created.status, headers=created.headers)

@@ -959,14 +959,6 @@ def _tally(
 # ---------------------------------------------------------------- one score, online
 
 
-@dataclass(frozen=True)
-class Scored:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str]
-    replayed: bool = False
-
-
 def score_one(
     session: Session,
     *,
@@ -977,18 +969,15 @@ def score_one(
     idempotency_key: str | None = None,
     fingerprint: str | None = None,
     at: datetime | None = None,
-) -> Scored:
+) -> access_service.Served:
     """Check, compute, seal, meter and record one enterprise's encrypted score."""
     at = at or utcnow()
     caller = grant.institution
-    if idempotency_key is not None:
-        assert fingerprint is not None
-        with access_service.check("idempotency"):
-            stored = metering.begin_idempotent(
-                session, institution_id=caller.id, key=idempotency_key, fingerprint=fingerprint
-            )
-        if stored is not None:
-            return Scored(stored.status, stored.body, {**stored.headers, "Idempotent-Replayed": "true"}, True)
+    stored = access_service.replay(
+        session, institution_id=caller.id, idempotency_key=idempotency_key, fingerprint=fingerprint
+    )
+    if stored is not None:
+        return access_service.Served(stored.status, stored.body, stored.headers, True)
     model = get_model(session, model_id=model_id, institution_id=caller.id)
     with access_service.check("scope"):
         resource.require_scope(grant, model.product_id)
@@ -1107,7 +1096,7 @@ def score_one(
         headers=headers,
         at=at,
     )
-    return Scored(200, body, headers)
+    return access_service.Served(200, body, headers)
 
 
 # ---------------------------------------------------------------- batch jobs
@@ -1198,15 +1187,12 @@ def create_job(
     are billed and counted against their caps now; nothing is written on any refusal."""
     at = at or utcnow()
     caller = grant.institution
-    if idempotency_key is not None:
-        assert fingerprint is not None
-        with access_service.check("idempotency"):
-            stored = metering.begin_idempotent(
-                session, institution_id=caller.id, key=idempotency_key, fingerprint=fingerprint
-            )
-        if stored is not None:
-            job = get_job(session, institution_id=caller.id, job_id=str(stored.body["id"]))
-            return CreatedJob(job, stored.status, {**stored.headers, "Idempotent-Replayed": "true"}, True)
+    stored = access_service.replay(
+        session, institution_id=caller.id, idempotency_key=idempotency_key, fingerprint=fingerprint
+    )
+    if stored is not None:
+        job = get_job(session, institution_id=caller.id, job_id=str(stored.body["id"]))
+        return CreatedJob(job, stored.status, stored.headers, True)
     model = get_model(session, model_id=model_id, institution_id=caller.id)
     with access_service.check("scope"):
         resource.require_scope(grant, model.product_id)
