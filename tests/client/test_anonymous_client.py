@@ -11,6 +11,7 @@ are injected at the HTTP layer between the SDK and the real gateway.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from datazone.client import cli as client_cli
 from datazone.client.anonymous import AnonymityNotMet
 from datazone.oauth import service as oauth_service
 from datazone.privacy import anonymous_query as aq
+from datazone.privacy import labels
 from tests.anonymous import conftest as anonymous_zone
 from tests.anonymous.conftest import CREDIT, DEBTORS, K, Zone, anonymous_product, put_product
 from tests.anonymous.test_queries import assert_blind
@@ -208,6 +210,28 @@ def test_an_answer_from_a_bucket_below_k_is_refused_unopened(zone: Zone, bank: B
     ):
         client.anonymous_lookup(DEBTORS, [zone.listed[10]], purpose="pre_loan")
     assert wire.queries() == []
+
+
+def test_a_full_answer_with_fewer_than_k_entries_is_refused_whatever_the_zone_says(
+    zone: Zone, bank: Bank
+) -> None:
+    """A full answer holds every candidate's sealed entry, so the SDK counts them: a table of
+    k - 1 entries is refused even when the answer claims k candidates."""
+    short = labels.seal_labels([os.urandom(32) for _ in range(K - 1)], [b"{}"] * (K - 1))
+
+    def thin(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if not request.url.path.endswith("/queries") or response.status_code != 200:
+            return response
+        body = response.json()
+        body["answers"][0]["entries"] = aq.b64encode(short)
+        return httpx.Response(200, json=body)
+
+    with (
+        sdk(zone, bank.client_id, bank.secret, wire=Wire(after=thin)) as client,
+        pytest.raises(AnonymityNotMet) as refused,
+    ):
+        client.anonymous_lookup(CREDIT, [zone.unlisted[11]], purpose="pre_loan")
+    assert f"0 ({K - 1} candidates)" in str(refused.value)
 
 
 def test_bad_codes_are_refused_before_anything_is_sent(zone: Zone, bank: Bank) -> None:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 from datazone.client.enterprises import checked_distinct
 from datazone.client.errors import ZoneError
 from datazone.privacy import anonymous_query
+from datazone.privacy.labels import label_table_stats
 from datazone.purposes import Purpose
 
 if TYPE_CHECKING:
@@ -205,9 +206,16 @@ def _ask(
         at = f"{where}: answers.{index}"
         if not isinstance(answer, dict) or answer.get("bucket") != bucket:
             raise _unexpected(f"{at} is not the answer for the bucket asked")
-        sizes.append(_int(answer, "candidates", at))
+        candidates = _int(answer, "candidates", at)
         points.append(_b64decode(answer.get("point"), f"{at}.point"))
         tables.append(_b64decode(answer.get("entries"), f"{at}.entries"))
+        if params.answer == "full":
+            # a full answer holds every candidate's entry: count them rather than take the zone's word
+            try:
+                candidates = min(candidates, label_table_stats(tables[-1])["entries"])
+            except ValueError as exc:
+                raise _unexpected(f"{at}.entries is not a sealed table ({exc})") from None
+        sizes.append(candidates)
     try:
         anonymous_query.check_buckets(sizes, params.k)
     except anonymous_query.BucketTooSmall as exc:
