@@ -237,6 +237,24 @@ def synthetic_zone(db: Database, database_url: str, tmp_path_factory: pytest.Tem
     return {**zone.info, "drop_dir": zone_settings.drop_path}
 
 
+def synthetic_zone_settings(
+    synthetic_zone: dict[str, Any], database_url: str, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Settings:
+    """Settings of a gateway or worker of its own (its own home) over the shared synthetic zone."""
+    return Settings(
+        home=tmp_path_factory.mktemp(name) / "home",
+        database_url=database_url,
+        drop_dir=synthetic_zone["drop_dir"],
+        signing_key_secret=SIGNING_KEY_SECRET,
+    )
+
+
+def column(db: Database, query: str) -> list[str]:
+    """One column of a query's rows (the plaintext truth tests compare answers with)."""
+    with db.engine.connect() as conn:
+        return list(conn.execute(sa.text(query)).scalars())
+
+
 def problem(resp: httpx.Response) -> dict[str, Any]:
     assert resp.headers["content-type"].startswith("application/problem+json"), resp.text
     body: dict[str, Any] = resp.json()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from datazone import uscc
@@ -129,3 +132,45 @@ def principal_key(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def grants_revoked(
+    db: Database, *, department: str, reason: str, institution_id: int | None = None
+) -> Iterator[list[str]]:
+    """The department's live grants (to one institution, when named) revoked for the block, then
+    given again with the same terms: the shared synthetic zone's later tests rely on them.
+    Yields the ids of the grants revoked."""
+    from datazone.grant import service as grant_service
+    from datazone.grant.models import Grant
+
+    query = sa.select(Grant).where(Grant.department == department, Grant.revoked_at.is_(None))
+    if institution_id is not None:
+        query = query.where(Grant.institutions.contains([institution_id]))
+    with db.unit_of_work() as s:
+        dept = principal_service.find_principal(s, name=f"demo-{department}")
+        assert dept is not None
+        live = s.scalars(query).all()
+        assert live
+        revoked = [g.id for g in live]
+        terms = [(g.datasets, g.purposes, g.products, g.institutions, g.valid_from, g.valid_to) for g in live]
+        for g in live:
+            grant_service.revoke_grant(s, grant_id=g.id, by=dept, reason=reason)
+    try:
+        yield revoked
+    finally:
+        with db.unit_of_work() as s:
+            dept = principal_service.find_principal(s, name=f"demo-{department}")
+            assert dept is not None
+            for datasets, purposes, products, institutions, valid_from, valid_to in terms:
+                grant_service.create_grant(
+                    s,
+                    department=department,
+                    datasets=datasets,
+                    purposes=purposes,
+                    products=products,
+                    institutions=institutions,
+                    valid_from=valid_from,
+                    valid_to=valid_to,
+                    by=dept,
+                )

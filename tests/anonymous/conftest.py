@@ -22,7 +22,7 @@ from datazone.config import Settings
 from datazone.db import Database
 from datazone.oauth import service as oauth_service
 from datazone.privacy import anonymous_query as aq
-from tests.conftest import SIGNING_KEY_SECRET, Server
+from tests.conftest import Server, column, synthetic_zone_settings
 from tests.factories import bearer, make_uscc, new_principal
 
 PRODUCTS_DIR = Path(__file__).resolve().parents[2] / "products"
@@ -135,28 +135,17 @@ def put_product(zone: Zone, spec: dict[str, Any], *, publish: bool = True) -> ht
         return r
 
 
-def _column(db: Database, query: str) -> list[str]:
-    with db.engine.connect() as conn:
-        return list(conn.execute(sa.text(query)).scalars())
-
-
 @pytest.fixture(scope="module")
 def zone(
     synthetic_zone: dict[str, Any], db: Database, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Zone]:
-    root = tmp_path_factory.mktemp("anonymous")
-    settings = Settings(
-        home=root / "home",
-        database_url=database_url,
-        drop_dir=synthetic_zone["drop_dir"],
-        signing_key_secret=SIGNING_KEY_SECRET,
-    )
+    settings = synthetic_zone_settings(synthetic_zone, database_url, tmp_path_factory, "anonymous")
     server = Server(settings)
     server.wait_ready()
     with db.engine.connect() as conn:
         suppliers = list(conn.execute(sa.text("SELECT DISTINCT supplier_id FROM dataset")).scalars())
-    registered = _column(db, "SELECT DISTINCT uscc FROM zone.mr_registration WHERE _vto IS NULL ORDER BY uscc")
-    listed = _column(db, "SELECT DISTINCT uscc FROM zone.court_dishonest WHERE _vto IS NULL ORDER BY uscc")
+    registered = column(db, "SELECT DISTINCT uscc FROM zone.mr_registration WHERE _vto IS NULL ORDER BY uscc")
+    listed = column(db, "SELECT DISTINCT uscc FROM zone.court_dishonest WHERE _vto IS NULL ORDER BY uscc")
     zone = Zone(
         db=db,
         settings=settings,

@@ -19,7 +19,8 @@ from datazone.client import ZoneClient
 from datazone.config import Settings
 from datazone.psi import worker
 from tests.conftest import problem
-from tests.psi.conftest import Zone, bank_list, courts_grants_revoked
+from tests.factories import grants_revoked
+from tests.psi.conftest import Zone, bank_list
 
 
 def free_port() -> int:
@@ -167,7 +168,7 @@ def test_a_grant_revoked_while_the_job_waits_stops_it_and_says_why(zone: Zone) -
     )
     thread.start()
     time.sleep(2.0)  # the zone's side is up and waiting for the institution
-    with courts_grants_revoked(zone, reason="test: revoked while the job runs"):
+    with grants_revoked(zone.db, department="courts", reason="test: revoked while the job runs"):
         assert done.wait(30), "the worker did not stop the job"
         body = _wait_status(zone, str(job["job_id"]))
         assert body["status"] == "failed"

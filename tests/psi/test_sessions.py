@@ -27,7 +27,8 @@ from datazone.privacy import labels, oprf
 from datazone.psi import service as psi_service
 from datazone.psi import worker
 from tests.conftest import problem
-from tests.psi.conftest import Zone, bank_list, courts_grants_revoked
+from tests.factories import grants_revoked
+from tests.psi.conftest import Zone, bank_list
 
 PROTOBUF = "application/x-protobuf"
 
@@ -292,7 +293,7 @@ def test_an_ingest_that_changes_the_slice_refreshes_the_zone_side(
 def test_a_revoked_grant_stops_the_session_at_its_next_chunk(zone: Zone, http: httpx.Client) -> None:
     items = bank_list(zone, listed=10, unlisted=100, outsiders=0)
     session = open_session(http, "dishonest-debtor-psi", len(items)).json()
-    with courts_grants_revoked(zone, reason="test: revoked mid-session"):
+    with grants_revoked(zone.db, department="courts", reason="test: revoked mid-session"):
         client = om.client.CreateWithNewKey(True)
         refused = put_chunk(http, session, 0, client.CreateRequest(items[:50]).SerializeToString())
         body = problem(refused)

@@ -36,7 +36,7 @@ from datazone.privacy import scoring as circuits
 from datazone.product import engine
 from datazone.product import service as product_service
 from datazone.product.schemas import ProductSpec
-from tests.conftest import SIGNING_KEY_SECRET, Server
+from tests.conftest import SIGNING_KEY_SECRET, Server, synthetic_zone_settings
 from tests.factories import bearer, make_uscc
 
 PRODUCT = "secure-credit-score"
@@ -138,13 +138,7 @@ def _grant_all(
 def scoring_zone(
     synthetic_zone: dict[str, Any], db: Database, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ScoringZone]:
-    root = tmp_path_factory.mktemp("scoring")
-    settings = Settings(
-        home=root / "home",
-        database_url=database_url,
-        drop_dir=synthetic_zone["drop_dir"],
-        signing_key_secret=SIGNING_KEY_SECRET,
-    )
+    settings = synthetic_zone_settings(synthetic_zone, database_url, tmp_path_factory, "scoring")
     now = datetime.now(UTC)
     start, end = now - timedelta(days=1), now + timedelta(days=365)
     tag = secrets.token_hex(3)

@@ -4,18 +4,14 @@ dies mid-job and the one that takes over, re-downloads, limits, caps and a revok
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
-from datazone.grant import service as grant_service
-from datazone.grant.models import Grant
-from datazone.principal import service as principal_service
 from datazone.scoring import worker as scoring_worker
 from tests.conftest import problem
+from tests.factories import grants_revoked
 from tests.scoring.conftest import CHUNK, MAX_BATCH, PRODUCT, ScoringZone
 from tests.scoring.helpers import (
     approved,
@@ -249,48 +245,6 @@ def test_a_job_with_enterprises_at_their_cap_is_refused_and_nothing_is_written(
     scoring_worker.run_once(zone.db, zone.worker_settings(), worker_name="worker-d")
 
 
-@contextmanager
-def courts_grant_revoked(zone: ScoringZone) -> Iterator[None]:
-    """The courts department's grant to the tests' institution revoked for the block, then given again."""
-    with zone.db.unit_of_work() as s:
-        courts = principal_service.find_principal(s, name="demo-courts")
-        assert courts is not None
-        [grant] = s.scalars(
-            sa.select(Grant).where(
-                Grant.department == "courts",
-                Grant.revoked_at.is_(None),
-                Grant.institutions.contains([zone.institution_id]),
-            )
-        ).all()
-        terms = (
-            grant.datasets,
-            grant.purposes,
-            grant.products,
-            grant.institutions,
-            grant.valid_from,
-            grant.valid_to,
-        )
-        grant_service.revoke_grant(s, grant_id=grant.id, by=courts, reason="法院暂停授权（测试）")
-    try:
-        yield
-    finally:
-        with zone.db.unit_of_work() as s:
-            courts = principal_service.find_principal(s, name="demo-courts")
-            assert courts is not None
-            datasets, purposes, products, institutions, valid_from, valid_to = terms
-            grant_service.create_grant(
-                s,
-                department="courts",
-                datasets=datasets,
-                purposes=purposes,
-                products=products,
-                institutions=institutions,
-                valid_from=valid_from,
-                valid_to=valid_to,
-                by=courts,
-            )
-
-
 def test_a_revoked_grant_stops_a_running_job_naming_the_department(scoring_zone: ScoringZone) -> None:
     zone = scoring_zone
     scoring_worker.run_once(zone.db, zone.worker_settings(), worker_name="worker-drain")
@@ -304,7 +258,10 @@ def test_a_revoked_grant_stops_a_running_job_naming_the_department(scoring_zone:
     scoring_worker.run_once(zone.db, zone.worker_settings(), worker_name="worker-e", chunk_limit=1)
     assert job(zone, job_id)["chunks_done"] == 1
 
-    with courts_grant_revoked(zone):
+    with grants_revoked(
+        zone.db, department="courts", reason="法院暂停授权（测试）", institution_id=zone.institution_id
+    ) as revoked:
+        assert len(revoked) == 1  # the courts' one grant to the tests' institution
         stopped = scoring_worker.run_once(
             zone.db, zone.worker_settings(scoring_stale_minutes=0), worker_name="worker-f"
         )

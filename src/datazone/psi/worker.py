@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,27 +60,6 @@ def run_once(db: Database, settings: Settings, *, run_jobs: bool = False, worker
     if run_jobs:
         done.jobs = run_queued_jobs(db, settings, worker_name=worker_name)
     return done
-
-
-def run_forever(
-    db: Database,
-    settings: Settings,
-    *,
-    interval_seconds: float = 30.0,
-    stop: threading.Event | None = None,
-    worker_name: str | None = None,
-) -> None:
-    import os
-    import socket
-
-    worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
-    stop = stop or threading.Event()
-    while not stop.is_set():
-        try:
-            run_once(db, settings, run_jobs=True, worker_name=worker_name)
-        except Exception:
-            log.exception("PSI worker pass failed; retrying in %.0f s", interval_seconds)
-        stop.wait(interval_seconds)
 
 
 def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: float = 1.0) -> str:
