@@ -5,7 +5,7 @@ transaction."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "catalog",
     "committed_bank",
     "committed_curator",
+    "contract_under_plan",
     "totals",
     "uscc_list",
 ]
@@ -75,6 +76,27 @@ def committed_bank(
             by=curator,
         )
         return Bank(institution=bank, token=token, contract_id=contract.id, plan_id=p.id, curator=curator)
+
+
+def contract_under_plan(db: Database, bank: Bank, *, products: tuple[str, ...], **plan: Any) -> Bank:
+    """The same institution with a further contract for `products` under a private plan of its own."""
+    tag = secrets.token_hex(4)
+    with db.unit_of_work() as s:
+        p = metering.create_plan(
+            s, plan_id=f"plan-{tag}", name=f"plan {tag}", institution_id=bank.institution.id,
+            by=bank.curator, **plan,
+        )
+        contract = contract_service.create_contract(
+            s,
+            institution_id=bank.institution.id,
+            purposes=["pre_loan", "post_loan"],
+            products=list(products),
+            valid_from=datetime.now(UTC) - timedelta(days=1),
+            valid_to=datetime.now(UTC) + timedelta(days=365),
+            plan_id=p.id,
+            by=bank.curator,
+        )
+        return replace(bank, contract_id=contract.id, plan_id=p.id)
 
 
 def uscc_list(n: int, start: int = 0) -> list[str]:

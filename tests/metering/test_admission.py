@@ -12,7 +12,7 @@ import pytest
 from datazone.db import Database
 from datazone.metering import service as metering
 from datazone.metering.service import QuotaExceeded, RateLimited, SpendCapReached
-from tests.metering.builders import CallResult, call, catalog, committed_bank, totals
+from tests.metering.builders import CallResult, call, catalog, committed_bank, contract_under_plan, totals
 
 pytestmark = pytest.mark.usefixtures("catalog")
 assert catalog  # the fixture is used by name
@@ -190,6 +190,26 @@ def test_rate_limit_is_one_meter_across_clients_and_replicas(db: Database) -> No
         assert isinstance(call(db, bank, client_id="app-1").error, RateLimited)
     finally:
         other_replica.dispose()
+
+
+def test_one_plan_cannot_throttle_another_contract_of_the_same_institution(db: Database) -> None:
+    """A slow private plan (one call per 100 s) on one contract, the bank's fast plan on another: the
+    slow contract's calls are limited, and the fast contract's calls are not slowed by them."""
+    fast = committed_bank(db, products=("credit-basic",), rate_per_second=1000.0, burst=1000)
+    slow = contract_under_plan(db, fast, products=("risk-insight",), rate_per_second=0.01, burst=1)
+    assert call(db, slow).error is None
+    refused = call(db, slow).error
+    assert isinstance(refused, RateLimited)
+    assert refused.extra["plan_id"] == slow.plan_id and refused.extra["contract_id"] == slow.contract_id
+    assert refused.extra["headers"]["RateLimit-Limit"] == "1"
+    results = [call(db, fast, product_id="credit-basic") for _ in range(20)]
+    assert [r.error for r in results] == [None] * 20
+    admitted = [r.admission for r in results if r.admission is not None]
+    # the fast plan's own headers: its burst, not the slow plan's
+    assert {a.headers["RateLimit-Limit"] for a in admitted} == {"1000"}
+    assert int(admitted[-1].headers["RateLimit-Remaining"]) >= 980
+    # and the other way round: the fast contract's calls did not use the slow one's allowance up further
+    assert isinstance(call(db, slow).error, RateLimited)
 
 
 def test_admission_refuses_nonsense_from_the_gateway(db: Database) -> None:

@@ -51,12 +51,25 @@ class Plan(Base):
 
 
 class Meter(Base):
-    """One row per institution (across all its clients): the lock every admission takes, and the
-    rate limiter's state (GCRA: the theoretical arrival time of the next call)."""
+    """One row per institution (across all its clients): the lock every admission takes, so the
+    institution's quota and spend cap stay exact across replicas."""
 
     __tablename__ = "meter"
 
     institution_id: Mapped[int] = mapped_column(sa.ForeignKey("principal.id"), primary_key=True)
+
+
+class MeterRate(Base):
+    """A contract's rate limiter state (GCRA: the theoretical arrival time of its next call).
+
+    Kept per contract because the rate and burst come from the contract's plan: state shared across
+    an institution's contracts would let a slow private plan throttle calls under a fast one."""
+
+    __tablename__ = "meter_rate"
+
+    contract_id: Mapped[int] = mapped_column(
+        sa.BigInteger, sa.ForeignKey("contract.id", ondelete="CASCADE"), primary_key=True
+    )
     tat: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 

@@ -46,6 +46,7 @@ from datazone.metering.models import (
     PERIODS,
     IdempotentAnswer,
     Meter,
+    MeterRate,
     MeterCount,
     Plan,
     UsageEvent,
@@ -546,14 +547,25 @@ def _plan_of_contract(session: Session, contract_id: int) -> Plan:
     return plan
 
 
-def _lock_meter(session: Session, institution_id: int) -> tuple[datetime | None, datetime]:
-    """Lock (creating if need be) the institution's meter row; its GCRA state and the database's
-    clock read after the lock is held (one clock for every replica)."""
-    stmt = pg_insert(Meter).values(institution_id=institution_id, tat=None)
-    row = session.execute(
+def _lock_meter(session: Session, institution_id: int) -> None:
+    """Lock (creating if need be) the institution's meter row: quota and spend cap are decided and
+    counted under it, so they stay exact across replicas."""
+    stmt = pg_insert(Meter).values(institution_id=institution_id)
+    session.execute(
         stmt.on_conflict_do_update(
             index_elements=["institution_id"], set_={"institution_id": stmt.excluded.institution_id}
-        ).returning(Meter.tat, sa.func.clock_timestamp())
+        )
+    )
+
+
+def _lock_rate(session: Session, contract_id: int) -> tuple[datetime | None, datetime]:
+    """Lock (creating if need be) the contract's rate-limit row; its GCRA state and the database's
+    clock read after the lock is held (one clock for every replica)."""
+    stmt = pg_insert(MeterRate).values(contract_id=contract_id, tat=None)
+    row = session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["contract_id"], set_={"contract_id": stmt.excluded.contract_id}
+        ).returning(MeterRate.tat, sa.func.clock_timestamp())
     ).one()
     tat: datetime | None = row[0]
     now: datetime = row[1]
@@ -584,7 +596,7 @@ def admit(
 ) -> Admission:
     """Admit a call for up to `units` billable units under the contract's plan, or refuse it.
 
-    In order: the rate limit (GCRA per institution, in the database), the hard quota, the free
+    In order: the rate limit (GCRA per contract, in the database), the hard quota, the free
     units and price of each unit, the monthly spend cap; all decided under the institution's meter
     row lock, held until the transaction ends. Raises RateLimited, QuotaExceeded (429) or
     SpendCapReached (402), each with `retry_after` and a `headers` member for the HTTP answer.
@@ -594,7 +606,8 @@ def admit(
     if at.tzinfo is None:
         raise ValueError("at must be timezone-aware")
     plan = _plan_of_contract(session, contract_id)
-    tat, now = _lock_meter(session, institution_id)
+    _lock_meter(session, institution_id)
+    tat, now = _lock_rate(session, contract_id)
 
     # rate limit (GCRA): each call moves the theoretical arrival time one interval on; a call is
     # allowed while that stays within `burst` intervals of now
@@ -607,13 +620,14 @@ def admit(
         headers = _rate_headers(plan, limit_window=window, remaining=0, reset=(tat or now) - now, at=at)
         headers["Retry-After"] = str(max(1, _seconds_up(wait)))
         raise RateLimited(
-            f"institution {institution_id} may make {plan.burst} calls at once and {plan.rate_per_second:g} "
-            f"a second after that (plan {plan.id}); retry after {retry_after:g} s",
+            f"contract {contract_id} of institution {institution_id} may make {plan.burst} calls at once "
+            f"and {plan.rate_per_second:g} a second after that (plan {plan.id}); retry after {retry_after:g} s",
             retry_after=retry_after,
             plan_id=plan.id,
+            contract_id=contract_id,
             headers=headers,
         )
-    session.execute(sa.update(Meter).where(Meter.institution_id == institution_id).values(tat=new_tat))
+    session.execute(sa.update(MeterRate).where(MeterRate.contract_id == contract_id).values(tat=new_tat))
     remaining = int((window - (new_tat - now)) / interval + 1e-9)
     headers = _rate_headers(plan, limit_window=window, remaining=remaining, reset=new_tat - now, at=at)
 
