@@ -46,8 +46,8 @@ from datazone.metering.models import (
     PERIODS,
     IdempotentAnswer,
     Meter,
-    MeterRate,
     MeterCount,
+    MeterRate,
     Plan,
     UsageEvent,
 )
