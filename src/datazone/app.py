@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from datazone import __version__
@@ -17,6 +20,7 @@ from datazone.anonymous.api import router as anonymous_router
 from datazone.audit.api import router as audit_router
 from datazone.audit.sealer import AuditSealer
 from datazone.billing.api import router as billing_router
+from datazone.capacity import Capacity, CapacityGate, busy_problem
 from datazone.config import Settings, get_settings
 from datazone.consent.api import router as consent_router
 from datazone.contract.api import router as contract_router
@@ -56,8 +60,12 @@ def _quoted(text: str) -> str:
 def create_app(db: Database | None = None, settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
+    capacity = Capacity.of(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # sync routes run in this pool: more threads than admitted requests, so none waits for one
+        anyio.to_thread.current_default_thread_limiter().total_tokens = capacity.threads
         owned = db is None
         app.state.db = db if db is not None else Database.from_settings(settings)
         # every replica runs a sealer; an advisory lock lets one seal at a time
@@ -76,6 +84,25 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
 
     app = FastAPI(title="datazone", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.capacity = capacity
+    app.add_middleware(
+        CapacityGate,
+        max_requests=capacity.max_requests,
+        max_queued=capacity.max_queued,
+        wait_seconds=capacity.wait_seconds,
+    )
+
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def pool_exhausted(request: Request, exc: sa_exc.TimeoutError) -> Response:
+        # the gate keeps admitted requests within the pool; this is the backstop (a pool shared
+        # with a slow background task, say): busy, not broken
+        retry_after = max(1, math.ceil(capacity.wait_seconds))
+        body = busy_problem(
+            retry_after=retry_after,
+            detail=f"no database connection freed within {capacity.wait_seconds:g} s; retry after {retry_after} s",
+            path=request.url.path,
+        )
+        return Response(body, status_code=503, media_type=PROBLEM, headers={"Retry-After": str(retry_after)})
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
@@ -112,8 +139,9 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
             request.url.path,
         )
 
+    # async: a liveness probe must not wait for a thread behind saturated product calls
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     app.include_router(supplier_router)

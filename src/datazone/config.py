@@ -21,6 +21,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     # a running ingest that reports no progress for this long is aborted and its work discarded
+    # capacity of one gateway process (README, "Capacity"): connections in its database pool;
+    # requests it works on at once (0: the pool size; never more than the pool); requests that may
+    # wait for a place and for how long before 503 with Retry-After; threads for sync routes
+    # (0: max_requests + 8). The defaults suit a 2-core machine.
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    max_requests: int = Field(default=0, ge=0, le=1000)
+    max_queued_requests: int = Field(default=200, ge=0, le=100_000)
+    queue_wait_seconds: float = Field(default=5.0, gt=0, le=300)
+    threads: int = Field(default=0, ge=0, le=2000)
     ingest_stall_seconds: float = 600.0
     # rejects kept per run in the downloadable report; the counts stay exact beyond it
     ingest_max_reported_rejects: int = 100_000

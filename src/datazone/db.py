@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from datazone.capacity import Capacity
 from datazone.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,13 @@ def libpq_url(url: str | URL) -> str:
     return u.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 30.0) -> Engine:
     return sa.create_engine(
         sqlalchemy_url(url),
         pool_pre_ping=True,
-        pool_size=int(os.environ.get("DATAZONE_DB_POOL_SIZE", "10")),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
         connect_args={"application_name": "datazone"},
     )
 
@@ -114,14 +116,22 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 class Database:
     """The process's database: URL, engine and session factory, created once."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 30.0) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
         self.sessions = session_factory(self.engine)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, *, migrate_schema: bool = True) -> Database:
-        db = cls(resolve_database_url(settings))
+        settings = settings or get_settings()
+        capacity = Capacity.of(settings)
+        # the pool answers within the queue's wait rather than after SQLAlchemy's default 30 s
+        db = cls(
+            resolve_database_url(settings),
+            pool_size=capacity.db_pool_size,
+            max_overflow=capacity.db_max_overflow,
+            pool_timeout=capacity.wait_seconds,
+        )
         if migrate_schema:
             migrate(db.engine)
         return db

@@ -1,0 +1,145 @@
+"""The capacity of one gateway process: how many requests it works on at once, and what the rest get.
+
+A sync route runs its dependencies and its handler in a thread pool, and holds a database
+connection while it runs. With more requests at work than connections (or threads), the requests
+holding connections can wait for threads that the requests waiting for connections hold: the
+gateway locks up until the pool's time-out answers 500. So each process admits at most
+`max_requests` requests at once (no more than its pool has connections, fewer than it has threads),
+lets `max_queued` more wait up to `wait_seconds` for a place, and answers the rest at once with
+503 and `Retry-After`: a client always gets an answer, and a saturated gateway sheds load instead
+of queueing it without bound. Probes and metrics skip the gate, so an orchestrator can tell a busy
+process from a dead one.
+
+Starlette's middleware has no admission control of this shape (uvicorn's `--limit-concurrency`
+refuses without a queue and without Retry-After), hence this small ASGI middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from datazone.config import Settings
+from datazone.errors import PROBLEM_BASE
+
+# paths that never wait behind product calls: liveness, readiness and metrics
+UNGATED_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """One process's sizes, derived from the settings (README: "Capacity")."""
+
+    db_pool_size: int
+    db_max_overflow: int
+    max_requests: int
+    max_queued: int
+    wait_seconds: float
+    threads: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Capacity:
+        pool = settings.db_pool_size
+        admitted = settings.max_requests or pool
+        if admitted > pool:
+            raise ValueError(
+                f"DATAZONE_MAX_REQUESTS={admitted} is more than DATAZONE_DB_POOL_SIZE={pool}: an admitted "
+                "request could wait for a connection that never frees; raise the pool or lower the limit"
+            )
+        threads = settings.threads or admitted + 8
+        if threads <= admitted:
+            raise ValueError(
+                f"DATAZONE_THREADS={threads} must be more than DATAZONE_MAX_REQUESTS={admitted}: each admitted "
+                "request needs a thread at a time, and the sealer and probes need a few more"
+            )
+        return cls(
+            db_pool_size=pool,
+            # a refused call is audited in a second, short transaction while its own still holds a
+            # connection; the audit sealer holds one more
+            db_max_overflow=admitted + 2,
+            max_requests=admitted,
+            max_queued=settings.max_queued_requests,
+            wait_seconds=settings.queue_wait_seconds,
+            threads=threads,
+        )
+
+
+def busy_problem(*, retry_after: int, detail: str, path: str) -> bytes:
+    return json.dumps(
+        {
+            "type": PROBLEM_BASE + "gateway-busy",
+            "title": "The gateway is busy",
+            "status": 503,
+            "detail": detail,
+            "instance": path,
+            "retry_after": retry_after,
+        }
+    ).encode()
+
+
+class CapacityGate:
+    """ASGI middleware: at most `max_requests` requests inside, `max_queued` waiting, 503 beyond."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_requests: int,
+        max_queued: int,
+        wait_seconds: float,
+        ungated: Collection[str] = UNGATED_PATHS,
+    ) -> None:
+        self.app = app
+        self.max_requests = max_requests
+        self.max_queued = max_queued
+        self.wait_seconds = wait_seconds
+        self.ungated = frozenset(ungated)
+        self._places = asyncio.Semaphore(max_requests)
+        self._waiting = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.ungated:
+            await self.app(scope, receive, send)
+            return
+        if self._places.locked() and self._waiting >= self.max_queued:
+            await self._refuse(scope, send, f"{self.max_requests} requests at work and {self._waiting} waiting")
+            return
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._places.acquire(), timeout=self.wait_seconds)
+        except TimeoutError:
+            await self._refuse(
+                scope, send, f"no place freed within {self.wait_seconds:g} s ({self.max_requests} at work)"
+            )
+            return
+        finally:
+            self._waiting -= 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._places.release()
+
+    async def _refuse(self, scope: Scope, send: Send, why: str) -> None:
+        retry_after = max(1, math.ceil(self.wait_seconds))
+        body = busy_problem(
+            retry_after=retry_after,
+            detail=f"this gateway process is at capacity ({why}); retry after {retry_after} s",
+            path=scope["path"],
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(retry_after).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
