@@ -75,7 +75,7 @@ def assert_blind(body: bytes, items: list[str]) -> None:
 def usage(zone: Zone, inst: Institution) -> tuple[int, int]:
     with zone.db.engine.connect() as conn:
         count, fen = conn.execute(
-            sa.text("SELECT count(*), coalesce(sum(price_fen), 0) FROM usage_event WHERE institution_id = :i"),
+            sa.text("SELECT coalesce(sum(quantity), 0), coalesce(sum(quantity * price_fen), 0) FROM usage_event WHERE institution_id = :i"),
             {"i": inst.id},
         ).one()
     return int(count), int(fen)

@@ -243,7 +243,9 @@ def test_usage_events_as_a_cloudevents_batch(client: TestClient, db: Database) -
         data = e.get_data()
         assert isinstance(data, dict)
         assert e.get_source() == f"/datazone/products/{data['product']}"
-        assert set(data) == {"product", "purpose", "uscc", "price_fen", "free", "client_id"}
+        assert set(data) == {"product", "purpose", "uscc", "quantity", "price_fen", "amount_fen", "free", "client_id"}
+        # each of these named one enterprise: one unit
+        assert data["quantity"] == 1 and data["amount_fen"] == data["price_fen"]
     prices = sorted(
         (ev.get_data()["product"], ev.get_data()["price_fen"], ev.get_data()["free"]) for ev in events
     )  # type: ignore[index]

@@ -79,7 +79,7 @@ def usage(zone: Zone, bank_id: int) -> tuple[int, int]:
     with zone.db.engine.connect() as conn:
         count, fen = conn.execute(
             sa.text(
-                "SELECT count(*), coalesce(sum(price_fen), 0) FROM usage_event WHERE institution_id = :i"
+                "SELECT coalesce(sum(quantity), 0), coalesce(sum(quantity * price_fen), 0) FROM usage_event WHERE institution_id = :i"
             ),
             {"i": bank_id},
         ).one()

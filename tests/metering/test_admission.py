@@ -242,3 +242,38 @@ def test_admission_refuses_nonsense_from_the_gateway(db: Database) -> None:
             headers={},
             at=datetime.now(UTC),
         )
+
+
+def test_units_naming_no_enterprise_are_one_event_per_price_and_add_up_exactly(db: Database) -> None:
+    """A PSI set of 100,000 items with 3 free units left: two events (3 free, 99,997 paid) instead
+    of 100,000 rows, and every reading (meter, usage by day, statement lines, CloudEvents) counts
+    100,000 units and 99,997 x the price."""
+    bank = committed_bank(db, free_units=3, free_period="day")
+    n, price = 100_000, 2
+    at = datetime.now(UTC)
+    with db.unit_of_work() as s:
+        admission = metering.admit(
+            s, institution_id=bank.institution.id, contract_id=bank.contract_id,
+            product_id="risk-insight", product_price_fen=price, units=n, at=at,
+        )
+        events = metering.record_usage(
+            s, admission=admission, institution_id=bank.institution.id, client_id="psi-app",
+            product_id="risk-insight", purpose="pre_loan", usccs_billed=[None] * n,
+            idempotency_key=None, fingerprint=None, status=201, body={}, headers={}, at=at,
+        )
+    assert sorted((e.quantity, e.price_fen, e.free) for e in events) == [(3, 0, True), (n - 3, price, False)]
+    assert totals(db, bank.institution.id) == (2, (n - 3) * price, 0)  # two rows, the exact debit
+    with db.unit_of_work() as s:
+        reading = metering.meter_reading(s, institution_id=bank.institution.id, period=admission.day)
+        assert (reading.units, reading.free_units, reading.charged_fen) == (n, 3, (n - 3) * price)
+        [line] = metering.units_by_product(
+            s, institution_id=bank.institution.id, since=at - timedelta(seconds=1), until=at + timedelta(seconds=1)
+        )
+        assert (line.units, line.free_units, line.charged_fen) == (n, 3, (n - 3) * price)
+        [day] = metering.usage_by_day(s, viewer=bank.institution, since=at - timedelta(seconds=1),
+                                      until=at + timedelta(seconds=1))
+        assert (day.calls, day.units, day.free_units, day.charged_fen) == (1, n, 3, (n - 3) * price)
+        exported = metering.list_usage_events(s, viewer=bank.institution)
+    data = [metering.usage_cloudevent(e).get_data() for e in exported]
+    assert sum(d["quantity"] for d in data) == n  # type: ignore[index]
+    assert sum(d["amount_fen"] for d in data) == (n - 3) * price  # type: ignore[index]

@@ -62,7 +62,7 @@ def http(zone: Zone) -> Iterator[httpx.Client]:
 def test_openmined_client_gets_the_plaintext_intersection(zone: Zone, http: httpx.Client) -> None:
     items = bank_list(zone, listed=40, unlisted=100, outsiders=60)
     usage = sa.text(
-        "SELECT count(*), coalesce(sum(price_fen), 0) FROM usage_event"
+        "SELECT coalesce(sum(quantity), 0), coalesce(sum(quantity * price_fen), 0) FROM usage_event"
         " WHERE product_id = 'dishonest-debtor-psi' AND uscc IS NULL"
     )
     with zone.db.engine.connect() as conn:
@@ -72,10 +72,16 @@ def test_openmined_client_gets_the_plaintext_intersection(zone: Zone, http: http
     session = opened.json()
     assert session["result"] == "intersection" and session["set_size"] == len(items)
     assert session["charged_fen"] == 2 * len(items)  # paid per item of the set, up front
-    # one usage event per item (no enterprise named: the zone never sees them), and the charge
+    # a unit per item (no enterprise named: the zone never sees them), and the charge, billed as
+    # one usage event carrying the set's quantity rather than a row per item
     with zone.db.engine.connect() as conn:
         events, fen = conn.execute(usage).one()
+        rows = conn.execute(
+            sa.text("SELECT quantity, price_fen, free FROM usage_event WHERE idempotency_key IS NOT DISTINCT FROM"
+                    " NULL AND product_id = 'dishonest-debtor-psi' ORDER BY at DESC LIMIT 1")
+        ).one()
     assert (events - events_before, fen - fen_before) == (len(items), session["charged_fen"])
+    assert tuple(rows) == (len(items), 2, False)
     setup_resp = http.get(session["setup_url"])
     assert setup_resp.status_code == 200 and setup_resp.headers["content-type"] == PROTOBUF
     setup = om.ServerSetup()

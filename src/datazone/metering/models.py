@@ -87,11 +87,15 @@ class MeterCount(Base):
 
 
 class UsageEvent(Base):
-    """One billable unit: one enterprise answered to one institution's call."""
+    """Billed units of one institution's call at one price: one enterprise answered (quantity 1,
+    `uscc` set), or `quantity` units that name no enterprise (the items of a PSI set, anonymous
+    queries), which a metering system counts as one event of N units rather than N rows."""
 
     __tablename__ = "usage_event"
     __table_args__ = (
         sa.CheckConstraint("price_fen >= 0", name="ck_usage_event_price"),
+        sa.CheckConstraint("quantity >= 1", name="ck_usage_event_quantity"),
+        sa.CheckConstraint("uscc IS NULL OR quantity = 1", name="ck_usage_event_named_unit"),
         sa.Index("ix_usage_event_institution_at", "institution_id", "at", "id"),
         sa.Index("ix_usage_event_at", "at", "id"),
     )
@@ -108,8 +112,10 @@ class UsageEvent(Base):
     purpose: Mapped[str] = mapped_column(sa.Text)
     # NULL for a unit with no named enterprise: an item of a PSI set, which the zone never sees
     uscc: Mapped[str | None] = mapped_column(sa.String(18))
+    # the price of each unit (the event's amount is quantity x price_fen)
     price_fen: Mapped[int] = mapped_column(sa.BigInteger)
     free: Mapped[bool] = mapped_column(sa.Boolean)
+    quantity: Mapped[int] = mapped_column(sa.BigInteger, default=1, server_default="1")
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
     # the ledger debit that charged it (NULL when the call charged nothing)
     debit_id: Mapped[int | None] = mapped_column(sa.ForeignKey("ledger_entry.id"))

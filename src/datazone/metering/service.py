@@ -718,7 +718,8 @@ def record_usage(
     headers: dict[str, str],
     at: datetime,
 ) -> list[UsageEvent]:
-    """Bill the call: one usage event per billed enterprise, one ledger debit for the charged total
+    """Bill the call: one usage event per billed enterprise (or, for units naming no enterprise, one
+    event of N units per price), one ledger debit for the charged total
     (none when it is zero), the meter counters, and the answer kept under the idempotency key.
 
     `usccs_billed` may be fewer than the admitted units (enterprises not found are not billed):
@@ -749,53 +750,33 @@ def record_usage(
             at=at,
         )
         debit_id = debit.id
-    if n and all(u is None for u in usccs_billed) and charges == [0] * free + [admission.unit_price_fen] * (n - free):
-        # units with no enterprise (the items of a PSI set, up to millions): PostgreSQL makes the
-        # rows itself in one statement instead of a million-row round trip from Python
-        session.execute(
-            sa.text(
-                "INSERT INTO usage_event (id, call_id, at, institution_id, client_id, contract_id, plan_id,"
-                " product_id, purpose, uscc, price_fen, free, idempotency_key, debit_id)"
-                " SELECT gen_random_uuid(), :call_id, :at, :institution_id, :client_id, :contract_id, :plan_id,"
-                " :product_id, :purpose, NULL, CASE WHEN i <= :free THEN 0 ELSE :price END, i <= :free,"
-                " :idempotency_key, :debit_id FROM generate_series(1, :n) AS i"
-            ),
-            {
-                "call_id": call_id,
-                "at": at,
-                "institution_id": institution_id,
-                "client_id": client_id,
-                "contract_id": admission.contract_id,
-                "plan_id": admission.plan_id,
-                "product_id": product_id,
-                "purpose": str(purpose),
-                "free": free,
-                "price": admission.unit_price_fen,
-                "idempotency_key": idempotency_key,
-                "debit_id": debit_id,
-                "n": n,
-            },
-        )
-        usccs_billed = []  # written: only the counters below remain
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "call_id": call_id,
-            "at": at,
-            "institution_id": institution_id,
-            "client_id": client_id,
-            "contract_id": admission.contract_id,
-            "plan_id": admission.plan_id,
-            "product_id": product_id,
-            "purpose": str(purpose),
-            "uscc": uscc,
-            "price_fen": charges[i],
-            "free": i < free,
-            "idempotency_key": idempotency_key,
-            "debit_id": debit_id,
-        }
-        for i, uscc in enumerate(usccs_billed)
-    ]
+    common = {
+        "call_id": call_id,
+        "at": at,
+        "institution_id": institution_id,
+        "client_id": client_id,
+        "contract_id": admission.contract_id,
+        "plan_id": admission.plan_id,
+        "product_id": product_id,
+        "purpose": str(purpose),
+        "idempotency_key": idempotency_key,
+        "debit_id": debit_id,
+    }
+    rows: list[dict[str, Any]]
+    if n and all(u is None for u in usccs_billed):
+        # units that name no enterprise (a PSI set of up to millions of items, anonymous queries):
+        # one event for the free units and one for the paid, each carrying its quantity
+        paid = n - free
+        rows = [
+            {**common, "id": uuid.uuid4(), "uscc": None, "price_fen": price, "free": is_free, "quantity": q}
+            for q, price, is_free in ((free, 0, True), (paid, admission.unit_price_fen, False))
+            if q > 0
+        ]
+    else:
+        rows = [
+            {**common, "id": uuid.uuid4(), "uscc": uscc, "price_fen": charges[i], "free": i < free, "quantity": 1}
+            for i, uscc in enumerate(usccs_billed)
+        ]
     if rows:
         session.execute(sa.insert(UsageEvent), rows)
     if n:
@@ -922,9 +903,9 @@ def usage_by_day(
             UsageEvent.product_id,
             day,
             sa.func.count(sa.distinct(UsageEvent.call_id)),
-            sa.func.count(),
-            sa.func.count().filter(UsageEvent.free),
-            sa.func.coalesce(sa.func.sum(UsageEvent.price_fen), 0),
+            sa.func.sum(UsageEvent.quantity),
+            sa.func.coalesce(sa.func.sum(UsageEvent.quantity).filter(UsageEvent.free), 0),
+            sa.func.coalesce(sa.func.sum(UsageEvent.quantity * UsageEvent.price_fen), 0),
         )
         .where(UsageEvent.at >= start, UsageEvent.at < end)
         .group_by(UsageEvent.institution_id, UsageEvent.product_id, day)
@@ -938,8 +919,8 @@ def usage_by_day(
             product_id=r[1],
             day=r[2],
             calls=r[3],
-            units=r[4],
-            free_units=r[5],
+            units=int(r[4]),
+            free_units=int(r[5]),
             charged_fen=int(r[6]),
         )
         for r in session.execute(q)
@@ -961,15 +942,17 @@ def units_by_product(
     rows = session.execute(
         sa.select(
             UsageEvent.product_id,
-            sa.func.count(),
-            sa.func.count().filter(UsageEvent.free),
-            sa.func.coalesce(sa.func.sum(UsageEvent.price_fen), 0),
+            sa.func.sum(UsageEvent.quantity),
+            sa.func.coalesce(sa.func.sum(UsageEvent.quantity).filter(UsageEvent.free), 0),
+            sa.func.coalesce(sa.func.sum(UsageEvent.quantity * UsageEvent.price_fen), 0),
         )
         .where(UsageEvent.institution_id == institution_id, UsageEvent.at >= since, UsageEvent.at < until)
         .group_by(UsageEvent.product_id)
         .order_by(UsageEvent.product_id)
     )
-    return [ProductUnits(product_id=r[0], units=r[1], free_units=r[2], charged_fen=int(r[3])) for r in rows]
+    return [
+        ProductUnits(product_id=r[0], units=int(r[1]), free_units=int(r[2]), charged_fen=int(r[3])) for r in rows
+    ]
 
 
 def list_usage_events(
@@ -1020,7 +1003,9 @@ def usage_cloudevent(event: UsageEvent) -> CloudEvent:
             "product": event.product_id,
             "purpose": event.purpose,
             "uscc": event.uscc,
+            "quantity": event.quantity,
             "price_fen": event.price_fen,
+            "amount_fen": event.quantity * event.price_fen,
             "free": event.free,
             "client_id": event.client_id,
         },
