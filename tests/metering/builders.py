@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from datazone.access import service as access_service
 from datazone.contract import service as contract_service
 from datazone.db import Database
 from datazone.errors import DomainError
@@ -142,6 +143,7 @@ def call(
                 s,
                 institution_id=bank.institution.id,
                 contract_id=bank.contract_id,
+                plan_id=bank.plan_id,
                 product_id=product_id,
                 product_price_fen=price_fen,
                 units=units,
@@ -149,7 +151,7 @@ def call(
             )
             answer = {"answers": billed, "call": secrets.token_hex(8)}
             result.admission = admission
-            result.events = metering.record_usage(
+            result.events = access_service.bill(
                 s,
                 admission=admission,
                 institution_id=bank.institution.id,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from datazone.access import service as access_service
 from datazone.db import Database
 from datazone.metering import service as metering
 from datazone.metering.service import QuotaExceeded, RateLimited, SpendCapReached
@@ -219,6 +220,7 @@ def test_admission_refuses_nonsense_from_the_gateway(db: Database) -> None:
             s,
             institution_id=bank.institution.id,
             contract_id=bank.contract_id,
+            plan_id=bank.plan_id,
             product_id="risk-insight",
             product_price_fen=1,
             units=1,
@@ -227,7 +229,7 @@ def test_admission_refuses_nonsense_from_the_gateway(db: Database) -> None:
     r = call(db, bank, units=2)
     assert r.admission is not None
     with db.unit_of_work() as s, pytest.raises(ValueError, match="only 2 admitted"):
-        metering.record_usage(
+        access_service.bill(
             s,
             admission=r.admission,
             institution_id=bank.institution.id,
@@ -253,10 +255,10 @@ def test_units_naming_no_enterprise_are_one_event_per_price_and_add_up_exactly(d
     at = datetime.now(UTC)
     with db.unit_of_work() as s:
         admission = metering.admit(
-            s, institution_id=bank.institution.id, contract_id=bank.contract_id,
+            s, institution_id=bank.institution.id, contract_id=bank.contract_id, plan_id=bank.plan_id,
             product_id="risk-insight", product_price_fen=price, units=n, at=at,
         )
-        events = metering.record_usage(
+        events = access_service.bill(
             s, admission=admission, institution_id=bank.institution.id, client_id="psi-app",
             product_id="risk-insight", purpose="pre_loan", usccs_billed=[None] * n,
             idempotency_key=None, fingerprint=None, status=201, body={}, headers={}, at=at,

@@ -17,6 +17,7 @@ locked from `admit` to commit, so taking it last keeps that window to a few writ
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 from datazone import uscc as uscc_rules
 from datazone.access.schemas import BatchAnswerOut, EnterpriseAnswer, MaskingOut, ProductAnswerOut, ServedBy
 from datazone.audit import service as audit_service
+from datazone.billing import service as billing_service
 from datazone.consent import service as consent_service
 from datazone.contract import service as contract_service
 from datazone.dataset.schemas import SHANGHAI
@@ -36,6 +38,7 @@ from datazone.grant import service as grant_service
 from datazone.lifecycle import service as lifecycle_service
 from datazone.masking import service as masking
 from datazone.metering import service as metering
+from datazone.metering.models import UsageEvent
 from datazone.oauth import resource
 from datazone.oauth.resource import AccessGrant
 from datazone.principal import service as principal_service
@@ -302,7 +305,7 @@ def serve(
         if d.successor_id:
             headers["Link"] = f'</v1/catalog/products/{d.successor_id}>; rel="successor-version"'
     body = _answer_body(d, single=single, charged_fen=admission.charged_fen)
-    metering.record_usage(
+    bill(
         session,
         admission=admission,
         institution_id=caller.id,
@@ -337,6 +340,7 @@ def admit(
             session,
             institution_id=institution_id,
             contract_id=contract_id,
+            plan_id=contract_service.plan_id_of(session, contract_id=contract_id),
             product_id=product_id,
             product_price_fen=price_fen,
             units=units,
@@ -348,6 +352,59 @@ def admit(
     except DomainError as exc:
         exc.extra.setdefault("check", "quota")
         raise
+
+
+def bill(
+    session: Session,
+    *,
+    admission: metering.Admission,
+    institution_id: int,
+    client_id: str,
+    product_id: str,
+    purpose: str,
+    usccs_billed: Sequence[str | None],
+    idempotency_key: str | None,
+    fingerprint: str | None,
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    at: datetime,
+) -> list[UsageEvent]:
+    """The last gate of every channel: the ledger debit for what the admitted call charges
+    (billing), then its usage events, meter counts and kept answer (metering), in the call's
+    transaction. Metering and billing do not call each other: this is the one place that orders them."""
+    call_id = uuid.uuid4()
+    charge = metering.charge_of(admission, units=len(usccs_billed))
+    debit_id: int | None = None
+    if charge.fen > 0:
+        debit_id = billing_service.post_debit(
+            session,
+            institution_id=institution_id,
+            amount_fen=charge.fen,
+            period=metering.month_of(at),
+            product_id=product_id,
+            usage_count=charge.units,
+            memo=f"{charge.units} units of {product_id} for {purpose} ({charge.free_units} free)"
+            f" by client {client_id}, call {call_id}",
+            at=at,
+        ).id
+    return metering.record_usage(
+        session,
+        admission=admission,
+        call_id=call_id,
+        debit_id=debit_id,
+        institution_id=institution_id,
+        client_id=client_id,
+        product_id=product_id,
+        purpose=purpose,
+        usccs_billed=usccs_billed,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        status=status,
+        body=body,
+        headers=headers,
+        at=at,
+    )
 
 
 def _answer_body(d: Delivery, *, single: bool, charged_fen: int) -> dict[str, Any]:

@@ -723,7 +723,7 @@ def query(
     headers = dict(admission.headers)
     if auth.served.state == "deprecated":
         headers["Deprecation"] = "true"
-    metering.record_usage(
+    access_service.bill(
         session,
         admission=admission,
         institution_id=caller.id,

@@ -1,20 +1,24 @@
 """Metering: plans, admission of product calls (rate limit, quota, free units, price, spend cap),
 usage events, and idempotent answers.
 
-The gateway calls, in the request's one transaction:
+The call pipeline (`access.service`) calls, in the request's one transaction:
 
     fp = fingerprint(method, path, query, body)
     stored = begin_idempotent(session, institution_id=.., key=.., fingerprint=fp)   # replay if not None
-    admission = admit(session, institution_id=.., contract_id=.., product_id=.., product_price_fen=..,
-                      units=<batch size>, at=..)
+    admission = admit(session, institution_id=.., contract_id=.., plan_id=.., product_id=..,
+                      product_price_fen=.., units=<batch size>, at=..)
     ... compute the answer ...
-    record_usage(session, admission=admission, ..., usccs_billed=<found enterprises>, ...)
+    charge = charge_of(admission, units=<found>)      # the pipeline posts the ledger debit for it
+    record_usage(session, admission=admission, debit_id=.., ..., usccs_billed=<found enterprises>, ...)
+
+This domain imports neither contracts nor billing: the pipeline passes the contract's plan and
+the debit it posted.
 
 `admit` locks the institution's meter row (one per institution, across all its clients and every
 replica) and keeps it locked until the transaction ends, so the next call of the same institution
 decides on counters that already include this one: quotas and caps hold to the unit. The lock is
 held for the rest of the request, so call `admit` as late as the answer allows. `admit` writes
-only the rate limiter's state; `record_usage` adds the units actually billed (the found
+only the contract's rate-limiter state; `record_usage` adds the units actually billed (the found
 enterprises, at most the admitted ones) to the counters, so whatever was admitted but not billed
 never reaches the meter, and a rolled-back request leaves no trace.
 """
@@ -536,14 +540,10 @@ def _rate_headers(
     }
 
 
-def _plan_of_contract(session: Session, contract_id: int) -> Plan:
-    # imported here: the contract domain imports this one (to check a contract's plan)
-    from datazone.contract import service as contract_service
-
-    plan_id = contract_service.plan_id_of(session, contract_id=contract_id)
+def _plan(session: Session, plan_id: str) -> Plan:
     plan = session.get(Plan, plan_id)
-    if plan is None:  # the foreign key makes this unreachable short of a damaged database
-        raise NotFound(f"contract {contract_id} names plan {plan_id!r}, which does not exist")
+    if plan is None:  # a contract's foreign key makes this unreachable short of a damaged database
+        raise NotFound(f"no plan {plan_id!r}")
     return plan
 
 
@@ -589,6 +589,7 @@ def admit(
     *,
     institution_id: int,
     contract_id: int,
+    plan_id: str,
     product_id: str,
     product_price_fen: int,
     units: int,
@@ -605,7 +606,7 @@ def admit(
         raise ValueError("units must be 0 or more")
     if at.tzinfo is None:
         raise ValueError("at must be timezone-aware")
-    plan = _plan_of_contract(session, contract_id)
+    plan = _plan(session, plan_id)
     _lock_meter(session, institution_id)
     tat, now = _lock_rate(session, contract_id)
 
@@ -702,10 +703,27 @@ def admit(
     )
 
 
+@dataclass(frozen=True)
+class Charge:
+    """What billing `units` of an admitted call costs: the free units first, then the price."""
+
+    units: int
+    free_units: int
+    fen: int
+
+
+def charge_of(admission: Admission, *, units: int) -> Charge:
+    if units > admission.units:
+        raise ValueError(f"{units} units billed but only {admission.units} admitted")
+    return Charge(units=units, free_units=min(units, admission.free_units), fen=sum(admission.charges_fen[:units]))
+
+
 def record_usage(
     session: Session,
     *,
     admission: Admission,
+    call_id: uuid.UUID,
+    debit_id: int | None,
     institution_id: int,
     client_id: str,
     product_id: str,
@@ -718,9 +736,10 @@ def record_usage(
     headers: dict[str, str],
     at: datetime,
 ) -> list[UsageEvent]:
-    """Bill the call: one usage event per billed enterprise (or, for units naming no enterprise, one
-    event of N units per price), one ledger debit for the charged total
-    (none when it is zero), the meter counters, and the answer kept under the idempotency key.
+    """Record the billed call: one usage event per billed enterprise (or, for units naming no
+    enterprise, one event of N units per price), the meter counters, and the answer kept under
+    the idempotency key. The ledger debit (`debit_id`) is posted by the call pipeline
+    (`access.service.bill`), which owns the order of metering and billing.
 
     `usccs_billed` may be fewer than the admitted units (enterprises not found are not billed):
     only what is billed reaches the meter. Returns the events (already written; not in the session).
@@ -728,28 +747,11 @@ def record_usage(
     if institution_id != admission.institution_id or product_id != admission.product_id:
         raise ValueError("record_usage must bill the institution and product that were admitted")
     n = len(usccs_billed)
-    if n > admission.units:
-        raise ValueError(f"{n} units billed but only {admission.units} admitted")
+    charge = charge_of(admission, units=n)
     charges = admission.charges_fen[:n]
-    free = min(n, admission.free_units)
-    charged = sum(charges)
-    call_id = uuid.uuid4()
-    debit_id: int | None = None
-    if charged > 0:
-        # imported here: billing reads usage from this domain
-        from datazone.billing import service as billing_service
-
-        debit = billing_service.post_debit(
-            session,
-            institution_id=institution_id,
-            amount_fen=charged,
-            period=month_of(at),
-            product_id=product_id,
-            usage_count=n,
-            memo=f"{n} units of {product_id} for {purpose} ({free} free) by client {client_id}, call {call_id}",
-            at=at,
-        )
-        debit_id = debit.id
+    free, charged = charge.free_units, charge.fen
+    if (debit_id is None) != (charged == 0):
+        raise ValueError(f"a call charging {charged} fen needs a ledger debit exactly when it charges anything")
     common = {
         "call_id": call_id,
         "at": at,

@@ -430,7 +430,7 @@ def _record_set(
     fingerprint: str | None = None,
 ) -> None:
     """One usage event per item of the set, none naming an enterprise (the zone never sees them)."""
-    metering.record_usage(
+    access_service.bill(
         session,
         admission=admission,
         institution_id=grant.institution.id,

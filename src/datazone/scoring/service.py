@@ -53,7 +53,6 @@ from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import SHANGHAI
 from datazone.errors import Conflict, DomainError, Forbidden, InvalidSpec, NotFound
 from datazone.grant import service as grant_service
-from datazone.metering import service as metering
 from datazone.oauth import resource
 from datazone.oauth.resource import AccessGrant
 from datazone.principal.models import Principal
@@ -1081,7 +1080,7 @@ def score_one(
         "charged_fen": admission.charged_fen,
     }
     headers = dict(admission.headers)
-    metering.record_usage(
+    access_service.bill(
         session,
         admission=admission,
         institution_id=caller.id,
@@ -1299,7 +1298,7 @@ def create_job(
     job.charged_fen = admission.charged_fen
     session.flush()
     headers = dict(admission.headers)
-    metering.record_usage(
+    access_service.bill(
         session,
         admission=admission,
         institution_id=caller.id,
