@@ -154,6 +154,10 @@ def test_a_peer_that_never_connects_expires_the_job_and_frees_the_worker(zone: Z
     body = _wait_status(zone, str(job["job_id"]))
     assert body["status"] == "expired" and "connect" in str(body["reason"])
     assert job["ticket"] not in str(body)  # the ticket is shown once, at creation
+    # the institution never joined: the job stays charged (docs/psi.md section 7)
+    with zone.db.engine.connect() as conn:
+        credit_id = conn.execute(sa.text("SELECT credit_id FROM psi_job WHERE id = :j"), {"j": job["job_id"]}).scalar()
+    assert credit_id is None
 
 
 def test_a_grant_revoked_while_the_job_waits_stops_it_and_says_why(zone: Zone) -> None:
@@ -173,6 +177,16 @@ def test_a_grant_revoked_while_the_job_waits_stops_it_and_says_why(zone: Zone) -
         body = _wait_status(zone, str(job["job_id"]))
         assert body["status"] == "failed"
         assert "grant" in str(body["reason"]) and "courts" in str(body["reason"])
+        # stopped on the zone's side: its charge is credited back, naming the job
+        with zone.db.engine.connect() as conn:
+            credit = conn.execute(
+                sa.text(
+                    "SELECT c.amount_fen, c.memo FROM psi_job j JOIN ledger_entry c ON c.id = j.credit_id"
+                    " WHERE j.id = :j"
+                ),
+                {"j": job["job_id"]},
+            ).one()
+        assert credit.amount_fen == job["charged_fen"] and str(job["job_id"]) in credit.memo
         # and a new job is refused at once, naming the check
         r = httpx.post(
             f"{zone.url}/v1/psi/jobs",

@@ -703,6 +703,7 @@ def record_usage(
     body: dict[str, Any],
     headers: dict[str, str],
     at: datetime,
+    call_id: uuid.UUID | None = None,
 ) -> list[UsageEvent]:
     """Bill the call: one usage event per billed enterprise, one ledger debit for the charged total
     (none when it is zero), the meter counters, and the answer kept under the idempotency key.
@@ -718,7 +719,8 @@ def record_usage(
     charges = admission.charges_fen[:n]
     free = min(n, admission.free_units)
     charged = sum(charges)
-    call_id = uuid.uuid4()
+    # a job names its call, so its charge can be found again (`call_charges`) to credit it
+    call_id = call_id or uuid.uuid4()
     debit_id: int | None = None
     if charged > 0:
         # imported here: billing reads usage from this domain
@@ -818,6 +820,30 @@ def record_usage(
             headers=headers,
         )
     return [UsageEvent(**row) for row in rows]
+
+
+@dataclass(frozen=True)
+class CallCharges:
+    """What one call charged: its ledger debit (None when it was free) and the fen of the chosen units."""
+
+    debit_id: int | None
+    charged_fen: int
+
+
+def call_charges(
+    session: Session, *, institution_id: int, at: datetime, call_id: uuid.UUID, usccs: Sequence[str] | None = None
+) -> CallCharges:
+    """The debit of a call and what its usage events charged, all of them or those of `usccs`
+    (`at` is the call's time: with the institution it finds the call's events by index)."""
+    where = [UsageEvent.institution_id == institution_id, UsageEvent.at == at, UsageEvent.call_id == call_id]
+    if usccs is not None:
+        where.append(UsageEvent.uscc == sa.func.any(sa.cast(list(usccs), sa.ARRAY(sa.Text))))
+    debit_id, charged = session.execute(
+        sa.select(sa.func.max(UsageEvent.debit_id), sa.func.coalesce(sa.func.sum(UsageEvent.price_fen), 0)).where(
+            *where
+        )
+    ).one()
+    return CallCharges(debit_id, int(charged))
 
 
 def refund_spend(session: Session, *, institution_id: int, period: str, amount_fen: int) -> None:
