@@ -10,12 +10,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
 from datazone.client import ZoneClient
+from datazone.client.psi import PsiJobFailed
 from datazone.config import Settings
 from datazone.psi import worker
 from tests.conftest import problem
@@ -215,3 +217,41 @@ def test_engine_refuses_size_only_products_and_bad_requests(zone: Zone) -> None:
     assert small.status_code == 422 and problem(small)["type"].endswith("/psi-set-below-floor")
     unknown_protocol = post(protocol="psi-magic")
     assert unknown_protocol.status_code == 422
+
+
+def test_rerunning_a_finished_engine_psi_finds_its_job_and_charges_nothing_more(
+    zone: Zone, sdk: ZoneClient, tmp_path: Path
+) -> None:
+    codes = bank_list(zone, listed=9, unlisted=250, outsiders=50)
+    source = write_list(tmp_path / "customers.csv", codes)
+    out, peer = tmp_path / "matches.csv", f"127.0.0.1:{free_port()}"
+
+    def run() -> Any:
+        return sdk.psi(
+            "dishonest-debtor-psi", source, purpose="pre_loan", mode="engine", protocol="rr22",
+            peer_address=peer, output=out, cache_dir=tmp_path / "cache",
+        )
+
+    def counts() -> tuple[int, int, int]:
+        with zone.db.engine.connect() as conn:
+            row = conn.execute(
+                sa.text(
+                    "SELECT (SELECT count(*) FROM psi_job), (SELECT count(*) FROM usage_event),"
+                    " (SELECT count(*) FROM ledger_entry WHERE kind = 'debit')"
+                )
+            ).one()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    with WorkerThread(zone, zone.settings) as w:
+        first = run()
+    assert w.ran == [first.job_id]
+    after_first = counts()
+    # the same command again, no worker needed: the same job, its result read back, nothing billed
+    again = run()
+    assert again.job_id == first.job_id and counts() == after_first
+    assert {m.uscc for m in again.matched} == {m.uscc for m in first.matched} == set(codes) & set(zone.listed)
+    # the result is the bank's own file: without it the rerun says so rather than paying again
+    out.unlink()
+    with pytest.raises(PsiJobFailed, match="charged once"):
+        run()
+    assert counts() == after_first

@@ -801,7 +801,7 @@ def _run_engine(
         job_id = str(job["job_id"])
         tls = None
         if job.get("zone_certificate_pem"):
-            zone_ca = workdir / "tls" / "zone.pem"
+            zone_ca = workdir / "zone.pem"
             zone_ca.write_text(str(job["zone_certificate_pem"]), encoding="ascii")
             tls = engine.TlsFiles(certificate=cert, private_key=key, peer_ca=zone_ca)
         timeout = job.get("link_timeout_s")

@@ -16,9 +16,10 @@ Messages on the link before the engine's own:
                           or {"error": "protocol", "protocol": p} when the two sides disagree
     then psi_execute (rr22, ecdh, kkrt), or ub_psi_execute in MODE_OFFLINE_TRANSFER_CACHE
     (only when the institution lacks this cache) and MODE_ONLINE, both on the same link;
-    institution -> zone   "done" once its result file is in place (optional: older zones waited for it)
-    both                  stop_link(): the zone's returns once the institution's arrives, which
-                          confirms the institution has its result
+    both                  stop_link(), the institution once its result file is in place: the
+                          zone's returns only when the institution's arrives, which confirms
+                          that the institution has its result (send nothing after the PSI:
+                          a message left unread makes the zone's stop_link abort)
 
 Every run (either side, and the offline cache build) happens in a child process:
 the engine logs on stdout (spdlog) and stderr (brpc), and those go to a log file
@@ -86,7 +87,6 @@ ENGINE_LOG = "engine.log"
 
 _ACCEPTED = "ok"
 _REJECTED = "rejected"
-_DONE = "done"
 _MAX_TICKET_BYTES = 1024
 _MAX_HELLO_BYTES = 4096
 # Connection attempts: each costs the retry interval plus one brpc retry after
@@ -1176,8 +1176,7 @@ def _zone_side_here(p: dict[str, Any], links: list[Any]) -> ZoneReport:
     # crash the institution's engine while it finishes, and this way the zone's
     # report means the job is done on both sides. The institution's `stop_link()`
     # is the confirmation (ours blocks until the peer's arrives), so SecretFlow's
-    # own library works as it is; a "done" message from an older SDK is simply
-    # left unread.
+    # own library works as it is, with no message of ours after the PSI.
     _mark_phase(run_dir, "waiting for the institution to close the link")
     _confirm_stop(context, link)
     links.remove(context)
@@ -1252,8 +1251,8 @@ def _institution_side_here(p: dict[str, Any], links: list[Any]) -> InstitutionRe
         raise EngineError(f"the PSI engine finished job {link.job_id} without writing the intersection")
     destination = Path(p["output_csv"])
     _write_plain_output(output, destination)
-    with contextlib.suppress(Exception):  # the result is in place whatever happens to the link now
-        _send(context, 0, _DONE)
+    # No message after the PSI: closing the link (the child does it next) is the confirmation
+    # the zone waits for. A message the zone never reads would make its stop_link abort.
     return InstitutionReport(
         protocol=protocol,
         institution_items=int(report.original_count),

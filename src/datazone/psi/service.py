@@ -34,6 +34,7 @@ from datazone.billing import service as billing_service
 from datazone.config import Settings
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import SHANGHAI
+from datazone.db import notify_work
 from datazone.errors import Conflict, DomainError, InvalidSpec, NotFound
 from datazone.masking import service as masking
 from datazone.metering import service as metering
@@ -915,6 +916,7 @@ def create_job(
         fingerprint=fingerprint,
         call_id=job.call_id,
     )
+    notify_work(session, job_id=job.id)
     return CreatedJob(job, ticket, 201, dict(admission.headers))
 
 

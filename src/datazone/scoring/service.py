@@ -53,6 +53,7 @@ from datazone.config import Settings
 from datazone.consent import service as consent_service
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import SHANGHAI
+from datazone.db import notify_work
 from datazone.errors import Conflict, DomainError, Forbidden, InvalidSpec, NotFound
 from datazone.grant import service as grant_service
 from datazone.metering import service as metering
@@ -1318,6 +1319,7 @@ def create_job(
         at=at,
         call_id=job.call_id,
     )
+    notify_work(session, job_id=job.id)
     return CreatedJob(job, 201, headers, False)
 
 
