@@ -113,6 +113,17 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+# Workers LISTEN on this channel and job creation NOTIFYs it (PostgreSQL delivers the
+# notification when the creating transaction commits), so an idle worker starts a new job at
+# once instead of at its next pass.
+WORK_CHANNEL = "datazone_work"
+
+
+def notify_work(session: Session, *, job_id: str) -> None:
+    """Wake the workers for a job created in this transaction (nothing is sent if it rolls back)."""
+    session.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, job_id)))
+
+
 class Database:
     """The process's database: URL, engine and session factory, created once."""
 

@@ -12,11 +12,15 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
 
 from datazone.anonymous import worker as anonymous_worker
 from datazone.config import Settings
-from datazone.db import Database
+from datazone.db import WORK_CHANNEL, Database, libpq_url
 from datazone.psi import worker as psi_worker
 from datazone.scoring import worker as scoring_worker
 
@@ -60,9 +64,45 @@ def run_forever(
 ) -> None:
     name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
     stop = stop or threading.Event()
-    while not stop.is_set():
+    listener = _listen(db)
+    try:
+        while not stop.is_set():
+            try:
+                run_once(db, settings, worker_name=name)
+            except Exception:
+                log.exception("worker pass failed; retrying in %.0f s", interval_seconds)
+            listener = wait_for_work(db, listener, interval_seconds, stop)
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def _listen(db: Database) -> psycopg.Connection[Any] | None:
+    """A connection LISTENing for new jobs, or None (the worker then waits out its interval)."""
+    try:
+        conn = psycopg.connect(libpq_url(db.url), autocommit=True)
+        conn.execute(f"LISTEN {WORK_CHANNEL}")
+    except psycopg.Error as exc:
+        log.warning("cannot listen for new jobs (%s): the worker looks for them every pass", type(exc).__name__)
+        return None
+    return conn
+
+
+def wait_for_work(
+    db: Database, listener: psycopg.Connection[Any] | None, seconds: float, stop: threading.Event
+) -> psycopg.Connection[Any] | None:
+    """Wait up to `seconds` for a new job's notification (or `stop`); returns the listener to
+    keep using (a new one if the old broke). Notifications that came during the pass wake it at once."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        if listener is None:
+            stop.wait(left)
+            return _listen(db)
         try:
-            run_once(db, settings, worker_name=name)
-        except Exception:
-            log.exception("worker pass failed; retrying in %.0f s", interval_seconds)
-        stop.wait(interval_seconds)
+            # in slices of a second, so `stop` is seen promptly
+            if any(True for _ in listener.notifies(timeout=min(1.0, left), stop_after=1)):
+                return listener
+        except psycopg.Error:
+            listener.close()
+            listener = None
+    return listener

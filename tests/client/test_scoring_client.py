@@ -518,6 +518,52 @@ def test_dropped_answers_resume_the_same_job_billed_once(
         assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen), phase
 
 
+@pytest.mark.e2e
+def test_rerunning_a_finished_score_command_returns_its_job_billed_and_capped_once(
+    scoring_zone: ScoringZone, bank: Bank, cli_env: None, tmp_path: Path
+) -> None:
+    zone = scoring_zone
+    path, _ = registered(zone, bank, scorecard_doc("sdk-card-rerun"))
+    codes = zone.take(70)
+    source = write_list(tmp_path / "customers.csv", codes)
+    out = tmp_path / "scores.csv"
+
+    def debits() -> int:
+        return count(
+            zone,
+            "SELECT count(*) FROM ledger_entry WHERE institution_id = :i AND product_id = :p AND kind = 'debit'",
+            i=zone.institution_id,
+            p=PRODUCT,
+        )
+
+    def tallied() -> int:
+        return count(
+            zone,
+            "SELECT count(*) FROM scoring_tally WHERE institution_id = :i AND uscc = ANY(:u)",
+            i=zone.institution_id,
+            u=codes,
+        )
+
+    before = (billed(zone), jobs(zone), debits(), tallied())
+    with worker_running(zone):
+        first = invoke("score", str(source), "--model", str(path), "--out", str(out))
+    assert first.exit_code == 0, first.output
+    after_first = (billed(zone), jobs(zone), debits(), tallied())
+    assert [a - b for a, b in zip(after_first, before, strict=True)] == [70, 1, 1, 70]
+    scores_first = out.read_text(encoding="utf-8-sig")
+    out.unlink()
+    # the same command again: the same job, its scores downloaded again, nothing billed or capped anew
+    again = invoke("score", str(source), "--model", str(path), "--out", str(out))
+    assert again.exit_code == 0, again.output
+    assert (billed(zone), jobs(zone), debits(), tallied()) == after_first
+    assert out.read_text(encoding="utf-8-sig") == scores_first
+    # another output is another job, asked for on purpose
+    with worker_running(zone):
+        other = invoke("score", str(source), "--model", str(path), "--out", str(tmp_path / "other.csv"))
+    assert other.exit_code == 0, other.output
+    assert jobs(zone) == after_first[1] + 1
+
+
 class Crash(Exception):
     """Stands for the bank's process dying mid-job."""
 

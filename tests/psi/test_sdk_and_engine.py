@@ -10,12 +10,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
 from datazone.client import ZoneClient
+from datazone.client.psi import PsiJobFailed
 from datazone.config import Settings
 from datazone.psi import worker
 from tests.conftest import problem
@@ -154,6 +156,10 @@ def test_a_peer_that_never_connects_expires_the_job_and_frees_the_worker(zone: Z
     body = _wait_status(zone, str(job["job_id"]))
     assert body["status"] == "expired" and "connect" in str(body["reason"])
     assert job["ticket"] not in str(body)  # the ticket is shown once, at creation
+    # the institution never joined: the job stays charged (docs/psi.md section 7)
+    with zone.db.engine.connect() as conn:
+        credit_id = conn.execute(sa.text("SELECT credit_id FROM psi_job WHERE id = :j"), {"j": job["job_id"]}).scalar()
+    assert credit_id is None
 
 
 def test_a_grant_revoked_while_the_job_waits_stops_it_and_says_why(zone: Zone) -> None:
@@ -173,6 +179,16 @@ def test_a_grant_revoked_while_the_job_waits_stops_it_and_says_why(zone: Zone) -
         body = _wait_status(zone, str(job["job_id"]))
         assert body["status"] == "failed"
         assert "grant" in str(body["reason"]) and "courts" in str(body["reason"])
+        # stopped on the zone's side: its charge is credited back, naming the job
+        with zone.db.engine.connect() as conn:
+            credit = conn.execute(
+                sa.text(
+                    "SELECT c.amount_fen, c.memo FROM psi_job j JOIN ledger_entry c ON c.id = j.credit_id"
+                    " WHERE j.id = :j"
+                ),
+                {"j": job["job_id"]},
+            ).one()
+        assert credit.amount_fen == job["charged_fen"] and str(job["job_id"]) in credit.memo
         # and a new job is refused at once, naming the check
         r = httpx.post(
             f"{zone.url}/v1/psi/jobs",
@@ -201,3 +217,41 @@ def test_engine_refuses_size_only_products_and_bad_requests(zone: Zone) -> None:
     assert small.status_code == 422 and problem(small)["type"].endswith("/psi-set-below-floor")
     unknown_protocol = post(protocol="psi-magic")
     assert unknown_protocol.status_code == 422
+
+
+def test_rerunning_a_finished_engine_psi_finds_its_job_and_charges_nothing_more(
+    zone: Zone, sdk: ZoneClient, tmp_path: Path
+) -> None:
+    codes = bank_list(zone, listed=9, unlisted=250, outsiders=50)
+    source = write_list(tmp_path / "customers.csv", codes)
+    out, peer = tmp_path / "matches.csv", f"127.0.0.1:{free_port()}"
+
+    def run() -> Any:
+        return sdk.psi(
+            "dishonest-debtor-psi", source, purpose="pre_loan", mode="engine", protocol="rr22",
+            peer_address=peer, output=out, cache_dir=tmp_path / "cache",
+        )
+
+    def counts() -> tuple[int, int, int]:
+        with zone.db.engine.connect() as conn:
+            row = conn.execute(
+                sa.text(
+                    "SELECT (SELECT count(*) FROM psi_job), (SELECT count(*) FROM usage_event),"
+                    " (SELECT count(*) FROM ledger_entry WHERE kind = 'debit')"
+                )
+            ).one()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    with WorkerThread(zone, zone.settings) as w:
+        first = run()
+    assert w.ran == [first.job_id]
+    after_first = counts()
+    # the same command again, no worker needed: the same job, its result read back, nothing billed
+    again = run()
+    assert again.job_id == first.job_id and counts() == after_first
+    assert {m.uscc for m in again.matched} == {m.uscc for m in first.matched} == set(codes) & set(zone.listed)
+    # the result is the bank's own file: without it the rerun says so rather than paying again
+    out.unlink()
+    with pytest.raises(PsiJobFailed, match="charged once"):
+        run()
+    assert counts() == after_first

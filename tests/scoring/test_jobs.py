@@ -7,9 +7,12 @@ import math
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
+from datazone.scoring import service as scoring_service
 from datazone.scoring import worker as scoring_worker
+from datazone.scoring.models import ScoringJob
 from tests.conftest import problem
 from tests.factories import grants_revoked
 from tests.scoring.conftest import CHUNK, MAX_BATCH, PRODUCT, ScoringZone
@@ -285,3 +288,69 @@ def test_a_revoked_grant_stops_a_running_job_naming_the_department(scoring_zone:
     )
     assert outcome == 1
     assert PRODUCT in created.text
+    # the department's revocation is not the institution's doing: the two chunks never scored are
+    # credited, naming the job, and their enterprises no longer count against their caps
+    [credit] = credits_of(zone, job_id)
+    assert credit.amount_fen == 2 * CHUNK * 200 and job_id in credit.memo and "courts" in credit.memo
+    assert count_rows(zone, "SELECT count(*) FROM scoring_tally WHERE job_id = :j", j=job_id) == CHUNK
+
+
+def credits_of(zone: ScoringZone, job_id: str) -> list[Any]:
+    with zone.db.engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT c.amount_fen, c.memo FROM scoring_job j JOIN ledger_entry c ON c.id = j.credit_id"
+                    " WHERE j.id = :j"
+                ),
+                {"j": job_id},
+            ).all()
+        )
+
+
+def test_a_job_stopped_by_its_own_model_retirement_stays_charged(scoring_zone: ScoringZone) -> None:
+    zone = scoring_zone
+    scoring_worker.run_once(zone.db, zone.worker_settings(), worker_name="worker-drain")
+    view = approved(zone, logistic(unique("retired"), scale=100))
+    codes = zone.take(2 * CHUNK)
+    created = post_job(zone, view["id"], codes)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    scoring_worker.run_once(zone.db, zone.worker_settings(), worker_name="worker-g", chunk_limit=1)
+    with zone.client() as c:
+        retired = c.post(f"/v1/scoring/models/{view['id']}/retire", json={"reason": "模型更新"})
+    assert retired.status_code == 200, retired.text
+    stopped = scoring_worker.run_once(zone.db, zone.worker_settings(scoring_stale_minutes=0), worker_name="worker-h")
+    assert f"job:{job_id}:failed" in stopped
+    assert credits_of(zone, job_id) == []
+    assert count_rows(zone, "SELECT count(*) FROM scoring_tally WHERE job_id = :j", j=job_id) == 2 * CHUNK
+
+
+def test_a_worker_failure_mid_job_credits_what_was_not_scored_once(
+    scoring_zone: ScoringZone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zone = scoring_zone
+    scoring_worker.run_once(zone.db, zone.worker_settings(), worker_name="worker-drain")
+    view = approved(zone, logistic(unique("crash"), scale=100))
+    codes = zone.take(3 * CHUNK)
+    created = post_job(zone, view["id"], codes)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    scoring_worker.run_once(zone.db, zone.worker_settings(), worker_name="worker-i", chunk_limit=1)
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a fault in the zone's own worker")
+
+    # the zone's fault: its computation breaks (the database and everything else stay real)
+    monkeypatch.setattr(scoring_service, "compute_chunk", broken)
+    failed = scoring_worker.run_once(zone.db, zone.worker_settings(scoring_stale_minutes=0), worker_name="worker-j")
+    assert f"failed:job:{job_id}" in failed
+    assert job(zone, job_id)["status"] == "failed"
+    [credit] = credits_of(zone, job_id)
+    assert credit.amount_fen == 2 * CHUNK * 200 and job_id in credit.memo
+    # finishing it again (a restarted worker) credits nothing more
+    with zone.db.unit_of_work() as s:
+        row = s.get(ScoringJob, job_id, with_for_update=True)
+        assert row is not None
+        scoring_service.credit_undelivered(s, job=row)
+    assert len(credits_of(zone, job_id)) == 1

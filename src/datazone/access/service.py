@@ -369,11 +369,15 @@ def bill(
     body: dict[str, Any],
     headers: dict[str, str],
     at: datetime,
+    call_id: uuid.UUID | None = None,
 ) -> list[UsageEvent]:
     """The last gate of every channel: the ledger debit for what the admitted call charges
     (billing), then its usage events, meter counts and kept answer (metering), in the call's
-    transaction. Metering and billing do not call each other: this is the one place that orders them."""
-    call_id = uuid.uuid4()
+    transaction. Metering and billing do not call each other: this is the one place that orders them.
+
+    A job names its own `call_id`, so its charge can be found again (`metering.call_charges`) to
+    credit it."""
+    call_id = call_id or uuid.uuid4()
     charge = metering.charge_of(admission, units=len(usccs_billed))
     debit_id: int | None = None
     if charge.fen > 0:

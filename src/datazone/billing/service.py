@@ -149,6 +149,41 @@ def credit_entry(
             debit_fen=debit.amount_fen,
             remaining_fen=remaining,
         )
+    return _post_credit(session, debit=debit, amount_fen=amount, reason=reason.strip(), by=by)
+
+
+def credit_undelivered(
+    session: Session, *, debit_id: int, amount_fen: int | None = None, reason: str, actor_name: str
+) -> LedgerEntry | None:
+    """The zone's own credit of a charge for something it did not deliver (a job that failed on
+    its side): what remains of the debit, or `amount_fen` of it, whichever is less; None when
+    nothing remains, so running it again (a worker restarted mid-way) credits nothing twice."""
+    debit = session.scalar(
+        sa.select(LedgerEntry)
+        .where(LedgerEntry.id == debit_id, LedgerEntry.kind == "debit")
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if debit is None:
+        raise NotFound(f"no ledger debit {debit_id}")
+    remaining = debit.amount_fen - credited_fen(session, debit_id=debit_id)
+    amount = remaining if amount_fen is None else min(amount_fen, remaining)
+    if amount <= 0:
+        return None
+    return _post_credit(session, debit=debit, amount_fen=amount, reason=reason, by=None, actor_name=actor_name)
+
+
+def _post_credit(
+    session: Session,
+    *,
+    debit: LedgerEntry,
+    amount_fen: int,
+    reason: str,
+    by: Principal | None,
+    actor_name: str | None = None,
+) -> LedgerEntry:
+    """Write a credit against a locked debit, give it back to the month's spend, and audit it."""
+    amount = amount_fen
     credit = LedgerEntry(
         institution_id=debit.institution_id,
         kind="credit",
@@ -156,9 +191,9 @@ def credit_entry(
         period=debit.period,
         product_id=debit.product_id,
         usage_count=0,
-        memo=reason.strip(),
+        memo=reason,
         reverses_id=debit.id,
-        created_by=by.id,
+        created_by=by.id if by is not None else None,
         at=_now(),
     )
     session.add(credit)
@@ -169,10 +204,11 @@ def credit_entry(
     audit_service.record(
         session,
         actor=by,
+        actor_name=actor_name if by is None else None,
         action="ledger.credit",
         object_type="ledger_entry",
         object_id=str(credit.id),
-        reason=reason.strip(),
+        reason=reason,
         institution_id=debit.institution_id,
         detail={
             "debit_id": debit.id,

@@ -691,6 +691,10 @@ def _label_text(label: bytes) -> str:
 # -- the engine path ---------------------------------------------------------------------------
 
 
+# how many failed earlier jobs of the same command a rerun steps over before giving up
+MAX_FAILED_REPLAYS = 20
+
+
 def cache_root(cache_dir: Path | None) -> Path:
     """Where unbalanced PSI keeps the zone's transferred cache between jobs (~/.cache/datazone/psi)."""
     if cache_dir is not None:
@@ -745,39 +749,59 @@ def _run_engine(
     peer_address: str,
     protocol: EngineProtocol,
     cache_dir: Path | None,
+    output: Path | None,
 ) -> PsiResult:
     from datazone.privacy import engine
 
     root = cache_root(cache_dir)
     have = _known_cache(root, product)
     total = len(listed.codes)
+    # the same list, product, purpose, protocol, addresses and output again is the same job:
+    # a rerun finds it (charged once) instead of creating and paying for another
+    job_key = zone.job_key(
+        "psi-engine",
+        product,
+        purpose.value,
+        listed.digest(),
+        peer_address,
+        protocol.value,
+        str(output.resolve()) if output is not None else "",
+    )
     workdir = Path(tempfile.mkdtemp(prefix="datazone-psi-"))  # 0700: it holds the list while the job runs
     try:
-        cert, key = engine.new_link_certificate(workdir / "tls", common_name="institution")
-        job = _json_object(
-            zone._call(
-                "POST",
-                "/v1/psi/jobs",
-                json={
-                    "product": product,
-                    "purpose": purpose.value,
-                    "set_size": total,
-                    "peer_address": peer_address,
-                    "protocol": protocol.value,
-                    "institution_certificate_pem": cert.read_text(encoding="ascii"),
-                    "have_cache": have is not None,
-                },
-                idempotency_key=str(uuid.uuid4()),
-            ),
-            "POST /v1/psi/jobs",
-        )
+        cert, key = _link_certificate(root, job_key)
+        for _ in range(MAX_FAILED_REPLAYS):
+            job = _json_object(
+                zone._call(
+                    "POST",
+                    "/v1/psi/jobs",
+                    json={
+                        "product": product,
+                        "purpose": purpose.value,
+                        "set_size": total,
+                        "peer_address": peer_address,
+                        "protocol": protocol.value,
+                        "institution_certificate_pem": cert.read_text(encoding="ascii"),
+                        "have_cache": have is not None,
+                    },
+                    idempotency_key=job_key,
+                ),
+                "POST /v1/psi/jobs",
+            )
+            if job.get("status") not in ("failed", "expired"):
+                break
+            # this command's earlier job, which ended without a result: a key of its own makes the next
+            job_key = zone.job_key("psi-engine-after", job_key, str(job.get("job_id")))
+            cert, key = _link_certificate(root, job_key)
+        if job.get("ticket") is None and job.get("job_id"):
+            return _earlier_engine_result(product, purpose, listed, job, output)
         missing = [k for k in ("job_id", "ticket", "protocol", "zone_address") if not job.get(k)]
         if missing:
             raise _unexpected(f"the PSI job answer lacks {', '.join(missing)}")
         job_id = str(job["job_id"])
         tls = None
         if job.get("zone_certificate_pem"):
-            zone_ca = workdir / "tls" / "zone.pem"
+            zone_ca = workdir / "zone.pem"
             zone_ca.write_text(str(job["zone_certificate_pem"]), encoding="ascii")
             tls = engine.TlsFiles(certificate=cert, private_key=key, peer_ca=zone_ca)
         timeout = job.get("link_timeout_s")
@@ -858,6 +882,62 @@ def _run_engine(
     )
 
 
+def _link_certificate(root: Path, job_key: str) -> tuple[Path, Path]:
+    """This job's link certificate and key, made once per job key and kept (mode 0600 in a 0700
+    directory under the cache root): a rerun sends the same request body, so the zone knows it
+    for the same job, and can still run a job that is only queued yet."""
+    from datazone.privacy import engine
+
+    directory = root / "links" / job_key
+    cert, key = directory / "institution.crt", directory / "institution.key"
+    if not (cert.is_file() and key.is_file()):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cert, key = engine.new_link_certificate(directory, common_name="institution")
+    return cert, key
+
+
+def _earlier_engine_result(
+    product: str, purpose: Purpose, listed: InstitutionList, job: dict[str, Any], output: Path | None
+) -> PsiResult:
+    """The result of this command's earlier job, which the zone answered again (free) without a
+    ticket: it is running or finished. The zone never holds the intersection: a finished job's
+    result is the output file its run wrote."""
+    job_id = str(job["job_id"])
+    if job.get("status") != "succeeded":
+        raise PsiJobFailed(
+            f"PSI job {job_id}, created by this same command earlier, is {job.get('status')} now (another run of "
+            "it may be going on): wait until it ends and run the command again",
+            job_id=job_id,
+        )
+    if output is None or not output.is_file():
+        raise PsiJobFailed(
+            f"PSI job {job_id}, created by this same command earlier, succeeded and was charged once; the zone "
+            f"does not keep the intersection, and {output or 'no output file'} does not hold it now. Run it "
+            "with another output file to create (and pay for) a new job",
+            job_id=job_id,
+        )
+    with output.open(encoding="utf-8-sig", newline="") as f:
+        found = {normalize(row.get("uscc") or "") for row in csv.DictReader(f)}
+    matched = [
+        PsiMatch(line, code) for code, line in zip(listed.codes, listed.lines, strict=True) if code in found
+    ]
+    charged = job.get("charged_fen")
+    return PsiResult(
+        product=product,
+        purpose=purpose.value,
+        mode=PsiMode.engine.value,
+        result="intersection",
+        items=len(listed.codes),
+        size=len(matched),
+        matched=matched,
+        duplicates=listed.duplicates,
+        job_id=job_id,
+        protocol=str(job.get("protocol")),
+        cache_transferred=False,
+        charged_fen=charged if isinstance(charged, int) else None,
+    )
+
+
 def _read_engine_output(path: Path) -> set[str]:
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
@@ -907,6 +987,7 @@ def run_psi(
             peer_address=peer_address,
             protocol=engine_protocol,
             cache_dir=cache_dir,
+            output=output,
         )
         state_file = StateFile(None)
     else:

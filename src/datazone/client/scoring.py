@@ -17,7 +17,10 @@ Batch scoring is resumable like PSI. Before the job is asked for, a state file (
 the job's id: a rerun after a crash or a dropped connection finds the same job (the zone
 answers the same key with the same job, billed once) and downloads its chunks, which the
 zone stores, so every download of a chunk is the same bytes. The state file holds no score
-and is deleted once the results are written.
+and is deleted once the results are written. The key itself is derived from the model, the
+key pair, the list and the output path (`ZoneClient.job_key`), so even a rerun of a finished
+command finds its job again (within the zone's idempotency window, 24 h by default) and gets
+the same scores, billed once; a rerun after a failed job gets a new one.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import math
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -710,6 +712,10 @@ def default_state_path(output: Path) -> Path:
     return output.with_name(output.name + STATE_SUFFIX)
 
 
+# how many failed earlier jobs of the same command a rerun steps over before giving up
+MAX_FAILED_REPLAYS = 20
+
+
 def input_digest(codes: Sequence[str]) -> str:
     """Identifies the list in the local state file (never sent)."""
     h = hashlib.sha256(b"datazone/scoring/state/v1\n")
@@ -810,18 +816,25 @@ def _create_or_find_job(
                 f"scoring job {state.job_id} in {state_file.path} is no longer at the zone; delete the state"
                 " file to start a new job (billed again)"
             ) from None
-    try:
-        body = zone._call(
-            "POST",
-            "/v1/scoring/jobs",
-            json={"model": state.model_id, "usccs": codes},
-            idempotency_key=state.idempotency_key,
-        )
-    except ZoneError as exc:
-        if exc.status is not None and 400 <= exc.status < 500:
-            state_file.delete()  # refused outright: there is no job to continue
-        raise
-    view = _job_view(body, "POST /v1/scoring/jobs", items=len(codes))
+    for _ in range(MAX_FAILED_REPLAYS):
+        try:
+            body = zone._call(
+                "POST",
+                "/v1/scoring/jobs",
+                json={"model": state.model_id, "usccs": codes},
+                idempotency_key=state.idempotency_key,
+            )
+        except ZoneError as exc:
+            if exc.status is not None and 400 <= exc.status < 500:
+                state_file.delete()  # refused outright: there is no job to continue
+            raise
+        view = _job_view(body, "POST /v1/scoring/jobs", items=len(codes))
+        if view.get("status") != "failed":
+            break
+        # a new job is never failed: this is the same command's earlier job, which failed (and
+        # was credited for what it did not score). A key of its own makes the next one
+        state.idempotency_key = zone.job_key("score-after", state.idempotency_key, str(view["id"]))
+        state_file.save(state)
     state.job_id = view["id"]
     state_file.save(state)
     return view
@@ -894,7 +907,15 @@ def score_batch(
         key_fingerprint=key.fingerprint,
         input_digest=input_digest(codes),
         items=len(codes),
-        idempotency_key=str(uuid.uuid4()),
+        # the same model, list and output again is the same job: a rerun of a finished command
+        # gets its scores back, free, instead of a new job that charges (and caps) them again
+        idempotency_key=zone.job_key(
+            "score",
+            found_id,
+            key.fingerprint,
+            input_digest(codes),
+            str(output.resolve()) if output is not None else "",
+        ),
     )
     state = state_file.load()
     if state is None:

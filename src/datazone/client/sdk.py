@@ -13,6 +13,8 @@ again, free, and never billed twice.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import random
 import time
 import uuid
@@ -122,6 +124,19 @@ class ZoneClient:
     def token(self) -> AccessToken:
         """The current access token (fetched if there is none or it is about to expire)."""
         return self._tokens.get()
+
+    def job_key(self, kind: str, *parts: str) -> str:
+        """An Idempotency-Key for creating a job, derived from what the job is (its kind and
+        `parts`: the model or product, the list's digest, the output path...), so running the
+        same command again finds the job it created instead of paying for a new one.
+
+        Keyed with this client's secret (HMAC-SHA256): the zone, which keeps only a hash of the
+        secret, cannot test a guessed list against the key."""
+        secret = self.config.client_secret or self.config.private_key_pem or ""
+        mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+        for part in ("datazone/job-key/v1", self.config.client_id or "", kind, *parts):
+            mac.update(len(part.encode()).to_bytes(8, "big") + part.encode())
+        return f"{kind}-{mac.hexdigest()[:48]}"
 
     # -- product calls -----------------------------------------------------------------------
 

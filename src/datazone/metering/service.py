@@ -817,6 +817,33 @@ def record_usage(
     return [UsageEvent(**row) for row in rows]
 
 
+@dataclass(frozen=True)
+class CallCharges:
+    """What one call charged: its ledger debit (None when it was free) and the fen of the chosen units."""
+
+    debit_id: int | None
+    charged_fen: int
+
+
+def call_charges(
+    session: Session, *, institution_id: int, at: datetime, call_id: uuid.UUID, usccs: Sequence[str] | None = None
+) -> CallCharges:
+    """The debit of a call and what its usage events charged, all of them or those of `usccs`
+    (`at` is the call's time: with the institution it finds the call's events by index)."""
+    where = [UsageEvent.institution_id == institution_id, UsageEvent.at == at, UsageEvent.call_id == call_id]
+    if usccs is not None:
+        where.append(UsageEvent.uscc == sa.func.any(sa.cast(list(usccs), sa.ARRAY(sa.Text))))
+    debit_id, charged = session.execute(
+        sa.select(
+            sa.func.max(UsageEvent.debit_id),
+            sa.func.coalesce(sa.func.sum(UsageEvent.quantity * UsageEvent.price_fen), 0),
+        ).where(
+            *where
+        )
+    ).one()
+    return CallCharges(debit_id, int(charged))
+
+
 def refund_spend(session: Session, *, institution_id: int, period: str, amount_fen: int) -> None:
     """Give `amount_fen` back to the institution's monthly spend (a credit reversed a charge of `period`)."""
     if amount_fen <= 0:

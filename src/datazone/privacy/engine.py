@@ -16,7 +16,10 @@ Messages on the link before the engine's own:
                           or {"error": "protocol", "protocol": p} when the two sides disagree
     then psi_execute (rr22, ecdh, kkrt), or ub_psi_execute in MODE_OFFLINE_TRANSFER_CACHE
     (only when the institution lacks this cache) and MODE_ONLINE, both on the same link;
-    institution -> zone   "done" once its result file is in place (the zone waits for it)
+    both                  stop_link(), the institution once its result file is in place: the
+                          zone's returns only when the institution's arrives, which confirms
+                          that the institution has its result (send nothing after the PSI:
+                          a message left unread makes the zone's stop_link abort)
 
 Every run (either side, and the offline cache build) happens in a child process:
 the engine logs on stdout (spdlog) and stderr (brpc), and those go to a log file
@@ -84,7 +87,6 @@ ENGINE_LOG = "engine.log"
 
 _ACCEPTED = "ok"
 _REJECTED = "rejected"
-_DONE = "done"
 _MAX_TICKET_BYTES = 1024
 _MAX_HELLO_BYTES = 4096
 # Connection attempts: each costs the retry interval plus one brpc retry after
@@ -124,6 +126,10 @@ class LinkDropped(EngineError):
     """The peer went away or fell silent for longer than the receive timeout mid-job."""
 
 
+class ResultUnconfirmed(EngineError):
+    """The engine finished, but the institution never closed the link: its result is unconfirmed."""
+
+
 class Cancelled(EngineError):
     """The job's process was stopped by its owner (for example: its grant was revoked)."""
 
@@ -134,7 +140,9 @@ class ProtocolMismatch(EngineError):
 
 _ERRORS: dict[str, type[EngineError]] = {
     cls.__name__: cls
-    for cls in (EngineError, PeerNeverConnected, TicketRejected, LinkDropped, Cancelled, ProtocolMismatch)
+    for cls in (
+        EngineError, PeerNeverConnected, TicketRejected, LinkDropped, ResultUnconfirmed, Cancelled, ProtocolMismatch
+    )
 }
 
 
@@ -1027,6 +1035,32 @@ def _stop(context: Any) -> None:
     closer.join(_STOP_SECONDS)
 
 
+def _confirm_stop(context: Any, link: LinkSpec) -> None:
+    """Close the link and wait, at most the receive timeout, for the peer to close its end.
+
+    `stop_link()` returns only once the peer has called its own (measured: it waits exactly
+    as long as the peer takes), so its return confirms the peer finished; a peer that died
+    leaves it waiting forever, hence the thread."""
+    outcome: dict[str, BaseException] = {}
+
+    def stop() -> None:
+        try:
+            context.stop_link()
+        except Exception as exc:
+            outcome["error"] = exc
+
+    closer = threading.Thread(target=stop, daemon=True)
+    closer.start()
+    closer.join(link.recv_timeout_s)
+    if closer.is_alive() or "error" in outcome:
+        if "error" in outcome:
+            _log_engine_failure(outcome["error"])
+        raise ResultUnconfirmed(
+            f"the institution did not close the link of job {link.job_id} within {link.recv_timeout_s:g} s "
+            "after the PSI: the zone cannot confirm that it received its result"
+        )
+
+
 def _run_engine(link: LinkSpec, peer: str, phase: str, call: Any) -> Any:
     """Run one engine call, turning a dropped link into LinkDropped and anything else into EngineError."""
     try:
@@ -1140,10 +1174,12 @@ def _zone_side_here(p: dict[str, Any], links: list[Any]) -> ZoneReport:
         zone_items = int(report.original_count)
     # Stay on the link until the institution has its result: leaving earlier can
     # crash the institution's engine while it finishes, and this way the zone's
-    # report means the job is done on both sides. The message is only "done".
-    confirmation = _recv(context, 1, link, "confirmation that the institution has its result")
-    if confirmation != _DONE.encode():
-        raise EngineError(f"the institution ended job {link.job_id} without confirming its result")
+    # report means the job is done on both sides. The institution's `stop_link()`
+    # is the confirmation (ours blocks until the peer's arrives), so SecretFlow's
+    # own library works as it is, with no message of ours after the PSI.
+    _mark_phase(run_dir, "waiting for the institution to close the link")
+    _confirm_stop(context, link)
+    links.remove(context)
     return ZoneReport(
         protocol=protocol,
         zone_items=zone_items,
@@ -1215,8 +1251,8 @@ def _institution_side_here(p: dict[str, Any], links: list[Any]) -> InstitutionRe
         raise EngineError(f"the PSI engine finished job {link.job_id} without writing the intersection")
     destination = Path(p["output_csv"])
     _write_plain_output(output, destination)
-    with contextlib.suppress(Exception):  # the result is in place whatever happens to the link now
-        _send(context, 0, _DONE)
+    # No message after the PSI: closing the link (the child does it next) is the confirmation
+    # the zone waits for. A message the zone never reads would make its stop_link abort.
     return InstitutionReport(
         protocol=protocol,
         institution_items=int(report.original_count),

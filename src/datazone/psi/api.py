@@ -134,8 +134,17 @@ def answer_chunk(
 
 
 @router.post("/jobs", status_code=201, response_model=JobOut)
-def create_job(body: JobIn, session: SessionDep, settings: SettingsDep, db: DbDep, grant: GrantDep) -> JSONResponse:
-    """Queue a PSI on SecretFlow's engine; join it with the returned ticket over the engine's link."""
+def create_job(
+    body: JobIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    db: DbDep,
+    grant: GrantDep,
+    idempotency: IdempotencyDep,
+) -> JSONResponse:
+    """Queue a PSI on SecretFlow's engine (billed now); join it with the returned ticket over the
+    engine's link. The same Idempotency-Key and body again returns the same job, charged nothing
+    more, with `Idempotent-Replayed: true` (and a fresh ticket while no worker has taken it)."""
     with refusals_audited(db, grant, product_id=body.product, purpose=body.purpose.value):
         created = service.create_job(
             session,
@@ -148,10 +157,14 @@ def create_job(body: JobIn, session: SessionDep, settings: SettingsDep, db: DbDe
             protocol=body.protocol,
             institution_certificate_pem=body.institution_certificate_pem,
             have_cache=body.have_cache,
+            idempotency_key=idempotency.key,
+            fingerprint=idempotency.fingerprint,
         )
     out = {**service.job_body(created.job), "ticket": created.ticket}
     session.commit()
-    return JSONResponse(out, status_code=201, headers={"Cache-Control": "no-store"})
+    return JSONResponse(
+        out, status_code=created.status, headers={**created.headers, "Cache-Control": "no-store"}
+    )
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)

@@ -7,9 +7,11 @@ serves the same bytes; engine caches live on the worker's disk, where only the w
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from datazone.db import Base
@@ -146,6 +148,10 @@ class PsiJob(Base):
     status: Mapped[str] = mapped_column(sa.String(16), default="queued")
     reason: Mapped[str | None] = mapped_column(sa.Text)
     charged_fen: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    # the call that charged the job (its usage events and debit carry it) and the credit the zone
+    # posted when the job failed on its side (at most one: set with the credit, under the row lock)
+    call_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    credit_id: Mapped[int | None] = mapped_column(sa.ForeignKey("ledger_entry.id"))
     worker: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(TS)
     expires_at: Mapped[datetime] = mapped_column(TS)

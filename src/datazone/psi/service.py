@@ -18,8 +18,9 @@ import hashlib
 import json
 import secrets
 import time
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -29,9 +30,11 @@ from sqlalchemy.orm import Session
 from datazone import keyring
 from datazone.access import service as access_service
 from datazone.audit import service as audit_service
+from datazone.billing import service as billing_service
 from datazone.config import Settings
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import SHANGHAI
+from datazone.db import notify_work
 from datazone.errors import Conflict, DomainError, InvalidSpec, NotFound
 from datazone.masking import service as masking
 from datazone.metering import service as metering
@@ -428,6 +431,7 @@ def _record_set(
     body: dict[str, Any],
     idempotency_key: str | None = None,
     fingerprint: str | None = None,
+    call_id: uuid.UUID | None = None,
 ) -> None:
     """One usage event per item of the set, none naming an enterprise (the zone never sees them)."""
     access_service.bill(
@@ -444,6 +448,7 @@ def _record_set(
         body=body,
         headers=dict(admission.headers),
         at=admission.at,
+        call_id=call_id,
     )
 
 
@@ -734,7 +739,32 @@ PROTOCOLS = ("auto", "rr22", "ecdh", "kkrt", "unbalanced")
 @dataclass(frozen=True)
 class CreatedJob:
     job: PsiJob
-    ticket: str  # shown once, to the institution; only its SHA-256 is kept
+    # shown to the institution in this answer only; only its SHA-256 is kept. None on a replay
+    # once a worker has taken the job (the link then waits for the ticket first given)
+    ticket: str | None
+    status: int = 201
+    headers: dict[str, str] = field(default_factory=dict)
+    replayed: bool = False
+
+
+def _replayed_job(session: Session, *, institution_id: int, stored: metering.StoredAnswer) -> CreatedJob:
+    """The job first created under a retried Idempotency-Key, as it is now, charged nothing more.
+
+    While no worker has taken it, the retry gets a fresh ticket (the one first given, lost with
+    its answer perhaps, stops working): the zone keeps only a ticket's hash, so it cannot show
+    the first one again. The row lock orders this against a worker claiming the job."""
+    job = session.scalars(
+        sa.select(PsiJob)
+        .where(PsiJob.id == str(stored.body["job_id"]), PsiJob.institution_id == institution_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    ticket = None
+    if job.status == "queued":
+        ticket = secrets.token_urlsafe(32)
+        job.ticket_sha256 = hashlib.sha256(ticket.encode()).digest()
+        session.flush()
+    return CreatedJob(job, ticket, stored.status, stored.headers, True)
 
 
 def _address_problem(address: str) -> str | None:
@@ -779,13 +809,23 @@ def create_job(
     protocol: str = "auto",
     institution_certificate_pem: str | None = None,
     have_cache: bool = False,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
     at: datetime | None = None,
 ) -> CreatedJob:
-    """Check, price and queue a PSI on SecretFlow's engine; a worker runs the zone's side."""
+    """Check, price and queue a PSI on SecretFlow's engine; a worker runs the zone's side.
+
+    The same Idempotency-Key with the same request returns the job first created, as it is now,
+    and charges nothing (`_replayed_job`)."""
     from datazone.privacy import engine as psi_engine
 
     at = at or utcnow()
     caller = grant.institution
+    stored = access_service.replay(
+        session, institution_id=caller.id, idempotency_key=idempotency_key, fingerprint=fingerprint
+    )
+    if stored is not None:
+        return _replayed_job(session, institution_id=caller.id, stored=stored)
     with access_service.check("scope"):
         resource.require_scope(grant, product_id)
     auth = access_service.authorize(session, caller=caller, product_id=product_id, purpose=purpose, at=at, channel="psi")
@@ -863,8 +903,21 @@ def create_job(
     )
     admission = _admit_set(session, grant=grant, auth=auth, set_size=set_size, at=at)
     job.charged_fen = admission.charged_fen
-    _record_set(session, admission=admission, grant=grant, purpose=purpose, set_size=set_size, body={"job_id": job.id})
-    return CreatedJob(job, ticket)
+    job.call_id = uuid.uuid4()
+    _record_set(
+        session,
+        admission=admission,
+        grant=grant,
+        purpose=purpose,
+        set_size=set_size,
+        # what a retry needs to find the job again (never the ticket: only its hash is kept)
+        body={"job_id": job.id},
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        call_id=job.call_id,
+    )
+    notify_work(session, job_id=job.id)
+    return CreatedJob(job, ticket, 201, dict(admission.headers))
 
 
 def _cache_id(product_id: str, slice_key: str, epoch: int) -> str:
@@ -962,10 +1015,16 @@ def job_refusal(session: Session, *, job: PsiJob, at: datetime | None = None) ->
     return None
 
 
-def finish_job(session: Session, *, job_id: str, status: str, reason: str | None = None) -> PsiJob:
-    job = session.get(PsiJob, job_id, with_for_update=True)
+def finish_job(
+    session: Session, *, job_id: str, status: str, reason: str | None = None, credit: bool = False
+) -> PsiJob:
+    """End a job; `credit`: it ended without delivering for a reason on the zone's side, so its
+    charge is credited back (`credit_job`)."""
+    job = session.get(PsiJob, job_id, with_for_update=True, populate_existing=True)
     assert job is not None
     job.status, job.reason, job.finished_at = status, reason, utcnow()
+    if credit:
+        credit_job(session, job=job)
     audit_service.record(
         session,
         actor=None,
@@ -984,6 +1043,29 @@ def finish_job(session: Session, *, job_id: str, status: str, reason: str | None
     return job
 
 
+def credit_job(session: Session, *, job: PsiJob) -> None:
+    """Give a job's whole charge back, with a ledger credit that names it: once, whoever calls
+    (the job's row is locked by the caller and keeps the credit's id; the debit cannot be
+    credited past what it charged either)."""
+    if job.credit_id is not None or job.call_id is None or job.charged_fen <= 0:
+        return
+    charges = metering.call_charges(
+        session, institution_id=job.institution_id, at=job.created_at, call_id=job.call_id
+    )
+    if charges.debit_id is None:
+        return
+    credit = billing_service.credit_undelivered(
+        session,
+        debit_id=charges.debit_id,
+        reason=f"PSI job {job.id} ended {job.status} without its result, on the zone's side: "
+        f"{job.reason or 'no reason given'}",
+        actor_name=f"psi-worker:{job.worker}" if job.worker else "psi-worker",
+    )
+    if credit is not None:
+        job.credit_id = credit.id
+        session.flush()
+
+
 def job_zone_key(session: Session, *, settings: Settings, job: PsiJob) -> bytes | None:
     return _sealer(settings).decrypt(job.zone_key_encrypted) if job.zone_key_encrypted else None
 
@@ -1000,10 +1082,15 @@ def unbalanced_secret(session: Session, *, settings: Settings, epoch: int) -> by
 
 
 def expire_stale_jobs(session: Session) -> int:
-    """Queued jobs no worker took before the institution's window closed are expired."""
-    result = session.execute(
-        sa.update(PsiJob)
+    """Queued jobs no worker took before the institution's window closed are expired, and
+    credited: the zone did not run them."""
+    stale = session.scalars(
+        sa.select(PsiJob.id)
         .where(PsiJob.status == "queued", PsiJob.expires_at < utcnow())
-        .values(status="expired", reason="no worker took the job before it expired", finished_at=utcnow())
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job_id in stale:
+        finish_job(
+            session, job_id=job_id, status="expired", reason="no worker took the job before it expired", credit=True
+        )
+    return len(stale)

@@ -17,9 +17,15 @@ from typing import cast
 
 from datazone.config import Settings
 from datazone.db import Database
+from datazone.privacy import engine as psi_engine
 from datazone.psi import service
 
 log = logging.getLogger("datazone.psi.worker")
+
+# how a job can fail because of the institution: it presented a wrong ticket or ran another
+# protocol than its job's (a peer that never connected ends `expired`); such a job stays
+# charged, as docs/psi.md section 7 says. Every other failure is credited back.
+INSTITUTION_SIDE_ERRORS = (psi_engine.TicketRejected, psi_engine.ProtocolMismatch)
 
 
 @dataclass
@@ -70,7 +76,6 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
     reaped. The slice's items are written to a private directory removed afterwards."""
     import shutil
 
-    from datazone.privacy import engine as psi_engine
     from datazone.product import service as product_service
     from datazone.psi.models import PsiJob
 
@@ -85,7 +90,9 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
             if slice_.key != job.slice_key:
                 service.finish_job(
                     s, job_id=job_id, status="failed",
-                    reason=f"the slice changed since the job was created ({job.slice_key} -> {slice_.key}): create a new job",
+                    reason=f"the slice changed since the job was created ({job.slice_key} -> {slice_.key}): "
+                    "create a new job (this one is credited)",
+                    credit=True,
                 )
                 return "failed"
             items_csv = workdir / "zone.csv"
@@ -133,18 +140,20 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
             secret_key_file=secret_file,
         )
         proc.start()
-        status, reason, transferred = "failed", None, False
+        status, reason, transferred, credit = "failed", None, False, False
         while True:
             try:
                 report = proc.wait(timeout=poll_seconds)
-            except psi_engine.Cancelled as exc:
-                status, reason = "failed", str(exc)
-                break
             except psi_engine.PeerNeverConnected as exc:
                 status, reason = "expired", str(exc)
                 break
-            except psi_engine.EngineError as exc:
+            except INSTITUTION_SIDE_ERRORS as exc:
                 status, reason = "failed", str(exc)
+                break
+            except psi_engine.EngineError as exc:
+                # stopped by the zone (a grant revoked), the engine failed, the link dropped or
+                # the result is unconfirmed: nothing the zone can lay at the institution's door
+                status, reason, credit = "failed", str(exc), True
                 break
             if report is not None:
                 status, reason = "succeeded", None
@@ -160,7 +169,7 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
             # the institution reads the reason: no path of the zone's machine in it
             reason = re.sub(r"[;,]? *(its|the) log is \S+", "", reason).replace(str(workdir), "<job>")
         with db.unit_of_work() as s:
-            job = service.finish_job(s, job_id=job_id, status=status, reason=reason)
+            job = service.finish_job(s, job_id=job_id, status=status, reason=reason, credit=credit)
             if status == "succeeded" and job.protocol == "unbalanced":
                 # what the link found, not what the institution claimed when it created the job
                 job.have_cache = not transferred
@@ -169,7 +178,9 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
     except Exception as exc:
         log.error("PSI job %s failed: %s", job_id, type(exc).__name__)
         with db.unit_of_work() as s:
-            service.finish_job(s, job_id=job_id, status="failed", reason=f"the zone's worker failed ({type(exc).__name__})")
+            service.finish_job(
+                s, job_id=job_id, status="failed", reason=f"the zone's worker failed ({type(exc).__name__})", credit=True
+            )
         return "failed"
     finally:
         log_file = workdir / "engine.log"
@@ -206,8 +217,6 @@ def ensure_engine_cache(cache_dir: Path, *, items_csv: Path, secret_file: Path) 
     import fcntl
     import shutil
 
-    from datazone.privacy import engine as psi_engine
-
     cache_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with (cache_dir.parent / f"{cache_dir.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -225,8 +234,6 @@ def ensure_engine_cache(cache_dir: Path, *, items_csv: Path, secret_file: Path) 
 def ensure_engine_caches(db: Database, settings: Settings) -> list[str]:
     """Build, ahead of any job, the unbalanced caches the live epoch and current slices lack here."""
     import shutil
-
-    from datazone.privacy import engine as psi_engine
 
     with db.unit_of_work() as s:
         wanted = service.engine_caches_wanted(s, settings=settings)

@@ -10,11 +10,12 @@ institution would strip the re-randomization of the score it sealed).
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from datazone.db import Base
@@ -116,6 +117,10 @@ class ScoringJob(Base):
     chunks: Mapped[int] = mapped_column(sa.Integer)
     chunks_done: Mapped[int] = mapped_column(sa.Integer, default=0)
     charged_fen: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    # the call that charged the job (its usage events and debit carry it) and the credit the zone
+    # posted when the job failed on its side (at most one: set with the credit, under the row lock)
+    call_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    credit_id: Mapped[int | None] = mapped_column(sa.ForeignKey("ledger_entry.id"))
     worker: Mapped[str | None] = mapped_column(sa.Text)
     # the running worker's last sign of life: a job quiet for scoring_stale_minutes is taken over
     heartbeat_at: Mapped[datetime | None] = mapped_column(TS)

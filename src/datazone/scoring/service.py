@@ -32,6 +32,7 @@ import logging
 import os
 import secrets
 import threading
+import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,12 +48,15 @@ from sqlalchemy.orm import Session
 from datazone import keyring
 from datazone.access import service as access_service
 from datazone.audit import service as audit_service
+from datazone.billing import service as billing_service
 from datazone.config import Settings
 from datazone.consent import service as consent_service
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import SHANGHAI
+from datazone.db import notify_work
 from datazone.errors import Conflict, DomainError, Forbidden, InvalidSpec, NotFound
 from datazone.grant import service as grant_service
+from datazone.metering import service as metering
 from datazone.oauth import resource
 from datazone.oauth.resource import AccessGrant
 from datazone.principal.models import Principal
@@ -1296,6 +1300,7 @@ def create_job(
         at=at,
     )
     job.charged_fen = admission.charged_fen
+    job.call_id = uuid.uuid4()
     session.flush()
     headers = dict(admission.headers)
     access_service.bill(
@@ -1312,7 +1317,9 @@ def create_job(
         body=job_view(job),
         headers=headers,
         at=at,
+        call_id=job.call_id,
     )
+    notify_work(session, job_id=job.id)
     return CreatedJob(job, 201, headers, False)
 
 
@@ -1491,9 +1498,15 @@ def compute_chunk(
     return chunk
 
 
-def finish_job(session: Session, *, job: ScoringJob, status: str, error: str | None = None) -> ScoringJob:
+def finish_job(
+    session: Session, *, job: ScoringJob, status: str, error: str | None = None, credit: bool = False
+) -> ScoringJob:
+    """End a job (the caller holds its row). `credit`: it stopped for a reason on the zone's
+    side, so the enterprises it did not score are credited back (`credit_undelivered`)."""
     job.status, job.error, job.finished_at = status, error, utcnow()
     session.flush()
+    if credit and status == "failed":
+        credit_undelivered(session, job=job)
     audit_service.record(
         session,
         actor=None,
@@ -1518,3 +1531,54 @@ def finish_job(session: Session, *, job: ScoringJob, status: str, error: str | N
         },
     )
     return job
+
+
+def retired_by_its_institution(session: Session, *, job: ScoringJob) -> bool:
+    """Whether the job's model was retired by the institution itself (its own act stops the job)."""
+    model = session.get(ScoringModel, job.model_id)
+    return model is not None and model.state == "retired" and model.retired_by == job.institution_id
+
+
+def credit_undelivered(session: Session, *, job: ScoringJob) -> None:
+    """Credit what a failed job charged for the found enterprises of the chunks it never stored,
+    with a ledger entry naming the job, and take them off the caps' tally: once (the job's row is
+    locked by the caller and keeps the credit's id; a debit cannot be credited past its charge).
+
+    Stored chunks were delivered (they stay downloadable), so their enterprises stay charged."""
+    if job.credit_id is not None or job.call_id is None or job.charged_fen <= 0:
+        return
+    undelivered = list(
+        session.scalars(
+            sa.select(ScoringJobItem.uscc).where(
+                ScoringJobItem.job_id == job.id,
+                ScoringJobItem.found,
+                ScoringJobItem.seq >= job.chunks_done * job.chunk_size,
+            )
+        )
+    )
+    if not undelivered:
+        return
+    charges = metering.call_charges(
+        session, institution_id=job.institution_id, at=job.created_at, call_id=job.call_id, usccs=undelivered
+    )
+    session.execute(
+        sa.delete(ScoringTally).where(
+            ScoringTally.institution_id == job.institution_id,
+            ScoringTally.product_id == job.product_id,
+            ScoringTally.uscc == sa.func.any(sa.cast(undelivered, sa.ARRAY(sa.Text))),
+            ScoringTally.job_id == job.id,
+        )
+    )
+    if charges.debit_id is None or charges.charged_fen <= 0:
+        return
+    credit = billing_service.credit_undelivered(
+        session,
+        debit_id=charges.debit_id,
+        amount_fen=charges.charged_fen,
+        reason=f"scoring job {job.id} failed before scoring {len(undelivered)} of its {job.found} enterprises, "
+        f"on the zone's side: {job.error or 'no reason given'}",
+        actor_name=f"scoring-worker:{job.worker}" if job.worker else "scoring-worker",
+    )
+    if credit is not None:
+        job.credit_id = credit.id
+        session.flush()

@@ -94,7 +94,15 @@ def run_job(
                     model, ma = service.authorize_job(s, job=job)
                 except DomainError as exc:
                     reason = f"{exc.extra.get('check', 'check')}: {exc.detail}"
-                    service.finish_job(s, job=job, status="failed", error=reason)
+                    # a grant revoked, a contract ended, the operator retired the model: not the
+                    # institution's doing, so what was not scored is credited; its own retirement is
+                    service.finish_job(
+                        s,
+                        job=job,
+                        status="failed",
+                        error=reason,
+                        credit=not service.retired_by_its_institution(s, job=job),
+                    )
                     log.info("scoring job %s stopped before chunk %d: %s", job_id, index, exc.type)
                     return "failed"
                 chunk = service.compute_chunk(
@@ -119,6 +127,7 @@ def run_job(
                         job=failed,
                         status="failed",
                         error=f"the zone's worker failed ({type(exc).__name__})",
+                        credit=True,
                     )
             return "error"
         computed += 1
