@@ -21,8 +21,9 @@ import json
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datazone.config import Settings
 from datazone.errors import PROBLEM_BASE
@@ -69,6 +70,18 @@ class Capacity:
         )
 
 
+def _replayed(read: list[Message], receive: Receive) -> Receive:
+    """The client's messages already read while it waited, then the rest as they come."""
+    pending = list(read)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
 def busy_problem(*, retry_after: int, detail: str, path: str) -> bytes:
     return json.dumps(
         {
@@ -111,18 +124,56 @@ class CapacityGate:
             return
         self._waiting += 1
         try:
-            await asyncio.wait_for(self._places.acquire(), timeout=self.wait_seconds)
-        except TimeoutError:
+            outcome, read = await self._wait_for_place(receive)
+        finally:
+            self._waiting -= 1
+        if outcome == "gone":
+            return  # the client left while queued: no work done for nobody, nothing billed
+        if outcome == "timeout":
             await self._refuse(
                 scope, send, f"no place freed within {self.wait_seconds:g} s ({self.max_requests} at work)"
             )
             return
-        finally:
-            self._waiting -= 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, _replayed(read, receive), send)
         finally:
             self._places.release()
+
+    async def _wait_for_place(self, receive: Receive) -> tuple[str, list[Message]]:
+        """Wait for a place, watching the client meanwhile: "admitted" (holding a place), "timeout"
+        or "gone" (it disconnected), and the messages read from it while watching."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_seconds
+        place = asyncio.ensure_future(self._places.acquire())
+        watch: asyncio.Future[Message] | None = asyncio.ensure_future(receive())
+        read: list[Message] = []
+        outcome = "timeout"
+        try:
+            while outcome == "timeout":
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                waiting: set[asyncio.Future[Any]] = {place} if watch is None else {place, watch}
+                await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                if watch is not None and watch.done():
+                    message = watch.result()
+                    if message["type"] == "http.disconnect":
+                        outcome = "gone"
+                        break
+                    read.append(message)
+                    # a body still streaming is left to the route (its size limit applies there);
+                    # after the whole request, the next message can only be the client leaving
+                    watch = None if message.get("more_body") else asyncio.ensure_future(receive())
+                if place.done():
+                    outcome = "admitted"
+        finally:
+            if watch is not None and not watch.done():
+                watch.cancel()
+            if not place.done():
+                place.cancel()
+            elif outcome != "admitted" and not place.cancelled():
+                self._places.release()  # the place came as we gave up: hand it on
+        return outcome, read
 
     async def _refuse(self, scope: Scope, send: Send, why: str) -> None:
         retry_after = max(1, math.ceil(self.wait_seconds))

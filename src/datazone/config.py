@@ -27,8 +27,8 @@ class Settings(BaseSettings):
     # (0: max_requests + 8). The defaults suit a 2-core machine.
     db_pool_size: int = Field(default=10, ge=1, le=1000)
     max_requests: int = Field(default=0, ge=0, le=1000)
-    max_queued_requests: int = Field(default=200, ge=0, le=100_000)
-    queue_wait_seconds: float = Field(default=5.0, gt=0, le=300)
+    max_queued_requests: int = Field(default=1000, ge=0, le=100_000)
+    queue_wait_seconds: float = Field(default=10.0, gt=0, le=300)
     threads: int = Field(default=0, ge=0, le=2000)
     ingest_stall_seconds: float = 600.0
     # rejects kept per run in the downloadable report; the counts stay exact beyond it
