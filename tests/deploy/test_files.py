@@ -9,13 +9,18 @@ systemd-analyze verifies the units.
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -145,3 +150,84 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
             "CapabilityBoundingSet=\n",
         ):
             assert option in text, f"{name} lacks {option!r}"
+
+
+class _Replica(http.server.BaseHTTPRequestHandler):
+    """A stand-in replica: ready on the probe; `dies` ones close every other request unanswered,
+    as a replica SIGKILLed mid-request does."""
+
+    dies = False
+
+    def do_GET(self) -> None:
+        if self.path == "/readyz" or not self.dies:
+            body = self.server.server_address[1].to_bytes(4, "big").hex().encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.close_connection = True  # nothing sent: HAProxy sees an empty response
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _DyingReplica(_Replica):
+    dies = True
+
+
+def test_haproxy_resends_a_cut_request_only_when_it_carries_an_idempotency_key() -> None:
+    """A request cut mid-way may have been committed: HAProxy re-sends it to the other replica only
+    with an Idempotency-Key (the gateway answers a key once); without one the client sees 502
+    rather than a second bill."""
+    binary = shutil.which("haproxy")
+    if binary is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run installs it)")
+    dying = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DyingReplica)
+    healthy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Replica)
+    for server in (dying, healthy):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        lb_port, stats_port = a.getsockname()[1], b.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATAZONE_LB_BIND": f"127.0.0.1:{lb_port}",
+        "DATAZONE_LB_STATS_BIND": f"127.0.0.1:{stats_port}",
+        "DATAZONE_GATEWAY_1": f"127.0.0.1:{dying.server_address[1]}",
+        "DATAZONE_GATEWAY_2": f"127.0.0.1:{healthy.server_address[1]}",
+        "DATAZONE_HEALTH_PATH": "/readyz",
+    }
+    lb = subprocess.Popen(
+        [binary, "-db", "-f", str(DEPLOY / "haproxy" / "haproxy.cfg")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                stats = httpx.get(f"http://127.0.0.1:{stats_port}/stats;csv", timeout=1).text
+                if stats.count(",UP,") >= 2:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("haproxy never marked both stand-ins up")
+        with httpx.Client(base_url=f"http://127.0.0.1:{lb_port}", timeout=5) as client:
+            keyed = [client.get("/v1/x", headers={"Idempotency-Key": f"k{i}"}) for i in range(8)]
+            unkeyed = [client.get("/v1/x") for _ in range(8)]
+        healthy_name = healthy.server_address[1].to_bytes(4, "big").hex()
+        assert [r.status_code for r in keyed] == [200] * 8
+        assert {r.text for r in keyed} == {healthy_name}
+        assert {r.headers["x-served-by"] for r in keyed} == {"gw2"}
+        statuses = [r.status_code for r in unkeyed]
+        assert 502 in statuses and set(statuses) <= {200, 502}
+    finally:
+        lb.terminate()
+        lb.wait(10)
+        dying.shutdown()
+        healthy.shutdown()
