@@ -610,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
         help="how to run the datazone command",
     )
     args = parser.parse_args(argv)
+    # SIGTERM (a CI timeout, a supervisor) unwinds like Ctrl-C: every process started is stopped,
+    # the PostgreSQL cluster included, rather than left running
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     summary = run(args)
     text = json.dumps(summary, indent=2, ensure_ascii=False)
     print(text)

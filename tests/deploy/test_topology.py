@@ -35,14 +35,20 @@ def load_script() -> ModuleType:
 @pytest.mark.timeout(600)
 def test_failover_loses_nothing_and_bills_nothing_twice(tmp_path: Path) -> None:
     summary_file = tmp_path / "summary.json"
-    run = subprocess.run(
+    script = subprocess.Popen(
         [
             sys.executable, str(SCRIPT), "--health-path", HEALTH_PATH, "--seconds", "20",
             "--concurrency", "16", "--kill-after", "5", "--down-seconds", "3", "--summary", str(summary_file),
         ],
-        capture_output=True, text=True, timeout=540,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert run.returncode == 0, f"exit {run.returncode}\n{run.stderr[-4000:]}\n{run.stdout[-6000:]}"
+    try:
+        stdout, stderr = script.communicate(timeout=540)
+    except subprocess.TimeoutExpired:
+        script.terminate()  # the script stops what it started on SIGTERM
+        stdout, stderr = script.communicate(timeout=120)
+        pytest.fail(f"the topology run took over 540 s\n{stderr[-4000:]}\n{stdout[-4000:]}")
+    assert script.returncode == 0, f"exit {script.returncode}\n{stderr[-4000:]}\n{stdout[-6000:]}"
     summary = json.loads(summary_file.read_text())
     print(json.dumps(summary, indent=2))  # the figures, in the test's output with -s or on failure
 
