@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-gateway bench-psi bench-scoring bench-scoring-job bench-anonymous clean
+.PHONY: demo test lint topology bench bench-gateway bench-psi bench-scoring bench-scoring-job bench-anonymous clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
+
+# the deployment's topology on loopback (PostgreSQL 15, 2 replicas, scheduler, worker, HAProxy),
+# under load with a replica killed, and the other deploy tests (HAProxy's file, the units, compose);
+# needs Debian's postgresql-15 and haproxy
+topology: $(STAMP)
+	$(VENV)/bin/pytest -q -m 'topology or not topology' tests/deploy
 
 bench: $(STAMP)
 	$(VENV)/bin/python tests/bench_ingest.py

@@ -38,6 +38,7 @@ app.add_typer(principal_app, name="principal")
 def _mount_domain_commands() -> None:
     # each domain keeps its own sub-commands next to its service
     from datazone.audit.cli import app as audit_app
+    from datazone.dataset.cli import app as zone_app
     from datazone.grant.cli import app as grant_app
     from datazone.lifecycle.cli import app as lifecycle_app
     from datazone.oauth.cli import app as client_app
@@ -50,6 +51,7 @@ def _mount_domain_commands() -> None:
     app.add_typer(audit_app, name="audit")
     app.add_typer(client_app, name="client")
     app.add_typer(psi_app, name="psi")
+    app.add_typer(zone_app, name="zone")
 
 
 _mount_domain_commands()

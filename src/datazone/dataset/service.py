@@ -125,9 +125,10 @@ def apply_dataset(
             f"dataset {spec.id!r}: " + "; ".join(problems), errors=[{"problem": p} for p in problems]
         )
     if existing.current_version is None:
-        # no data yet: rebuild the table from the new spec
+        # no data yet: rebuild the table from the new spec, partitioned as the operator left it
+        partitions = zone.hash_partitions(conn, spec.id)
         conn.execute(sql.SQL("DROP TABLE {}").format(zone.table_ident(spec.id)))
-        for stmt in zone.create_table_sql(spec):
+        for stmt in zone.create_table_sql(spec, partitions=partitions):
             conn.execute(stmt)
     else:
         old_names = {f.name for f in old.fields}
