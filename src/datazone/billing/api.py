@@ -73,6 +73,7 @@ def list_ledger(
     institution_id: int | None = None,
     limit: int = 1000,
 ) -> list[LedgerEntryOut]:
+    """Ledger entries (debits and credits), newest first, optionally for one month."""
     entries = service.list_entries(
         session,
         viewer=principal,
@@ -85,6 +86,7 @@ def list_ledger(
 
 @router.get("/ledger/{entry_id}")
 def get_ledger_entry(entry_id: int, session: SessionDep, principal: PrincipalDep) -> LedgerEntryOut:
+    """One ledger entry with what it bills or credits."""
     return LedgerEntryOut.model_validate(service.get_entry(session, entry_id=entry_id, viewer=principal))
 
 

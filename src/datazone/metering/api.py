@@ -14,6 +14,8 @@ router = APIRouter(prefix="/v1", tags=["metering"])
 
 @router.post("/plans", status_code=201)
 def create_plan(body: PlanIn, session: SessionDep, curator: CuratorDep) -> PlanOut:
+    """Create a price plan for an institution and product (a curator): unit price, free units, quota, rate
+    limit, spend cap."""
     plan = service.create_plan(
         session,
         plan_id=body.id,
@@ -36,12 +38,14 @@ def create_plan(body: PlanIn, session: SessionDep, curator: CuratorDep) -> PlanO
 def list_plans(
     session: SessionDep, principal: PrincipalDep, institution_id: int | None = None
 ) -> list[PlanOut]:
+    """Price plans: an institution sees its own, the operator all."""
     plans = service.list_plans(session, viewer=principal, institution_id=institution_id)
     return [PlanOut.model_validate(p) for p in plans]
 
 
 @router.get("/plans/{plan_id}")
 def get_plan(plan_id: str, session: SessionDep, principal: PrincipalDep) -> PlanOut:
+    """One price plan."""
     return PlanOut.model_validate(service.get_plan(session, plan_id=plan_id, viewer=principal))
 
 

@@ -73,6 +73,7 @@ def open_session(
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)
 def session_status(session_id: SessionId, session: SessionDep, grant: GrantDep) -> dict[str, object]:
+    """A PSI session's state, its product, slice and chunks answered."""
     row = service.get_session(session, institution_id=grant.institution.id, session_id=session_id)
     return service.session_body(row, chunks_done=service.chunks_done(session, session_id=row.id))
 
@@ -158,6 +159,7 @@ def create_job(body: JobIn, session: SessionDep, settings: SettingsDep, db: DbDe
 def job_status(
     job_id: Annotated[str, Path(pattern=r"^job_[A-Za-z0-9_-]{8,60}$")], session: SessionDep, grant: GrantDep
 ) -> dict[str, object]:
+    """A PSI engine job's state and, once done, its result's location and counts."""
     return service.job_body(service.get_job(session, institution_id=grant.institution.id, job_id=job_id))
 
 
@@ -166,6 +168,7 @@ def job_status(
 
 @router.get("/epochs", response_model=list[EpochOut])
 def list_epochs(session: SessionDep, operator: OperatorDep) -> list[PsiKeyEpoch]:
+    """Every PSI key epoch, oldest first (the operator)."""
     return list(session.scalars(sa.select(PsiKeyEpoch).order_by(PsiKeyEpoch.id)))
 
 
@@ -178,4 +181,5 @@ def rotate(body: RotateIn, session: SessionDep, settings: SettingsDep, operator:
 
 @router.get("/artifacts", response_model=list[ArtifactOut])
 def list_artifacts(session: SessionDep, operator: OperatorDep) -> list[PsiArtifact]:
+    """The precomputed PSI artifacts (setups, label tables) of the current epochs, newest first (the operator)."""
     return list(session.scalars(sa.select(PsiArtifact).order_by(PsiArtifact.id.desc()).limit(500)))
