@@ -78,7 +78,6 @@ def schemathesis(
         "--checks", CHECKS,
         "--max-examples", str(args.max_examples),
         "--seed", str(args.seed),
-        "--generation-deterministic",
         "--workers", "1",
         "--request-timeout", "30",
         "--phases", args.phases,

@@ -71,6 +71,10 @@ HANDLER_PROBLEMS = (
 )
 
 
+# the members every problem has, in the meaning RFC 9457 gives them
+RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
+
+
 class DomainError(Exception):
     status: int = 400
     type: str = "bad-request"
@@ -93,7 +97,8 @@ class DomainError(Exception):
             body["instance"] = instance
         if self.errors:
             body["errors"] = self.errors
-        body.update(self.extra)
+        # RFC 9457's own members keep their meaning: an extra never overwrites one
+        body.update({k: v for k, v in self.extra.items() if k not in RESERVED_MEMBERS})
         return body
 
 

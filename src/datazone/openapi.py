@@ -93,6 +93,11 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: problem_response(status) for status in statuses}
 
 
+def content_responses(*media_types: str, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route that answers other media types than JSON (CSV, protobuf, JSON-LD)."""
+    return {status: {"content": {media: {"schema": {"type": "string"}} for media in media_types}}}
+
+
 def oauth_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for the OAuth endpoints, which answer RFC 6749 errors, not problems."""
     return {
@@ -231,14 +236,16 @@ def _error_statuses(route: RouteContext, method: str, operation: dict[str, Any],
     has_body = "requestBody" in operation or method in ("post", "put", "patch")
     if auth.any:
         statuses |= {401, 403}
-    if "{" in (route.path_format or "") or "requestBody" in operation:
-        statuses.add(404)
+    if _has_parameters(operation):
+        statuses.add(404)  # a path, filter or body that names something unknown (or not the caller's)
     if method != "get":
         statuses.add(409)
     if _has_parameters(operation):
         statuses.add(422)
     if has_body and method != "get":
         statuses.add(413)
+    if "requestBody" in operation:
+        statuses.add(400)  # a body that cannot be parsed at all (not JSON, not UTF-8)
     if auth.product_token:
         # the call pipeline's own refusals: bad input to a channel, spend cap, a channel that does not
         # serve the product, a retired product or expired session, rate and quota, capacity

@@ -13,7 +13,7 @@ import datazone
 from datazone.app import create_app
 from datazone.config import Settings
 from datazone.db import Database
-from datazone.errors import DomainError
+from datazone.errors import RESERVED_MEMBERS, Conflict, DomainError
 from datazone.problems.catalog import problem_types
 
 SRC = Path(datazone.__file__).parent
@@ -64,6 +64,30 @@ def test_a_new_error_class_gets_its_page_without_editing_a_list() -> None:
     assert pages["test-river-flooded"].status == 503
     assert pages["test-river-flooded"].meaning == "The zone's river flooded; this is a test of the page list."
     assert "Retry-After" in pages["test-river-flooded"].remedy
+
+
+def test_no_error_is_raised_with_a_member_that_would_shadow_rfc_9457s() -> None:
+    """`Conflict(..., status="active")` once answered `"status": "active"` in a 409 (found by fuzzing)."""
+    create_app(settings=Settings())
+    error_classes = {c.__name__ for c in [DomainError, *_all_subclasses(DomainError)]}
+    shadowing = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name in error_classes:
+                    shadowing += [
+                        f"{path.name}:{node.lineno} {name}({k.arg}=...)"
+                        for k in node.keywords
+                        if k.arg in RESERVED_MEMBERS
+                    ]
+    assert shadowing == []
+    body = Conflict("it is active", status="active", contract_status="active").problem("/x")
+    assert body["status"] == 409 and body["contract_status"] == "active"
+
+
+def _all_subclasses(cls: type[DomainError]) -> list[type[DomainError]]:
+    return [s for sub in cls.__subclasses__() for s in (sub, *_all_subclasses(sub))]
 
 
 @pytest.fixture

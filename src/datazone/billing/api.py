@@ -6,6 +6,7 @@ from datazone.billing import service
 from datazone.billing.schemas import CreditIn, LedgerEntryOut, StatementLineOut, StatementOut
 from datazone.deps import CuratorDep, PrincipalDep, SessionDep
 from datazone.errors import InvalidSpec
+from datazone.openapi import content_responses
 
 router = APIRouter(prefix="/v1", tags=["billing"])
 
@@ -37,7 +38,7 @@ def _statement_out(st: service.Statement) -> StatementOut:
     )
 
 
-@router.get("/statements/{period}", response_model=None)
+@router.get("/statements/{period}", response_model=StatementOut, responses=content_responses("text/csv"))
 def get_statement(
     period: str,
     session: SessionDep,

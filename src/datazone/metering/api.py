@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from datazone.deps import CuratorDep, PrincipalDep, SessionDep
 from datazone.metering import service
 from datazone.metering.schemas import PlanIn, PlanOut, UsageDayOut, UsageOut
+from datazone.openapi import content_responses
 
 router = APIRouter(prefix="/v1", tags=["metering"])
 
@@ -73,7 +74,7 @@ def usage(
     )
 
 
-@router.get("/usage/events", response_class=Response)
+@router.get("/usage/events", response_class=Response, responses=content_responses(service.CLOUDEVENTS_BATCH))
 def usage_events(
     request: Request,
     session: SessionDep,

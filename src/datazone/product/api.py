@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from datazone.deps import CuratorDep, OperatorDep, PrincipalDep, SessionDep
 from datazone.errors import InvalidSpec, NotFound
+from datazone.openapi import content_responses
 from datazone.principal.models import Principal
 from datazone.product import catalog_dcat, service
 from datazone.product.schemas import (
@@ -67,7 +68,7 @@ def get_catalog_product(product_id: ProductId, session: SessionDep, caller: Prin
     return service.catalog_entries(session, products=[product])[0]
 
 
-@router.get("/catalog/dcat", response_class=Response)
+@router.get("/catalog/dcat", response_class=Response, responses=content_responses(catalog_dcat.JSONLD))
 def dcat_catalog(request: Request, session: SessionDep) -> Response:
     """The catalog as DCAT-AP 3 JSON-LD, for harvesters (CKAN ckanext-dcat and others). Public."""
     base = str(request.base_url).rstrip("/")

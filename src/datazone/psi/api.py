@@ -24,6 +24,7 @@ from datazone.db import Database
 from datazone.deps import DbDep, OperatorDep, SessionDep, SettingsDep
 from datazone.errors import InvalidSpec
 from datazone.oauth.resource import AccessGrant
+from datazone.openapi import content_responses
 from datazone.principal import service as principal_service
 from datazone.psi import service
 from datazone.psi.models import PsiArtifact, PsiKeyEpoch
@@ -86,7 +87,7 @@ def _artifact(
     return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.get("/sessions/{session_id}/setup", response_class=Response)
+@router.get("/sessions/{session_id}/setup", response_class=Response, responses=content_responses(PROTOBUF))
 def session_setup(
     session_id: SessionId, session: SessionDep, settings: SettingsDep, db: DbDep, grant: GrantDep
 ) -> Response:
@@ -97,7 +98,11 @@ def session_setup(
     return _artifact(session_id, session, settings, db, grant, PROTOBUF)
 
 
-@router.get("/sessions/{session_id}/labels", response_class=Response)
+@router.get(
+    "/sessions/{session_id}/labels",
+    response_class=Response,
+    responses=content_responses("application/octet-stream"),
+)
 def session_labels(
     session_id: SessionId, session: SessionDep, settings: SettingsDep, db: DbDep, grant: GrantDep
 ) -> Response:
@@ -108,7 +113,9 @@ def session_labels(
     return _artifact(session_id, session, settings, db, grant, "application/octet-stream")
 
 
-@router.put("/sessions/{session_id}/chunks/{index}", response_class=Response)
+@router.put(
+    "/sessions/{session_id}/chunks/{index}", response_class=Response, responses=content_responses(PROTOBUF)
+)
 def answer_chunk(
     session_id: SessionId,
     index: Annotated[int, Path(ge=0, le=100_000_000)],

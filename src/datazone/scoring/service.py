@@ -1355,7 +1355,7 @@ def chunk_bytes(session: Session, *, institution_id: int, job_id: str, index: in
         f"chunk {index} of job {job.id} is not computed yet ({job.chunks_done} of {job.chunks} done, {job.status}); "
         "retry after the Retry-After seconds",
         headers={"Retry-After": "5"},
-        status=job.status,
+        job_status=job.status,
         chunks_done=job.chunks_done,
         check="scoring_job",
     )
