@@ -76,6 +76,8 @@ def test_error_answers_follow_what_each_route_does(document: dict[str, Any]) -> 
     assert "401" not in statuses("/.well-known/oauth-authorization-server", "get")
     # the audit proof is a read that answers 409 until the entry is sealed
     assert "409" in statuses("/v1/audit/entries/{entry_id}/proof", "get")
+    product_call = paths["/v1/products/{product_id}/enterprises/{uscc}"]["get"]["responses"]
+    assert "Retry-After" in product_call["429"]["headers"] and "Retry-After" in product_call["503"]["headers"]
     # no 500 is documented per operation
     assert not any("500" in op["responses"] for _, _, op in _operations(document))
 
@@ -130,3 +132,16 @@ def test_real_error_answers_match_the_problem_schema(db: Database, settings: Set
         validator.validate(resp.json())
     # and a body that is not a problem does not pass it
     assert not validator.is_valid({"error": "invalid_request"})
+
+
+def test_answers_that_are_not_json_document_their_media_type(document: dict[str, Any]) -> None:
+    def ok_content(path: str, method: str = "get") -> dict[str, Any]:
+        content: dict[str, Any] = document["paths"][path][method]["responses"]["200"]["content"]
+        return content
+
+    assert set(ok_content("/v1/statements/{period}")) == {"application/json", "text/csv"}
+    assert set(ok_content("/v1/ingest/runs/{run_id}/rejects.csv")) == {"text/csv"}
+    assert ok_content("/v1/usage/events")["application/cloudevents-batch+json"]["schema"]["type"] == "array"
+    assert ok_content("/v1/catalog/dcat")["application/ld+json"]["schema"] == {"type": "object"}
+    assert set(ok_content("/v1/psi/sessions/{session_id}/chunks/{index}", "put")) == {"application/x-protobuf"}
+    assert set(ok_content("/problems/{type_name}")) == {"application/json", "text/html"}

@@ -82,10 +82,18 @@ class OAuthError(BaseModel):
 
 
 def problem_response(status: int) -> dict[str, Any]:
-    return {
+    response: dict[str, Any] = {
         "description": STATUS_MEANING.get(status, "An error."),
         "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_REF}}},
     }
+    if status in (429, 503):
+        response["headers"] = {
+            "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        }
+    return response
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -93,9 +101,13 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: problem_response(status) for status in statuses}
 
 
-def content_responses(*media_types: str, status: int = 200) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route that answers other media types than JSON (CSV, protobuf, JSON-LD)."""
-    return {status: {"content": {media: {"schema": {"type": "string"}} for media in media_types}}}
+def content_responses(
+    *media_types: str, schema: dict[str, Any] | None = None, status: int = 200
+) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route that answers other media types than JSON (CSV, protobuf, JSON-LD);
+    `schema` describes a JSON-based one, anything else is an opaque string."""
+    body = schema if schema is not None else {"type": "string"}
+    return {status: {"content": {media: {"schema": body} for media in media_types}}}
 
 
 def oauth_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

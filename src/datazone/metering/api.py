@@ -74,7 +74,13 @@ def usage(
     )
 
 
-@router.get("/usage/events", response_class=Response, responses=content_responses(service.CLOUDEVENTS_BATCH))
+@router.get(
+    "/usage/events",
+    response_class=Response,
+    responses=content_responses(
+        service.CLOUDEVENTS_BATCH, schema={"type": "array", "items": {"type": "object"}}
+    ),
+)
 def usage_events(
     request: Request,
     session: SessionDep,

@@ -68,7 +68,11 @@ def get_catalog_product(product_id: ProductId, session: SessionDep, caller: Prin
     return service.catalog_entries(session, products=[product])[0]
 
 
-@router.get("/catalog/dcat", response_class=Response, responses=content_responses(catalog_dcat.JSONLD))
+@router.get(
+    "/catalog/dcat",
+    response_class=Response,
+    responses=content_responses(catalog_dcat.JSONLD, schema={"type": "object"}),
+)
 def dcat_catalog(request: Request, session: SessionDep) -> Response:
     """The catalog as DCAT-AP 3 JSON-LD, for harvesters (CKAN ckanext-dcat and others). Public."""
     base = str(request.base_url).rstrip("/")
