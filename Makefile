@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint topology bench bench-gateway bench-psi bench-scoring bench-scoring-job bench-anonymous clean
+.PHONY: demo test lint fuzz topology bench bench-gateway bench-psi bench-scoring bench-scoring-job bench-anonymous clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
+
+# Schemathesis against a real gateway on loopback, from its own OpenAPI document (tests/fuzz_api.py)
+fuzz: $(STAMP)
+	$(VENV)/bin/python tests/fuzz_api.py
 
 # the deployment's topology on loopback (PostgreSQL 15, 2 replicas, scheduler, worker, HAProxy),
 # under load with a replica killed, and the other deploy tests (HAProxy's file, the units, compose);

@@ -31,7 +31,11 @@ from datazone.grant.api import router as grant_router
 from datazone.ingest.api import router as ingest_router
 from datazone.lifecycle.api import router as lifecycle_router
 from datazone.metering.api import router as metering_router
+from datazone.oauth import service as oauth_service
 from datazone.oauth.api import router as oauth_router
+from datazone.oauth.keys import ensure_signing_keys
+from datazone.openapi import install as install_openapi
+from datazone.problems.api import router as problems_router
 from datazone.product.api import router as product_router
 from datazone.psi.api import router as psi_router
 from datazone.scoring.api import router as scoring_router
@@ -40,9 +44,11 @@ from datazone.supplier.api import router as supplier_router
 PROBLEM = "application/problem+json"
 
 
-def _problem(status: int, type_: str, title: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
+def _problem(
+    status: int, type_: str, title: str, detail: str, instance: str, *, base: str = PROBLEM_BASE, **extra: Any
+) -> JSONResponse:
     body = {
-        "type": PROBLEM_BASE + type_,
+        "type": base + type_,
         "title": title,
         "status": status,
         "detail": detail,
@@ -68,6 +74,9 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         anyio.to_thread.current_default_thread_limiter().total_tokens = capacity.threads
         owned = db is None
         app.state.db = db if db is not None else Database.from_settings(settings)
+        # the JWKS holds the signing keys before the first token is issued
+        with app.state.db.unit_of_work() as session:
+            ensure_signing_keys(session, settings)
         # every replica runs a sealer; an advisory lock lets one seal at a time
         sealer = AuditSealer(
             app.state.db,
@@ -90,6 +99,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         max_requests=capacity.max_requests,
         max_queued=capacity.max_queued,
         wait_seconds=capacity.wait_seconds,
+        problem_base=settings.problem_base,
     )
 
     @app.exception_handler(sa_exc.TimeoutError)
@@ -101,12 +111,13 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
             retry_after=retry_after,
             detail=f"no database connection freed within {capacity.wait_seconds:g} s; retry after {retry_after} s",
             path=request.url.path,
+            base=settings.problem_base,
         )
         return Response(body, status_code=503, media_type=PROBLEM, headers={"Retry-After": str(retry_after)})
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        body = exc.problem(request.url.path)
+        body = exc.problem(request.url.path, base=settings.problem_base)
         # a refusal may carry HTTP headers (Retry-After, RateLimit-*): they travel as headers
         headers: dict[str, str] = {str(k): str(v) for k, v in (body.pop("headers", None) or {}).items()}
         oauth_error = body.get("oauth_error")
@@ -125,23 +136,29 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         errors = [{"location": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{e['location']}: {e['problem']}" for e in errors)
         return _problem(
-            422, "invalid-request", "The request is not valid", detail, request.url.path, errors=errors
+            422, "invalid-request", "The request is not valid", detail, request.url.path, errors=errors,
+            base=settings.problem_base,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return _problem(
+        response = _problem(
             exc.status_code,
             slug,
             str(exc.detail),
             f"{request.method} {request.url.path}: {exc.detail}",
             request.url.path,
+            base=settings.problem_base,
         )
+        # a 405's Allow header says which methods the path takes
+        response.headers.update(exc.headers or {})
+        return response
 
     # async: a liveness probe must not wait for a thread behind saturated product calls
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (no database check)."""
         return {"status": "ok", "version": __version__}
 
     app.include_router(supplier_router)
@@ -160,4 +177,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.include_router(psi_router)
     app.include_router(anonymous_router)
     app.include_router(scoring_router)
+    app.include_router(problems_router)
+    # the document is the contract: Problem schema, error answers, security schemes (datazone.openapi)
+    install_openapi(app, scopes=oauth_service.published_scopes)
     return app

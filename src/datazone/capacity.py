@@ -82,10 +82,10 @@ def _replayed(read: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-def busy_problem(*, retry_after: int, detail: str, path: str) -> bytes:
+def busy_problem(*, retry_after: int, detail: str, path: str, base: str = PROBLEM_BASE) -> bytes:
     return json.dumps(
         {
-            "type": PROBLEM_BASE + "gateway-busy",
+            "type": base + "gateway-busy",
             "title": "The gateway is busy",
             "status": 503,
             "detail": detail,
@@ -105,9 +105,11 @@ class CapacityGate:
         max_requests: int,
         max_queued: int,
         wait_seconds: float,
+        problem_base: str = PROBLEM_BASE,
         ungated: Collection[str] = UNGATED_PATHS,
     ) -> None:
         self.app = app
+        self.problem_base = problem_base
         self.max_requests = max_requests
         self.max_queued = max_queued
         self.wait_seconds = wait_seconds
@@ -181,6 +183,7 @@ class CapacityGate:
             retry_after=retry_after,
             detail=f"this gateway process is at capacity ({why}); retry after {retry_after} s",
             path=scope["path"],
+            base=self.problem_base,
         )
         await send(
             {

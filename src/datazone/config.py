@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from platformdirs import user_data_dir
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     scoring_processes: int = 0
     # a job whose worker has not reported for this long is taken over by another worker
     scoring_stale_minutes: float = 10.0
+    # problem+json `type` URIs are this base + the type's name; empty: the gateway's own pages at
+    # <issuer>/problems/ (GET /problems lists them). Set it to publish the pages elsewhere.
+    problem_base_uri: str | None = None
+    # the token-signing algorithms the zone keeps keys for and publishes, comma-separated; access
+    # tokens are signed with the first. "ES256,RS256" adds RS256 beside ES256 (RFC 9068 section 4
+    # expects RS256 to be available); "RS256,ES256" signs with RS256.
+    oauth_signing_algs: str = "ES256"
 
     @property
     def drop_path(self) -> Path:
@@ -78,6 +85,24 @@ class Settings(BaseSettings):
     @property
     def issuer(self) -> str:
         return (self.oauth_issuer or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @field_validator("oauth_signing_algs")
+    @classmethod
+    def _known_algs(cls, value: str) -> str:
+        algs = [a.strip() for a in value.split(",") if a.strip()]
+        unknown = sorted(set(algs) - {"ES256", "RS256"})
+        if not algs or unknown:
+            raise ValueError(f"DATAZONE_OAUTH_SIGNING_ALGS takes ES256 and/or RS256, not {value!r}")
+        return ",".join(dict.fromkeys(algs))
+
+    @property
+    def signing_algs(self) -> list[str]:
+        """The token-signing algorithms, the one tokens are signed with first."""
+        return self.oauth_signing_algs.split(",")
+
+    @property
+    def problem_base(self) -> str:
+        return (self.problem_base_uri or f"{self.issuer}/problems").rstrip("/") + "/"
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,82 @@ from __future__ import annotations
 
 from typing import Any
 
-PROBLEM_BASE = "https://datazone.example/problems/"
+# where problem types live when no base URI is configured: the gateway's own pages, as a URI
+# reference relative to the gateway (the app makes it absolute with the issuer or
+# DATAZONE_PROBLEM_BASE_URI; see Settings.problem_base)
+PROBLEM_BASE = "/problems/"
+
+
+class ProblemType:
+    """A problem type the HTTP layer itself answers (not raised by a service): the same page as a
+    DomainError's. `meaning` and `remedy` are what its page says."""
+
+    def __init__(self, status: int, type: str, title: str, meaning: str, remedy: str) -> None:
+        self.status = status
+        self.type = type
+        self.title = title
+        self.meaning = meaning
+        self.remedy = remedy
+
+
+# the problem+json handlers' own types (app.py); a DomainError subclass needs no entry here
+HANDLER_PROBLEMS = (
+    ProblemType(
+        422,
+        "invalid-request",
+        "The request is not valid",
+        "A parameter or the body does not match the operation's schema in the OpenAPI document.",
+        "Fix every problem listed in `errors` (each names its location) and send the request again.",
+    ),
+    ProblemType(
+        404,
+        "not-found",
+        "Not found",
+        "No operation of the gateway has this path.",
+        "Check the path against the OpenAPI document at /openapi.json.",
+    ),
+    ProblemType(
+        405,
+        "method-not-allowed",
+        "Method Not Allowed",
+        "The path exists but does not take this HTTP method.",
+        "Use one of the methods the `Allow` header lists.",
+    ),
+    ProblemType(
+        400,
+        "http-error",
+        "The request cannot be served",
+        "The HTTP layer refused the request before any operation ran.",
+        "Read the detail; it names what the gateway could not accept.",
+    ),
+    ProblemType(
+        413,
+        "payload-too-large",
+        "The request body is too large",
+        "The body is larger than this route accepts (PSI chunks and uploads take more than other routes).",
+        "Send a smaller body: split a batch into several requests.",
+    ),
+    ProblemType(
+        503,
+        "gateway-busy",
+        "The gateway is busy",
+        "This gateway process is working on as many requests as it may at once, and the request "
+        "waited its longest for a place (or for a database connection) without getting one.",
+        "Wait the seconds `Retry-After` gives and send the request again (with the same "
+        "Idempotency-Key, if it had one: a retry is never billed twice).",
+    ),
+    ProblemType(
+        500,
+        "internal-error",
+        "Internal error",
+        "The gateway failed on something it did not expect; nothing was billed or written.",
+        "Try again later; if it persists, give the operator the `incident` id of the answer.",
+    ),
+)
+
+
+# the members every problem has, in the meaning RFC 9457 gives them
+RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 
 
 class DomainError(Exception):
@@ -20,9 +95,9 @@ class DomainError(Exception):
         self.errors = errors or []
         self.extra = extra
 
-    def problem(self, instance: str | None = None) -> dict[str, Any]:
+    def problem(self, instance: str | None = None, *, base: str = PROBLEM_BASE) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "type": PROBLEM_BASE + self.type,
+            "type": base + self.type,
             "title": self.title,
             "status": self.status,
             "detail": self.detail,
@@ -31,7 +106,8 @@ class DomainError(Exception):
             body["instance"] = instance
         if self.errors:
             body["errors"] = self.errors
-        body.update(self.extra)
+        # RFC 9457's own members keep their meaning: an extra never overwrites one
+        body.update({k: v for k, v in self.extra.items() if k not in RESERVED_MEMBERS})
         return body
 
 

@@ -100,7 +100,7 @@ def test_status_changes(session: Session, p: Parties) -> None:
     service.terminate_contract(session, contract_id=c.id, by=p.curator, reason="ended by the bank")
     with pytest.raises(Conflict, match="terminated is final") as exc:
         service.suspend_contract(session, contract_id=c.id, by=p.curator, reason="x")
-    assert exc.value.extra["status"] == "terminated"
+    assert exc.value.extra["contract_status"] == "terminated"
     actions = session.scalars(
         sa.select(AuditEntry.action).where(AuditEntry.object_type == "contract", AuditEntry.object_id == str(c.id))
         .order_by(AuditEntry.id)

@@ -174,6 +174,8 @@ def answer_one(
     grant: GrantDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    """Answer one enterprise (by USCC) from a product, for a stated purpose: billed, audited, masked per the
+    caller's contract."""
     return _serve(
         session, db, grant,
         product_id=product_id, usccs=[uscc], purpose=purpose, single=True,
@@ -190,6 +192,7 @@ def answer_batch(
     grant: GrantDep,
     idempotency: IdempotencyDep,
 ) -> JSONResponse:
+    """Answer a batch of enterprises from a product, for one purpose: all answered and billed, or none."""
     return _serve(
         session, db, grant,
         product_id=product_id, usccs=body.usccs, purpose=body.purpose, single=False, idempotency=idempotency,

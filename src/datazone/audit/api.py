@@ -15,6 +15,7 @@ from datazone.audit.schemas import (
     UseOut,
 )
 from datazone.deps import AuditorDep, PrincipalDep, SessionDep
+from datazone.openapi import problem_responses
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -47,8 +48,12 @@ def list_entries(
     return [EntryOut.model_validate(e) for e in entries]
 
 
-@router.get("/entries/{entry_id}/proof", response_model=InclusionProofOut)
+@router.get(
+    "/entries/{entry_id}/proof", response_model=InclusionProofOut, responses=problem_responses(409)
+)
 def entry_proof(session: SessionDep, principal: PrincipalDep, entry_id: int) -> dict[str, Any]:
+    """An audit entry's inclusion proof: its leaf, the Merkle path and the block root it is sealed under (409
+    until sealed)."""
     return service.inclusion_proof(session, entry_id=entry_id, viewer=principal)
 
 
@@ -80,6 +85,7 @@ def list_uses(
 
 @router.get("/verify", response_model=ChainReportOut)
 def verify(session: SessionDep, auditor: AuditorDep) -> ChainReportOut:
+    """Verify the whole audit chain: every block's Merkle root and link to the previous block (an auditor)."""
     report = service.verify_chain(session)
     return ChainReportOut(**report.__dict__)
 

@@ -6,6 +6,7 @@ from datazone.billing import service
 from datazone.billing.schemas import CreditIn, LedgerEntryOut, StatementLineOut, StatementOut
 from datazone.deps import CuratorDep, PrincipalDep, SessionDep
 from datazone.errors import InvalidSpec
+from datazone.openapi import content_responses
 
 router = APIRouter(prefix="/v1", tags=["billing"])
 
@@ -37,7 +38,7 @@ def _statement_out(st: service.Statement) -> StatementOut:
     )
 
 
-@router.get("/statements/{period}", response_model=None)
+@router.get("/statements/{period}", response_model=StatementOut, responses=content_responses("text/csv"))
 def get_statement(
     period: str,
     session: SessionDep,
@@ -73,6 +74,7 @@ def list_ledger(
     institution_id: int | None = None,
     limit: int = 1000,
 ) -> list[LedgerEntryOut]:
+    """Ledger entries (debits and credits), newest first, optionally for one month."""
     entries = service.list_entries(
         session,
         viewer=principal,
@@ -85,6 +87,7 @@ def list_ledger(
 
 @router.get("/ledger/{entry_id}")
 def get_ledger_entry(entry_id: int, session: SessionDep, principal: PrincipalDep) -> LedgerEntryOut:
+    """One ledger entry with what it bills or credits."""
     return LedgerEntryOut.model_validate(service.get_entry(session, entry_id=entry_id, viewer=principal))
 
 

@@ -30,6 +30,7 @@ def list_consents(
     after_id: int | None = None,
     limit: int = 100,
 ) -> list[ConsentOut]:
+    """Enterprise consents: an institution sees its own, the operator all; oldest first, paged by after_id."""
     consents = service.list_consents(
         session,
         viewer=principal,
@@ -44,6 +45,7 @@ def list_consents(
 
 @router.get("/{consent_id}")
 def get_consent(consent_id: int, session: SessionDep, principal: PrincipalDep) -> ConsentOut:
+    """One consent with its subject, scope, term and evidence reference."""
     return ConsentOut.model_validate(service.get_consent(session, consent_id=consent_id, viewer=principal))
 
 
@@ -51,5 +53,6 @@ def get_consent(consent_id: int, session: SessionDep, principal: PrincipalDep) -
 def revoke_consent(
     consent_id: int, body: RevokeIn, session: SessionDep, institution: InstitutionDep
 ) -> ConsentOut:
+    """Revoke a consent (its institution): calls about that enterprise are refused from now on."""
     consent = service.revoke_consent(session, consent_id=consent_id, by=institution, reason=body.reason)
     return ConsentOut.model_validate(consent)

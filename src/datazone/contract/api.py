@@ -11,6 +11,7 @@ router = APIRouter(prefix="/v1/contracts", tags=["contract"])
 
 @router.post("", status_code=201)
 def create_contract(body: ContractIn, session: SessionDep, curator: CuratorDep) -> ContractOut:
+    """Sign a contract with an institution for products and purposes (a curator)."""
     contract = service.create_contract(
         session,
         institution_id=body.institution_id,
@@ -32,6 +33,7 @@ def create_contract(body: ContractIn, session: SessionDep, curator: CuratorDep) 
 def list_contracts(
     session: SessionDep, principal: PrincipalDep, institution_id: int | None = None, status: str | None = None
 ) -> list[ContractOut]:
+    """Contracts: an institution sees its own, the operator all (optionally by institution and status)."""
     contracts = service.list_contracts(
         session, viewer=principal, institution_id=institution_id, status=status
     )
@@ -40,6 +42,7 @@ def list_contracts(
 
 @router.get("/{contract_id}")
 def get_contract(contract_id: int, session: SessionDep, principal: PrincipalDep) -> ContractOut:
+    """One contract with its products, purposes, clearance and status."""
     return ContractOut.model_validate(
         service.get_contract(session, contract_id=contract_id, viewer=principal)
     )
@@ -49,6 +52,7 @@ def get_contract(contract_id: int, session: SessionDep, principal: PrincipalDep)
 def suspend_contract(
     contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
 ) -> ContractOut:
+    """Suspend a contract, with the reason (a curator): its calls are refused until resumed."""
     c = service.suspend_contract(session, contract_id=contract_id, by=curator, reason=body.reason)
     return ContractOut.model_validate(c)
 
@@ -57,6 +61,7 @@ def suspend_contract(
 def resume_contract(
     contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
 ) -> ContractOut:
+    """Resume a suspended contract (a curator)."""
     c = service.resume_contract(session, contract_id=contract_id, by=curator, reason=body.reason)
     return ContractOut.model_validate(c)
 
@@ -65,5 +70,6 @@ def resume_contract(
 def terminate_contract(
     contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
 ) -> ContractOut:
+    """Terminate a contract for good (a curator)."""
     c = service.terminate_contract(session, contract_id=contract_id, by=curator, reason=body.reason)
     return ContractOut.model_validate(c)

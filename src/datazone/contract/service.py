@@ -253,7 +253,7 @@ def _change_status(
             f"contract {contract_id} is {contract.status}; it cannot be {to_status}"
             + (f" (it may become: {', '.join(nexts)})" if nexts else " (terminated is final)"),
             contract_id=contract_id,
-            status=contract.status,
+            contract_status=contract.status,
         )
     from_status = contract.status
     contract.status = to_status

@@ -22,6 +22,7 @@ def _out(grant: Grant, viewer: Principal) -> GrantOut:
 
 @router.post("", status_code=201)
 def create_grant(body: GrantIn, session: SessionDep, department: DepartmentDep) -> GrantOut:
+    """Grant the use of the department's dataset to institutions, for products, purposes and a term."""
     grant = service.create_grant(
         session,
         department=body.department or department.supplier_id or "",
@@ -45,6 +46,7 @@ def list_grants(
     department: str | None = None,
     live: bool | None = None,
 ) -> list[GrantOut]:
+    """Grants: a department sees its own, an institution those naming it, the operator all."""
     grants = service.list_grants(
         session, viewer=principal, department=department, dataset=dataset, product=product, live=live
     )
@@ -53,10 +55,12 @@ def list_grants(
 
 @router.get("/{grant_id}")
 def get_grant(grant_id: str, session: SessionDep, principal: PrincipalDep) -> GrantOut:
+    """One grant with its scope, term and state."""
     return _out(service.get_grant(session, grant_id=grant_id, viewer=principal), principal)
 
 
 @router.post("/{grant_id}/revoke")
 def revoke_grant(grant_id: str, body: RevokeIn, session: SessionDep, department: DepartmentDep) -> GrantOut:
+    """Revoke a grant (its department): calls it covered are refused from now on."""
     grant = service.revoke_grant(session, grant_id=grant_id, by=department, reason=body.reason)
     return _out(grant, department)

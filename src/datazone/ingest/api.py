@@ -9,6 +9,7 @@ from datazone.deps import CuratorDep, DbDep, PrincipalDep, SessionDep
 from datazone.errors import Forbidden
 from datazone.ingest import service
 from datazone.ingest.schemas import IngestReport, IngestRunOut, RejectOut
+from datazone.openapi import content_responses
 from datazone.principal.service import a_kind
 
 router = APIRouter(tags=["ingest"])
@@ -48,6 +49,7 @@ def list_runs(
 
 @router.get("/v1/ingest/runs/{run_id}", response_model=IngestReport)
 def get_report(run_id: int, session: SessionDep, viewer: PrincipalDep) -> IngestReport:
+    """An ingest run's report: its state, counts and the first rejected rows with their line and reason."""
     run = service.get_visible_run(session, run_id=run_id, viewer=viewer)
     rejects = service.list_rejects(session, run_id=run_id, limit=REPORT_PREVIEW)
     reported = service.count_rejects(session, run_id=run_id)
@@ -58,8 +60,13 @@ def get_report(run_id: int, session: SessionDep, viewer: PrincipalDep) -> Ingest
     )
 
 
-@router.get("/v1/ingest/runs/{run_id}/rejects.csv")
+@router.get(
+    "/v1/ingest/runs/{run_id}/rejects.csv",
+    response_class=StreamingResponse,
+    responses=content_responses("text/csv"),
+)
 def download_rejects(run_id: int, session: SessionDep, db: DbDep, viewer: PrincipalDep) -> StreamingResponse:
+    """Every rejected row of an ingest run as CSV (line number, reason, the row), streamed."""
     service.get_visible_run(session, run_id=run_id, viewer=viewer)
 
     def pages() -> Iterator[str]:

@@ -80,6 +80,7 @@ def _state(session: SessionDep, dataset_id: str) -> DatasetStateOut:
 
 @demands.post("", response_model=DemandOut, status_code=201)
 def file_demand(body: DemandIn, session: SessionDep, principal: PrincipalDep) -> DemandOut:
+    """File a data demand: what data an institution or department needs and why; a curator decides."""
     d = service.file_demand(
         session,
         by=principal,
@@ -96,6 +97,7 @@ def file_demand(body: DemandIn, session: SessionDep, principal: PrincipalDep) ->
 def list_demands(
     session: SessionDep, principal: PrincipalDep, state: Annotated[str | None, Query()] = None
 ) -> list[DemandOut]:
+    """Data demands: the operator sees all, others the ones they filed."""
     if principal.kind == "department":
         raise Forbidden("demands are filed by institutions and the operator; a department has none to list")
     return [DemandOut.model_validate(d) for d in service.list_demands(session, viewer=principal, state=state)]
@@ -103,11 +105,13 @@ def list_demands(
 
 @demands.get("/{demand_id}", response_model=DemandOut)
 def get_demand(demand_id: int, session: SessionDep, principal: PrincipalDep) -> DemandOut:
+    """One data demand with its state and decision."""
     return DemandOut.model_validate(service.get_demand(session, demand_id=demand_id, viewer=principal))
 
 
 @demands.post("/{demand_id}/accept", response_model=DemandOut)
 def accept_demand(demand_id: int, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+    """Accept a demand (a curator): the operator commits to source the data."""
     return DemandOut.model_validate(
         service.accept_demand(session, demand_id=demand_id, by=by, reason=body.reason)
     )
@@ -115,6 +119,7 @@ def accept_demand(demand_id: int, body: ReasonIn, session: SessionDep, by: Curat
 
 @demands.post("/{demand_id}/decline", response_model=DemandOut)
 def decline_demand(demand_id: int, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+    """Decline a demand, with the reason (a curator)."""
     return DemandOut.model_validate(
         service.decline_demand(session, demand_id=demand_id, by=by, reason=body.reason)
     )
@@ -122,6 +127,7 @@ def decline_demand(demand_id: int, body: ReasonIn, session: SessionDep, by: Cura
 
 @demands.post("/{demand_id}/fulfil", response_model=DemandOut)
 def fulfil_demand(demand_id: int, body: FulfilIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+    """Mark a demand fulfilled by the datasets and product that answer it (a curator)."""
     d = service.fulfil_demand(
         session,
         demand_id=demand_id,
@@ -135,6 +141,7 @@ def fulfil_demand(demand_id: int, body: FulfilIn, session: SessionDep, by: Curat
 
 @demands.post("/{demand_id}/cancel", response_model=DemandOut)
 def cancel_demand(demand_id: int, body: ReasonIn, session: SessionDep, principal: PrincipalDep) -> DemandOut:
+    """Cancel a demand (who filed it, or a curator)."""
     if principal.kind == "operator" and "curator" not in principal.roles:
         raise Forbidden(
             "cancelling a demand needs an operator with the role curator, or the filing institution"
@@ -164,6 +171,7 @@ def apply_supplier(body: SupplierApplicationIn, session: SessionDep, by: Operato
 def list_suppliers(
     session: SessionDep, _: OperatorDep, status: Annotated[str | None, Query()] = None
 ) -> list[SupplierAdmissionOut]:
+    """Supplier applications and admitted suppliers, optionally by status (the operator)."""
     return [
         SupplierAdmissionOut.model_validate(s)
         for s in supplier_service.list_suppliers(session, status=status)
@@ -172,6 +180,7 @@ def list_suppliers(
 
 @suppliers.get("/{supplier_id}", response_model=SupplierAdmissionOut)
 def get_supplier(supplier_id: str, session: SessionDep, principal: PrincipalDep) -> SupplierAdmissionOut:
+    """One supplier's admission record (the operator, or the department itself)."""
     _own_supplier(principal, supplier_id)
     return SupplierAdmissionOut.model_validate(
         supplier_service.get_supplier(session, supplier_id=supplier_id)
@@ -182,6 +191,7 @@ def get_supplier(supplier_id: str, session: SessionDep, principal: PrincipalDep)
 def admit_supplier(
     supplier_id: str, body: SupplierDecisionIn, session: SessionDep, by: ReviewerDep
 ) -> SupplierAdmissionOut:
+    """Admit an applied supplier (a reviewer): it may then publish datasets."""
     s = service.admit_supplier(
         session,
         supplier_id=supplier_id,
@@ -196,6 +206,7 @@ def admit_supplier(
 def reject_supplier(
     supplier_id: str, body: SupplierDecisionIn, session: SessionDep, by: ReviewerDep
 ) -> SupplierAdmissionOut:
+    """Reject a supplier's application, with the reason (a reviewer)."""
     s = service.reject_supplier(
         session,
         supplier_id=supplier_id,
@@ -210,6 +221,7 @@ def reject_supplier(
 def blacklist_supplier(
     supplier_id: str, body: ReasonIn, session: SessionDep, by: ReviewerDep
 ) -> SupplierAdmissionOut:
+    """Blacklist a supplier (a reviewer): its datasets stop serving."""
     return SupplierAdmissionOut.model_validate(
         service.blacklist_supplier(session, supplier_id=supplier_id, by=by, reason=body.reason)
     )
@@ -219,6 +231,7 @@ def blacklist_supplier(
 def reinstate_supplier(
     supplier_id: str, body: ReasonIn, session: SessionDep, by: ReviewerDep
 ) -> SupplierAdmissionOut:
+    """Lift a blacklisting (a reviewer)."""
     return SupplierAdmissionOut.model_validate(
         service.reinstate_supplier(session, supplier_id=supplier_id, by=by, reason=body.reason)
     )
@@ -232,6 +245,7 @@ def supplier_scorecard(
     since: Annotated[datetime | None, Query(description="default: 30 days before until")] = None,
     until: Annotated[datetime | None, Query(description="default: now")] = None,
 ) -> ScorecardOut:
+    """A supplier's scorecard over a window: timeliness, quality and usage of its datasets."""
     _own_supplier(principal, supplier_id)
     start, end = _window(since, until)
     card = service.supplier_scorecard(session, supplier_id=supplier_id, since=start, until=end)
@@ -243,6 +257,7 @@ def supplier_scorecard(
 
 @datasets.post("/{dataset_id}/review", response_model=DatasetStateOut)
 def start_review(dataset_id: str, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DatasetStateOut:
+    """Submit a dataset for admission review (a curator)."""
     service.start_review(session, dataset_id=dataset_id, by=by, reason=body.reason)
     return _state(session, dataset_id)
 
@@ -251,6 +266,7 @@ def start_review(dataset_id: str, body: ReasonIn, session: SessionDep, by: Curat
 def decide_admission(
     dataset_id: str, body: AdmissionIn, session: SessionDep, by: ReviewerDep
 ) -> DatasetReviewOut:
+    """Admit or reject a dataset under review, with the reason (a reviewer)."""
     review = service.review_dataset(
         session,
         dataset_id=dataset_id,
@@ -265,6 +281,7 @@ def decide_admission(
 
 @datasets.get("/{dataset_id}/reviews", response_model=list[DatasetReviewOut])
 def list_reviews(dataset_id: str, session: SessionDep, principal: PrincipalDep) -> list[DatasetReviewOut]:
+    """Every admission review of a dataset (the operator, or its department)."""
     _own_dataset(session, principal, dataset_id)
     return [DatasetReviewOut.model_validate(r) for r in service.list_reviews(session, dataset_id=dataset_id)]
 
@@ -273,6 +290,7 @@ def list_reviews(dataset_id: str, session: SessionDep, principal: PrincipalDep) 
 def deprecate_dataset(
     dataset_id: str, body: DeprecateIn, session: SessionDep, by: CuratorDep
 ) -> DatasetStateOut:
+    """Deprecate a dataset (a curator), optionally naming its successor."""
     service.deprecate_dataset(
         session, dataset_id=dataset_id, successor_id=body.successor, by=by, reason=body.reason
     )
@@ -281,6 +299,7 @@ def deprecate_dataset(
 
 @datasets.post("/{dataset_id}/retire", response_model=DatasetStateOut)
 def retire_dataset(dataset_id: str, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DatasetStateOut:
+    """Retire a dataset (a curator): products stop reading it."""
     service.retire_dataset(session, dataset_id=dataset_id, by=by, reason=body.reason)
     return _state(session, dataset_id)
 
@@ -289,6 +308,7 @@ def retire_dataset(dataset_id: str, body: ReasonIn, session: SessionDep, by: Cur
 def reinstate_dataset(
     dataset_id: str, body: ReasonIn, session: SessionDep, by: CuratorDep
 ) -> DatasetStateOut:
+    """Return a deprecated dataset to service (a curator)."""
     service.reinstate_dataset(session, dataset_id=dataset_id, by=by, reason=body.reason)
     return _state(session, dataset_id)
 
@@ -307,6 +327,7 @@ def dataset_quality(dataset_id: str, session: SessionDep, principal: PrincipalDe
 
 @ratings.post("/{product_id}/ratings", response_model=RatingOut)
 def rate_product(product_id: str, body: RatingIn, session: SessionDep, by: InstitutionDep) -> RatingOut:
+    """Rate a product for a month (1 to 5, with a comment; default: this month); rating again replaces it."""
     rating = service.rate_product(
         session, product_id=product_id, by=by, score=body.score, comment=body.comment, period=body.period
     )
@@ -315,6 +336,7 @@ def rate_product(product_id: str, body: RatingIn, session: SessionDep, by: Insti
 
 @ratings.get("/{product_id}/ratings", response_model=RatingSummaryOut)
 def rating_summary(product_id: str, session: SessionDep, _: PrincipalDep) -> RatingSummaryOut:
+    """A product's ratings: count, average and distribution."""
     return RatingSummaryOut.model_validate(service.rating_summary(session, product_id=product_id))
 
 

@@ -8,12 +8,15 @@ from fastapi import APIRouter, Request, Response
 from datazone.deps import CuratorDep, PrincipalDep, SessionDep
 from datazone.metering import service
 from datazone.metering.schemas import PlanIn, PlanOut, UsageDayOut, UsageOut
+from datazone.openapi import content_responses
 
 router = APIRouter(prefix="/v1", tags=["metering"])
 
 
 @router.post("/plans", status_code=201)
 def create_plan(body: PlanIn, session: SessionDep, curator: CuratorDep) -> PlanOut:
+    """Create a price plan for an institution and product (a curator): unit price, free units, quota, rate
+    limit, spend cap."""
     plan = service.create_plan(
         session,
         plan_id=body.id,
@@ -36,12 +39,14 @@ def create_plan(body: PlanIn, session: SessionDep, curator: CuratorDep) -> PlanO
 def list_plans(
     session: SessionDep, principal: PrincipalDep, institution_id: int | None = None
 ) -> list[PlanOut]:
+    """Price plans: an institution sees its own, the operator all."""
     plans = service.list_plans(session, viewer=principal, institution_id=institution_id)
     return [PlanOut.model_validate(p) for p in plans]
 
 
 @router.get("/plans/{plan_id}")
 def get_plan(plan_id: str, session: SessionDep, principal: PrincipalDep) -> PlanOut:
+    """One price plan."""
     return PlanOut.model_validate(service.get_plan(session, plan_id=plan_id, viewer=principal))
 
 
@@ -69,7 +74,13 @@ def usage(
     )
 
 
-@router.get("/usage/events", response_class=Response)
+@router.get(
+    "/usage/events",
+    response_class=Response,
+    responses=content_responses(
+        service.CLOUDEVENTS_BATCH, schema={"type": "array", "items": {"type": "object"}}
+    ),
+)
 def usage_events(
     request: Request,
     session: SessionDep,

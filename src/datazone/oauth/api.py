@@ -22,7 +22,7 @@ from datazone.oauth import keys
 from datazone.oauth import service as oauth_service
 from datazone.oauth.schemas import ClientCreate, ClientCreated, ClientOut, ClientRevoke
 from datazone.oauth.server import FormRequest, ZoneAuthorizationServer, metadata
-from datazone.product import service as product_service
+from datazone.openapi import oauth_error_responses, problem_responses
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -72,7 +72,17 @@ def _server(form: FormRequest, session: Session, settings: Settings) -> ZoneAuth
     return ZoneAuthorizationServer(session, settings)
 
 
-@oauth_router.post("/token")
+# RFC 6749 section 5.2: the OAuth endpoints answer OAuth errors (application/json), not problems
+OAUTH_ERRORS = {**oauth_error_responses(400, 401), **problem_responses(503)}
+_FORM_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {FORM: {"schema": {"type": "object", "additionalProperties": {"type": "string"}}}},
+    }
+}
+
+
+@oauth_router.post("/token", responses=OAUTH_ERRORS, openapi_extra=_FORM_BODY)
 def token(form: FormDep, session: SessionDep, settings: SettingsDep) -> Response:
     """RFC 6749 client_credentials; clients authenticate with client_secret_basic or private_key_jwt."""
     server = _server(form, session, settings)
@@ -82,7 +92,7 @@ def token(form: FormDep, session: SessionDep, settings: SettingsDep) -> Response
     return response
 
 
-@oauth_router.post("/revoke")
+@oauth_router.post("/revoke", responses=OAUTH_ERRORS, openapi_extra=_FORM_BODY)
 def revoke(form: FormDep, session: SessionDep, settings: SettingsDep) -> Response:
     """RFC 7009: revoke one of your institution's access tokens (unknown tokens answer 200)."""
     server = _server(form, session, settings)
@@ -92,7 +102,7 @@ def revoke(form: FormDep, session: SessionDep, settings: SettingsDep) -> Respons
     return response
 
 
-@oauth_router.post("/introspect")
+@oauth_router.post("/introspect", responses=OAUTH_ERRORS, openapi_extra=_FORM_BODY)
 def introspect(form: FormDep, session: SessionDep, settings: SettingsDep) -> Response:
     """RFC 7662: a token of your institution's and its claims, or {"active": false}."""
     server = _server(form, session, settings)
@@ -128,6 +138,7 @@ def create_client(body: ClientCreate, session: SessionDep, institution: Institut
 
 @clients_router.get("", response_model=list[ClientOut])
 def list_clients(session: SessionDep, institution: InstitutionDep) -> list[ClientOut]:
+    """The institution's OAuth clients, revoked ones included; secrets are never shown again."""
     return [ClientOut.model_validate(c) for c in oauth_service.list_clients(session, viewer=institution)]
 
 
@@ -135,6 +146,7 @@ def list_clients(session: SessionDep, institution: InstitutionDep) -> list[Clien
 def revoke_client(
     client_id: str, session: SessionDep, institution: InstitutionDep, body: ClientRevoke | None = None
 ) -> ClientOut:
+    """Revoke one of the institution's OAuth clients: its tokens stop working at once."""
     client = oauth_service.revoke_client(
         session,
         client_id=client_id,
@@ -154,8 +166,5 @@ router.include_router(clients_router)
 def authorization_server_metadata(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """RFC 8414 metadata."""
     doc = metadata(settings)
-    doc["scopes_supported"] = [
-        oauth_service.product_scope(p.id)
-        for p in product_service.list_products(session, states=["published"])
-    ]
+    doc["scopes_supported"] = oauth_service.published_scopes(session)
     return doc

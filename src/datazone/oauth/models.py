@@ -46,15 +46,15 @@ class OAuthClient(Base):
 
 class SigningKey(Base):
     """A token-signing key pair. The private half is encrypted (Fernet, key derived from the
-    signing-key secret). `retires_at` is NULL for the one active key; a superseded key keeps
+    signing-key secret). `retires_at` is NULL for the one active key of each algorithm; a superseded key keeps
     being published until `retires_at` (its last token's expiry plus a margin)."""
 
     __tablename__ = "oauth_signing_key"
     __table_args__ = (
-        # at most one active key, whatever two replicas rotating at once might try
+        # at most one active key per algorithm, whatever two replicas rotating at once might try
         sa.Index(
             "uq_oauth_signing_key_active",
-            sa.text("(retires_at IS NULL)"),
+            "alg",
             unique=True,
             postgresql_where=sa.text("retires_at IS NULL"),
         ),

@@ -77,7 +77,7 @@ def _decode(session: Session, token: str) -> dict[str, Any]:
         raise InvalidToken(f"the token is signed with an unknown key (kid {kid!r}); get a new token")
     try:
         # algorithms pinned to the key's own: no downgrade to 'none' or HMAC
-        decoded = jwt.decode(token, key, algorithms=[keys.ALG])
+        decoded = jwt.decode(token, key, algorithms=[key.alg or keys.ALG])
     except BadSignatureError as e:
         raise InvalidToken(
             f"the token's signature does not verify with key {kid}; it was altered or forged"

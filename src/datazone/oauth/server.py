@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
+# what the client-assertion check accepts (joserfc's recommended asymmetric algorithms), at every
+# endpoint that authenticates clients
+ASSERTION_ALGS = ["ES256", "RS256"]
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path
 REVOKE_PATH = "/oauth/revoke"
 INTROSPECT_PATH = "/oauth/introspect"
@@ -323,12 +326,13 @@ class ZoneClientCredentialsGrant(ClientCredentialsGrant):  # type: ignore[misc]
 
 
 class ZoneTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
-    """RFC 9068 access tokens signed with the zone's current key (its kid in the header)."""
+    """RFC 9068 access tokens signed with the zone's current key of the configured algorithm
+    (DATAZONE_OAUTH_SIGNING_ALGS, the first one), its kid in the header."""
 
     def __init__(self, server: ZoneAuthorizationServer) -> None:
         super().__init__(
             issuer=server.settings.issuer,
-            alg=keys.ALG,
+            alg=server.settings.signing_algs[0],
             expires_generator=lambda client, grant_type: server.settings.oauth_token_seconds,
         )
         self.server = server
@@ -352,7 +356,7 @@ def _presented_token(server: ZoneAuthorizationServer, token_string: str) -> Zone
         grant = None
     try:
         # the signature must hold even for an inactive token, or anyone could have any jti revoked
-        claims = dict(jwt.decode(token_string, server.published_keyset(), algorithms=[keys.ALG]).claims)
+        claims = dict(jwt.decode(token_string, server.published_keyset(), algorithms=list(keys.ALGS)).claims)
     except Exception:  # any unreadable token is simply unknown (RFC 7009 / 7662)
         return None
     return ZoneToken(grant, claims)
@@ -422,11 +426,16 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "introspection_endpoint": issuer + INTROSPECT_PATH,
         "jwks_uri": issuer + JWKS_PATH,
         "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
+        # RFC 8414 requires a non-empty list. The zone has no authorization endpoint (client
+        # credentials only), so it issues nothing there: "none" (OAuth 2.0 Multiple Response Type
+        # Encoding Practices, section 4, in IANA's response-type registry) says exactly that, where
+        # "code" or "token" would promise an authorization-code or implicit flow that does not exist
+        "response_types_supported": ["none"],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
-        # what the assertion check accepts (joserfc's recommended asymmetric algorithms)
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "scopes_supported": [],  # filled by the route from the catalog
     }

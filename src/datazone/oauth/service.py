@@ -46,6 +46,11 @@ def product_scope(product_id: str) -> str:
     return SCOPE_PREFIX + product_id
 
 
+def published_scopes(session: Session) -> list[str]:
+    """The scopes of the products published now: what a token may be asked for."""
+    return [product_scope(p.id) for p in product_service.list_products(session, states=["published"])]
+
+
 def scope_product(scope: str) -> str | None:
     """The product a scope names, or None if it is not a product scope."""
     return (

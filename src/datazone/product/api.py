@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from datazone.deps import CuratorDep, OperatorDep, PrincipalDep, SessionDep
 from datazone.errors import InvalidSpec, NotFound
+from datazone.openapi import content_responses
 from datazone.principal.models import Principal
 from datazone.product import catalog_dcat, service
 from datazone.product.schemas import (
@@ -46,6 +47,8 @@ def search_products(
     q: Annotated[str | None, Query(max_length=200, description="words in the id, names, outputs")] = None,
     state: ProductState | None = None,
 ) -> list[ProductOut]:
+    """Search the product catalog by category, department, tier, words and state; others than the operator
+    see published and deprecated products only."""
     states = _visible_states(caller, state)
     if states == ():
         return []
@@ -57,6 +60,7 @@ def search_products(
 
 @router.get("/catalog/products/{product_id}", response_model=ProductOut)
 def get_catalog_product(product_id: ProductId, session: SessionDep, caller: PrincipalDep) -> ProductOut:
+    """One product of the catalog: what it answers, from which data, at what price and for which purposes."""
     product = service.get_product(session, product_id=product_id)
     if caller.kind != "operator" and product.state not in VISIBLE_STATES:
         # drafts and retired products are the operator's business: to others they do not exist
@@ -64,7 +68,11 @@ def get_catalog_product(product_id: ProductId, session: SessionDep, caller: Prin
     return service.catalog_entries(session, products=[product])[0]
 
 
-@router.get("/catalog/dcat", response_class=Response)
+@router.get(
+    "/catalog/dcat",
+    response_class=Response,
+    responses=content_responses(catalog_dcat.JSONLD, schema={"type": "object"}),
+)
 def dcat_catalog(request: Request, session: SessionDep) -> Response:
     """The catalog as DCAT-AP 3 JSON-LD, for harvesters (CKAN ckanext-dcat and others). Public."""
     base = str(request.base_url).rstrip("/")
@@ -80,6 +88,7 @@ def apply_product(
     response: Response,
     spec: Annotated[dict[str, Any], Body(description="a product spec, as in products/*.yaml")],
 ) -> AppliedOut:
+    """Create or update a product from its spec (the curator): 201 when created, 200 when changed or unchanged."""
     parsed = service.parse_product_spec(spec, origin="the request body")
     if parsed.id != product_id:
         raise InvalidSpec(
@@ -98,6 +107,7 @@ def _entry(session: SessionDep, product: Any) -> ProductOut:
 
 @router.post("/products/{product_id}/publish", response_model=ProductOut)
 def publish(product_id: ProductId, body: TransitionIn, session: SessionDep, caller: CuratorDep) -> ProductOut:
+    """Publish a draft product (the curator): institutions with a contract can then be granted and call it."""
     _no_successor(body, "publish")
     product = service.publish_product(session, product_id=product_id, by=caller, reason=body.reason)
     return _entry(session, product)
@@ -107,6 +117,8 @@ def publish(product_id: ProductId, body: TransitionIn, session: SessionDep, call
 def deprecate(
     product_id: ProductId, body: TransitionIn, session: SessionDep, caller: CuratorDep
 ) -> ProductOut:
+    """Deprecate a published product (the curator), optionally naming its successor; existing callers keep it
+    until retired."""
     product = service.deprecate_product(
         session,
         product_id=product_id,
@@ -122,6 +134,7 @@ def deprecate(
 def reinstate(
     product_id: ProductId, body: TransitionIn, session: SessionDep, caller: CuratorDep
 ) -> ProductOut:
+    """Return a deprecated product to published (the curator)."""
     _no_successor(body, "reinstate")
     product = service.reinstate_product(session, product_id=product_id, by=caller, reason=body.reason)
     return _entry(session, product)
@@ -129,6 +142,7 @@ def reinstate(
 
 @router.post("/products/{product_id}/retire", response_model=ProductOut)
 def retire(product_id: ProductId, body: TransitionIn, session: SessionDep, caller: CuratorDep) -> ProductOut:
+    """Retire a product (the curator): no more calls are answered."""
     _no_successor(body, "retire")
     product = service.retire_product(session, product_id=product_id, by=caller, reason=body.reason)
     return _entry(session, product)
@@ -136,6 +150,7 @@ def retire(product_id: ProductId, body: TransitionIn, session: SessionDep, calle
 
 @router.get("/products/{product_id}/history", response_model=list[TransitionOut])
 def product_history(product_id: ProductId, session: SessionDep, caller: OperatorDep) -> list[TransitionOut]:
+    """Every lifecycle transition of a product: who, when, why (the operator)."""
     return [TransitionOut.model_validate(t) for t in service.history(session, product_id=product_id)]
 
 

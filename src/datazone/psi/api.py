@@ -24,6 +24,7 @@ from datazone.db import Database
 from datazone.deps import DbDep, OperatorDep, SessionDep, SettingsDep
 from datazone.errors import InvalidSpec
 from datazone.oauth.resource import AccessGrant
+from datazone.openapi import content_responses
 from datazone.principal import service as principal_service
 from datazone.psi import service
 from datazone.psi.models import PsiArtifact, PsiKeyEpoch
@@ -73,6 +74,7 @@ def open_session(
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)
 def session_status(session_id: SessionId, session: SessionDep, grant: GrantDep) -> dict[str, object]:
+    """A PSI session's state, its product, slice and chunks answered."""
     row = service.get_session(session, institution_id=grant.institution.id, session_id=session_id)
     return service.session_body(row, chunks_done=service.chunks_done(session, session_id=row.id))
 
@@ -85,7 +87,7 @@ def _artifact(
     return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.get("/sessions/{session_id}/setup", response_class=Response)
+@router.get("/sessions/{session_id}/setup", response_class=Response, responses=content_responses(PROTOBUF))
 def session_setup(
     session_id: SessionId, session: SessionDep, settings: SettingsDep, db: DbDep, grant: GrantDep
 ) -> Response:
@@ -96,7 +98,11 @@ def session_setup(
     return _artifact(session_id, session, settings, db, grant, PROTOBUF)
 
 
-@router.get("/sessions/{session_id}/labels", response_class=Response)
+@router.get(
+    "/sessions/{session_id}/labels",
+    response_class=Response,
+    responses=content_responses("application/octet-stream"),
+)
 def session_labels(
     session_id: SessionId, session: SessionDep, settings: SettingsDep, db: DbDep, grant: GrantDep
 ) -> Response:
@@ -107,7 +113,9 @@ def session_labels(
     return _artifact(session_id, session, settings, db, grant, "application/octet-stream")
 
 
-@router.put("/sessions/{session_id}/chunks/{index}", response_class=Response)
+@router.put(
+    "/sessions/{session_id}/chunks/{index}", response_class=Response, responses=content_responses(PROTOBUF)
+)
 def answer_chunk(
     session_id: SessionId,
     index: Annotated[int, Path(ge=0, le=100_000_000)],
@@ -171,6 +179,7 @@ def create_job(
 def job_status(
     job_id: Annotated[str, Path(pattern=r"^job_[A-Za-z0-9_-]{8,60}$")], session: SessionDep, grant: GrantDep
 ) -> dict[str, object]:
+    """A PSI engine job's state and, once done, its result's location and counts."""
     return service.job_body(service.get_job(session, institution_id=grant.institution.id, job_id=job_id))
 
 
@@ -179,6 +188,7 @@ def job_status(
 
 @router.get("/epochs", response_model=list[EpochOut])
 def list_epochs(session: SessionDep, operator: OperatorDep) -> list[PsiKeyEpoch]:
+    """Every PSI key epoch, oldest first (the operator)."""
     return list(session.scalars(sa.select(PsiKeyEpoch).order_by(PsiKeyEpoch.id)))
 
 
@@ -191,4 +201,5 @@ def rotate(body: RotateIn, session: SessionDep, settings: SettingsDep, operator:
 
 @router.get("/artifacts", response_model=list[ArtifactOut])
 def list_artifacts(session: SessionDep, operator: OperatorDep) -> list[PsiArtifact]:
+    """The precomputed PSI artifacts (setups, label tables) of the current epochs, newest first (the operator)."""
     return list(session.scalars(sa.select(PsiArtifact).order_by(PsiArtifact.id.desc()).limit(500)))

@@ -136,6 +136,7 @@ def list_models(
 
 @router.get("/models/{model_id}", response_model=ModelOut)
 def get_model(model_id: ModelId, session: SessionDep, who: CallerDep) -> dict[str, Any]:
+    """One scoring model: its product, state, features and key fingerprint (never its weights)."""
     return service.model_view(
         service.get_model(session, model_id=model_id, institution_id=who.institution_id)
     )
@@ -217,6 +218,7 @@ def create_job(
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
 def job_status(job_id: JobId, session: SessionDep, grant: GrantDep) -> dict[str, Any]:
+    """A scoring job's state and progress, chunk by chunk."""
     return service.job_view(service.get_job(session, institution_id=grant.institution.id, job_id=job_id))
 
 

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
@@ -110,6 +110,16 @@ class InvalidScoringModel(InvalidSpec):
 
     type = "invalid-scoring-model"
     title = "The model registration is not valid"
+    # the types a registration's problems carry (each has its page under the problem types)
+    subtypes: ClassVar[dict[str, str]] = {
+        "invalid-model": "The model document is not valid",
+        "features-not-granted": "A feature reads data its department has not granted you",
+        "features-above-clearance": "A feature is graded above your contract's clearance",
+        "kind-not-offered": "The product does not score this kind of model",
+        "unknown-features": "The product has no such feature",
+        "too-few-features": "The model reads too few features to keep one enterprise's data hidden",
+        "key-too-small": "The model's Paillier key is too small",
+    }
 
     def __init__(self, errors: list[dict[str, Any]], **extra: Any) -> None:
         listed = "; ".join(f"{e['location']}: {e['problem']}" for e in errors)
@@ -1351,7 +1361,7 @@ def chunk_bytes(session: Session, *, institution_id: int, job_id: str, index: in
         f"chunk {index} of job {job.id} is not computed yet ({job.chunks_done} of {job.chunks} done, {job.status}); "
         "retry after the Retry-After seconds",
         headers={"Retry-After": "5"},
-        status=job.status,
+        job_status=job.status,
         chunks_done=job.chunks_done,
         check="scoring_job",
     )
