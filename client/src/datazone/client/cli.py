@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo
@@ -53,6 +53,7 @@ from datazone.client.sheets import InputFileError, read_listed_codes, write_resu
 from datazone.privacy.scoring import InvalidModel
 from datazone.purposes import Purpose
 
+UTC = timezone.utc  # datetime.UTC is Python 3.11+
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C
@@ -537,8 +538,10 @@ def _model_card(view: dict[str, Any]) -> Table:
 def _local_time(value: object) -> str:
     if not isinstance(value, str) or not value:
         return ""
+    # Python 3.10's fromisoformat does not read the "Z" that ends the gateway's UTC times
+    stamp = value[:-1] + "+00:00" if value.endswith("Z") else value
     try:
-        return f"{datetime.fromisoformat(value).astimezone(SHANGHAI):%Y-%m-%d %H:%M}"
+        return f"{datetime.fromisoformat(stamp).astimezone(SHANGHAI):%Y-%m-%d %H:%M}"
     except ValueError:
         return value
 
