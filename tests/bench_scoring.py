@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "client" / "src"))
 
 from phe import EncryptedNumber  # noqa: E402
 from phe import paillier as phe  # noqa: E402

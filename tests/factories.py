@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,25 +10,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from datazone import uscc
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import DatasetSpec
 from datazone.db import Database
 from datazone.principal import service as principal_service
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierSpec
-
-
-def make_uscc(n: int, rng: random.Random | None = None) -> str:
-    """A valid USCC, distinct for each n."""
-    body = f"91110105{n:09d}"
-    return body + uscc.check_character(body)
-
-
-def bad_check(code: str) -> str:
-    alphabet = uscc.ALPHABET
-    return code[:17] + alphabet[(alphabet.index(code[17]) + 1) % len(alphabet)]
-
+from tests.client.codes import bad_check as bad_check
+from tests.client.codes import make_uscc as make_uscc
 
 HEADER = ["统一社会信用代码", "企业名称", "注册资本(万元)", "成立日期", "登记状态", "参保人数"]
 

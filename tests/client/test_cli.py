@@ -11,18 +11,23 @@ import json
 import os
 import subprocess
 import sys
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import pytest
 from openpyxl import Workbook
+from typer.core import TyperGroup
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from datazone.client import cli
+from datazone.client.cli import SUBCOMMANDS, load_subcommand
+from datazone.client.commands import common
 from datazone.client.sdk import ZoneClient
+from tests.client.codes import bad_check, make_uscc
 from tests.client.fake_gateway import CLIENT_ID, SECRET, URL, FakeGateway, problem
 from tests.client.test_sdk import FAST
-from tests.factories import bad_check, make_uscc
 
 runner = CliRunner()
 
@@ -46,7 +51,7 @@ def gateway(monkeypatch: pytest.MonkeyPatch) -> FakeGateway:
         zone._sleep = lambda s: None
         return zone
 
-    monkeypatch.setattr(cli, "_client", client)
+    monkeypatch.setattr(common, "zone_client", client)
     return fake
 
 
@@ -253,7 +258,9 @@ def test_batch_from_xlsx_flags_numeric_cells(gateway: FakeGateway, tmp_path: Pat
 
 def test_sdk_imports_nothing_of_the_server_side() -> None:
     code = (
-        "import sys, datazone.client, datazone.client.cli\n"
+        "import sys, datazone.client, datazone.client.cli, datazone.client.anonymous\n"
+        "import datazone.client.commands.calls, datazone.client.commands.psi, datazone.client.commands.scoring\n"
+        "datazone.client.ZoneClient\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in {'sqlalchemy', 'fastapi', 'starlette', 'alembic', 'psycopg'}"
         " or m in {'datazone.db', 'datazone.app', 'datazone.config', 'datazone.deps'} or m.endswith('.service')]\n"
         "print(bad)\n"
@@ -266,3 +273,77 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).with_name("datazone-client")
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "lookup" in result.stdout
+
+
+# -- start-up: --help and the plain commands load no more than they need --------------------------
+
+HEAVY = (
+    "numpy",
+    "gmpy2",
+    "private_set_intersection",
+    "spu",
+    "jax",
+    "httpx",
+    "cryptography",
+    "datazone.privacy",
+)
+
+
+def imported_by(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the command in a fresh interpreter; every module loaded by the time it exits."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAZONE_")}
+    listing = tmp_path / "modules.json"
+    code = (
+        "import atexit, json, sys\n"
+        f"atexit.register(lambda: open({str(listing)!r}, 'w').write(json.dumps(sorted(sys.modules))))\n"
+        "from datazone.client.cli import main\n"
+        f"sys.argv = ['datazone-client', *{list(args)!r}]\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    return result, set(json.loads(listing.read_text()))
+
+
+def test_help_lists_every_command_by_its_own_summary() -> None:
+    for name, sub in SUBCOMMANDS.items():
+        real = load_subcommand(name)
+        assert real.name == name
+        assert (real.help or "").strip().splitlines()[0] == sub.summary, name
+    defined: set[str] = set()
+    for module in {sub.module for sub in SUBCOMMANDS.values()}:
+        loaded = get_command(import_module(module).app)
+        defined |= set(loaded.list_commands(None)) if isinstance(loaded, TyperGroup) else {str(loaded.name)}
+    assert defined == set(SUBCOMMANDS)  # a command added to a module must be listed too
+
+
+def test_help_imports_no_command_module_nor_the_sdk(tmp_path: Path) -> None:
+    result, modules = imported_by(tmp_path, "--help")
+    assert result.returncode == 0 and not [
+        line for line in result.stderr.splitlines() if "import time" not in line
+    ]
+    for name in SUBCOMMANDS:
+        assert f"  {name} " in result.stdout or f"│ {name} " in result.stdout
+    assert not {m for m in modules if m.startswith(HEAVY)}, sorted(m for m in modules if m.startswith(HEAVY))
+    assert not {m for m in modules if m.startswith("datazone.client.commands.")}
+
+
+def test_a_plain_command_leaves_psi_and_scoring_unloaded(tmp_path: Path) -> None:
+    result, modules = imported_by(tmp_path, "token")
+    assert result.returncode == 2 and "DATAZONE_URL" in result.stderr  # no settings: it got as far as the SDK
+    assert "datazone.client.commands.calls" in modules and "httpx" in modules
+    unloaded = (
+        "gmpy2",
+        "private_set_intersection",
+        "spu",
+        "datazone.privacy",
+        "datazone.client.commands.psi",
+    )
+    assert not {m for m in modules if m.startswith(unloaded)}, sorted(
+        m for m in modules if m.startswith(unloaded)
+    )
+
+
+def test_a_subcommands_own_help_loads_its_module(tmp_path: Path) -> None:
+    result, modules = imported_by(tmp_path, "model", "--help")
+    assert result.returncode == 0 and "keygen" in result.stdout and "retire" in result.stdout
+    assert "datazone.client.commands.scoring" in modules and "datazone.client.commands.psi" not in modules

@@ -6,7 +6,7 @@ import pytest
 
 from datazone.client import InvalidUSCCs
 from datazone.client.enterprises import checked_distinct, chunked, find_invalid, flatten
-from tests.factories import bad_check, make_uscc
+from tests.client.codes import bad_check, make_uscc
 
 
 def test_invalid_codes_listed_by_position_with_reasons() -> None:

@@ -13,11 +13,21 @@ import pytest
 from typer.testing import CliRunner
 
 from datazone.client import cli
+from datazone.client.commands import common
 from datazone.client.sdk import ZoneClient
+from tests.client.codes import bad_check
 from tests.client.fake_gateway import CLIENT_ID, SECRET, URL
 from tests.client.psi_gateway import PsiGateway, free_port
-from tests.client.test_psi_sdk import FAST, LABELS, PRODUCTS, ZONE, bank_list, plaintext, write_list
-from tests.factories import bad_check
+from tests.client.test_psi_sdk import (
+    ENGINE_INSTALLED,
+    FAST,
+    LABELS,
+    PRODUCTS,
+    ZONE,
+    bank_list,
+    plaintext,
+    write_list,
+)
 
 runner = CliRunner()
 
@@ -41,7 +51,7 @@ def gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[PsiGateway]:
         zone._sleep = lambda s: None
         return zone
 
-    monkeypatch.setattr(cli, "_client", client)
+    monkeypatch.setattr(common, "zone_client", client)
     yield stand_in
     stand_in.close()
 
@@ -169,6 +179,9 @@ def test_psi_options_that_cannot_work(gateway: PsiGateway, tmp_path: Path) -> No
     assert not re.search(r"--\S*secret", invoke("psi", "--help").output.lower())
 
 
+@pytest.mark.skipif(
+    not ENGINE_INSTALLED, reason="SecretFlow's engine (datazone-client[engine]) is not installed here"
+)
 def test_psi_engine_mode_with_a_peer(
     gateway: PsiGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ import httpx
 import pytest
 from openpyxl import Workbook
 
-from datazone.client import InvalidUSCCs, RetryPolicy, ZoneClient, ZoneError, ZoneUnreachable
+from datazone.client import ConfigError, InvalidUSCCs, RetryPolicy, ZoneClient, ZoneError, ZoneUnreachable
 from datazone.client.psi import (
     OPRF_MAX_ITEMS,
     InstitutionList,
@@ -31,11 +33,14 @@ from datazone.client.psi import (
     read_institution_list,
 )
 from datazone.client.sheets import InputFileError
+from tests.client.codes import bad_check, make_uscc
 from tests.client.fake_gateway import CLIENT_ID, SECRET, URL
 from tests.client.psi_gateway import PsiGateway, PsiProduct, free_port
-from tests.factories import bad_check, make_uscc
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
+# the engine is the client distribution's optional extra: tests/client/test_distribution.py runs
+# this file where it is not installed
+ENGINE_INSTALLED = importlib.util.find_spec("spu") is not None
 PRODUCTS = {
     "dishonest-debtor-psi": PsiProduct("dishonest-debtor-psi", labeled=True),
     "debtor-count-psi": PsiProduct("debtor-count-psi", result="size"),
@@ -422,6 +427,8 @@ def test_mode_by_size() -> None:
 
 @pytest.fixture
 def engine_gateway(gateway: PsiGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PsiGateway:
+    if not ENGINE_INSTALLED:
+        pytest.skip("SecretFlow's engine (datazone-client[engine]) is not installed here")
     gateway.workdir = tmp_path / "zone"
     # the SDK's private work directory lands here, so the test can see it is removed
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
@@ -515,3 +522,24 @@ def test_unbalanced_job_keeps_the_zone_cache_for_the_next_job(
     assert asked == [False, True]
     cache_id = (cache / "dishonest-debtor-psi.cache-id").read_text().strip()
     assert (cache / cache_id).is_dir() and stat.S_IMODE((cache / cache_id).stat().st_mode) == 0o700
+
+
+def test_engine_path_without_the_engine_names_the_extra_and_asks_the_zone_nothing(
+    gateway: PsiGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None in sys.modules is how Python marks a module absent: find_spec and import both fail,
+    # as where the engine extra is not installed (tests/client/test_distribution.py runs it there)
+    monkeypatch.setitem(sys.modules, "spu", None)
+    with (
+        client_for(gateway) as zone,
+        pytest.raises(ConfigError, match=r"pip install 'datazone-client\[engine\]'") as refused,
+    ):
+        zone.psi(
+            "dishonest-debtor-psi",
+            bank_list(count=150),
+            purpose="pre_loan",
+            mode="engine",
+            peer_address=f"127.0.0.1:{free_port()}",
+        )
+    assert "OPRF" in str(refused.value)
+    assert not any(r.url.endswith("/v1/psi/jobs") for r in gateway.psi_requests())

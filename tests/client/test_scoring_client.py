@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from datazone.client import RetryPolicy, ZoneClient, ZoneError, scoring
 from datazone.client import cli as client_cli
+from datazone.client.commands import common
 from datazone.client.errors import ConfigError
 from datazone.client.psi import InvalidListedUSCCs
 from datazone.oauth import service as oauth_service
@@ -117,7 +118,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeGateway:
             url=URL, client_id=CLIENT_ID, client_secret=SECRET, retry=QUICK, transport=gateway.transport()
         )
 
-    monkeypatch.setattr(client_cli, "_client", client)
+    monkeypatch.setattr(common, "zone_client", client)
     return gateway
 
 

@@ -15,8 +15,8 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from datazone.client import InvalidUSCCs, RetryPolicy, ZoneClient, ZoneError, ZoneUnreachable
+from tests.client.codes import bad_check, make_uscc
 from tests.client.fake_gateway import CLIENT_ID, SECRET, URL, FakeGateway, problem
-from tests.factories import bad_check, make_uscc
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.01)
 

@@ -28,20 +28,25 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from datazone.client.enterprises import find_invalid, flatten, normalize
-from datazone.client.errors import BadUSCC, InvalidUSCCs, ZoneError
+from datazone.client.errors import BadUSCC, ConfigError, InvalidUSCCs, ZoneError
 from datazone.client.sheets import InputFileError, read_listed_codes
 from datazone.purposes import Purpose
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # the same base class, before it joined the standard library
+    from backports.strenum import StrEnum
 
 if TYPE_CHECKING:
     from datazone.client.sdk import ZoneClient
@@ -753,6 +758,10 @@ def _run_engine(
 ) -> PsiResult:
     from datazone.privacy import engine
 
+    try:
+        engine.require_installed()  # before the zone is asked for a job
+    except engine.EngineNotInstalled as exc:
+        raise ConfigError(str(exc)) from None
     root = cache_root(cache_dir)
     have = _known_cache(root, product)
     total = len(listed.codes)

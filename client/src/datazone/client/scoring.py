@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 # zone), "download" (chunks downloaded and decrypted)
 ScoringProgress = Callable[[str, int, int], None]
 
+UTC = timezone.utc  # datetime.UTC is Python 3.11+
 KEY_KIND = "datazone-scoring-key"
 REGISTRATION_KIND = "datazone-scoring-registration"
 STATE_KIND = "datazone-scoring-job"

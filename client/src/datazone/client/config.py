@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datazone.client.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, before it joined the standard library
+    import tomli as tomllib
 
 ENV_URL = "DATAZONE_URL"
 ENV_CLIENT_ID = "DATAZONE_CLIENT_ID"

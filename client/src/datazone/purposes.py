@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+import sys
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # the same base class, before it joined the standard library
+    from backports.strenum import StrEnum
 
 
 class Purpose(StrEnum):

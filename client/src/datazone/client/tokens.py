@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +29,7 @@ from datazone.client.config import ClientConfig
 from datazone.client.errors import ConfigError, ZoneError, ZoneUnreachable
 from datazone.client.retry import RetryPolicy, wait_before_retry
 
+UTC = timezone.utc  # datetime.UTC is Python 3.11+
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 REFRESH_MARGIN_SECONDS = 30.0

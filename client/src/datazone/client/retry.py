@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import httpx
 
+UTC = timezone.utc  # datetime.UTC is Python 3.11+
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 

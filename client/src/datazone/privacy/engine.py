@@ -37,6 +37,7 @@ import ctypes
 import datetime
 import hashlib
 import hmac
+import importlib.util
 import ipaddress
 import json
 import os
@@ -53,7 +54,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, cast, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -112,6 +113,26 @@ _CHILD_ENTRY = "from datazone.privacy.engine import _child_main; _child_main()"
 
 class EngineError(RuntimeError):
     """A PSI job failed. Messages never hold a ticket, a key or an item."""
+
+
+class EngineNotInstalled(EngineError):
+    """SecretFlow's engine (the `spu` package) is not installed where this job would run."""
+
+
+ENGINE_EXTRA = "datazone-client[engine]"
+
+
+def require_installed() -> None:
+    """Raise EngineNotInstalled, saying how to install it, unless SecretFlow's engine can be imported here.
+
+    The engine is an optional extra of the client distribution (spu is large and has wheels for
+    Python 3.10 and 3.11 only), so a bank that only uses the OPRF path never installs it.
+    """
+    if importlib.util.find_spec("spu") is None:
+        raise EngineNotInstalled(
+            "SecretFlow's PSI engine (the spu package) is not installed in this Python environment: "
+            f"install it with pip install '{ENGINE_EXTRA}' (Python 3.10 or 3.11), or use the OPRF path"
+        )
 
 
 class PeerNeverConnected(EngineError):
@@ -243,7 +264,7 @@ def new_link_certificate(directory: Path, *, common_name: str, days: int = 7) ->
         alternative = x509.IPAddress(ipaddress.ip_address(common_name))
     except ValueError:
         alternative = x509.DNSName(common_name)
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -413,6 +434,7 @@ class _EngineProcess:
         with self._lock:
             if self._proc is not None:
                 raise RuntimeError("this engine process was already started")
+            require_installed()  # here, not as a bare ImportError in the child's log
             self._workdir.mkdir(parents=True, exist_ok=True)
             run_dir = Path(tempfile.mkdtemp(prefix=f"psi-{self._kind}-", dir=self._workdir))
             (run_dir / "tmp").mkdir()
@@ -626,6 +648,9 @@ def _check_tls(tls: TlsFiles | None) -> TlsFiles | None:
     return resolved
 
 
+_Side = TypeVar("_Side", bound="_SideProcess")  # typing.Self is Python 3.11+
+
+
 class _SideProcess:
     """What both sides' handles share: one engine child process, started, cancelled, closed."""
 
@@ -645,7 +670,7 @@ class _SideProcess:
     def log_path(self) -> Path:
         return self._process.log_path
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _Side) -> _Side:
         return self
 
     def __exit__(
