@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from datazone import __version__
@@ -28,6 +29,9 @@ from datazone.ingest.api import router as ingest_router
 from datazone.lifecycle.api import router as lifecycle_router
 from datazone.metering.api import router as metering_router
 from datazone.oauth.api import router as oauth_router
+from datazone.observability import gateway as observability
+from datazone.observability import metrics
+from datazone.observability.context import current_request_id
 from datazone.product.api import router as product_router
 from datazone.psi.api import router as psi_router
 from datazone.scoring.api import router as scoring_router
@@ -43,6 +47,7 @@ def _problem(status: int, type_: str, title: str, detail: str, instance: str, **
         "status": status,
         "detail": detail,
         "instance": instance,
+        "request_id": current_request_id(),
     }
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
@@ -67,19 +72,28 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
             max_entries=settings.audit_block_max_entries,
         )
         sealer.start()
+        observability.start(app, app.state.db, settings)
         try:
             yield
         finally:
+            observability.stop(app, app.state.db)
             sealer.stop()
             if owned:
                 app.state.db.dispose()
 
-    app = FastAPI(title="datazone", version=__version__, lifespan=lifespan)
+    # the API pages (/docs, /redoc) with their scripts served by the gateway: the zone's network is closed
+    app = FastAPIOffline(
+        title="datazone", version=__version__, lifespan=lifespan, static_url="/docs-assets",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge from the online validator
+    )  # fmt: skip
     app.state.settings = settings
+    observability.install(app, settings)
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
         body = exc.problem(request.url.path)
+        body["request_id"] = current_request_id()
+        metrics.count_refusal(check=exc.extra.get("check"), status=exc.status)
         # a refusal may carry HTTP headers (Retry-After, RateLimit-*): they travel as headers
         headers: dict[str, str] = {str(k): str(v) for k, v in (body.pop("headers", None) or {}).items()}
         oauth_error = body.get("oauth_error")
@@ -113,7 +127,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         )
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     app.include_router(supplier_router)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_data_dir
 from pydantic import Field
@@ -61,6 +62,16 @@ class Settings(BaseSettings):
     scoring_processes: int = 0
     # a job whose worker has not reported for this long is taken over by another worker
     scoring_stale_minutes: float = 10.0
+
+    # observability: log lines as JSON objects or plain text (empty: JSON for serve, scheduler
+    # and worker, text for the demo), their level, OpenTelemetry tracing (exported as the OTEL_*
+    # environment says), how long /readyz waits for the database, and the port the worker and
+    # the scheduler serve their /metrics on (empty: none)
+    log_format: Literal["json", "text"] | None = None
+    log_level: str = "INFO"
+    tracing: bool = False
+    readyz_timeout_seconds: float = 2.0
+    metrics_port: int | None = None
 
     @property
     def drop_path(self) -> Path:
