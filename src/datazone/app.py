@@ -30,7 +30,7 @@ from datazone.lifecycle.api import router as lifecycle_router
 from datazone.metering.api import router as metering_router
 from datazone.oauth.api import router as oauth_router
 from datazone.observability import gateway as observability
-from datazone.observability import metrics
+from datazone.observability import metrics, tracing
 from datazone.observability.context import current_request_id
 from datazone.product.api import router as product_router
 from datazone.psi.api import router as psi_router
@@ -85,9 +85,10 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app = FastAPIOffline(
         title="datazone", version=__version__, lifespan=lifespan, static_url="/docs-assets",
         swagger_ui_parameters={"validatorUrl": None},  # no badge from the online validator
+        telemetry=tracing.fastapi_telemetry(settings),
     )  # fmt: skip
     app.state.settings = settings
-    observability.install(app, settings)
+    observability.install(app)
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:

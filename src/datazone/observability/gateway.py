@@ -126,14 +126,10 @@ async def prometheus_metrics() -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-def install(app: FastAPI, settings: Settings) -> None:
-    """Mount the probes and `/metrics`, observe every request, and trace when asked to."""
+def install(app: FastAPI) -> None:
+    """Mount the probes and `/metrics`, and observe every request."""
     app.include_router(router)
-    # added before tracing's middleware, so it runs inside the server span
     app.add_middleware(RequestObservation)
-    app.state.tracer_provider = tracing.tracer_provider("datazone-gateway") if settings.tracing else None
-    if app.state.tracer_provider is not None:
-        tracing.trace_app(app, app.state.tracer_provider)
 
 
 def start(app: FastAPI, db: Database, settings: Settings) -> None:
@@ -141,12 +137,12 @@ def start(app: FastAPI, db: Database, settings: Settings) -> None:
     app.state.probe_engine = side_engine(db.url, timeout_seconds=settings.readyz_timeout_seconds)
     metrics.watch_pool("gateway", db.engine)
     metrics.watch_zone_state(app.state.probe_engine)
-    if app.state.tracer_provider is not None:
-        tracing.trace_engine(db.engine, app.state.tracer_provider)
+    if settings.tracing:
+        tracing.trace_engine(db.engine, tracing.tracer_provider("datazone-gateway"))
 
 
 def stop(app: FastAPI, db: Database) -> None:
-    if app.state.tracer_provider is not None:
+    if app.state.settings.tracing:
         tracing.untrace_engines()
     metrics.unwatch(app.state.probe_engine, db.engine)
     app.state.probe_engine.dispose()

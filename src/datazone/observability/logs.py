@@ -65,6 +65,7 @@ _RESERVED = {
     "args", "asctime", "created", "exc_info", "exc_text", "filename", "funcName", "levelname", "levelno",
     "lineno", "module", "msecs", "message", "msg", "name", "pathname", "process", "processName",
     "relativeCreated", "stack_info", "thread", "threadName", "taskName", "request_id",
+    "color_message",  # uvicorn's copy of the message with terminal colours
 }  # fmt: skip
 
 
