@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from datazone.command import main as command_main
 from datazone.config import Settings, get_settings
 from datazone.db import Database, stop_embedded
 from datazone.errors import DomainError, InvalidSpec
@@ -558,3 +559,8 @@ def _demo(db: Database, settings: Settings, *, entities: int, serve_after: bool)
             create_app(db=db, settings=settings), host=settings.host, port=settings.port, log_config=None
         )
 
+
+def main() -> None:
+    """The entry point of installs made before `datazone.command` became the root (their
+    `datazone` script still names `datazone.cli:main`); reinstalling points it at the root."""
+    command_main()

@@ -59,6 +59,11 @@ class ZoneTextFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return zone_time(record.created)
 
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = "-"  # outside a request: a dash, not "None"
+        return super().format(record)
+
 
 # LogRecord attributes that are not `extra` fields (python-json-logger's list, less the ones we rename)
 _RESERVED = {
