@@ -19,7 +19,9 @@ from datazone.command import main as command_main
 from datazone.config import Settings, get_settings
 from datazone.db import Database, stop_embedded
 from datazone.errors import DomainError, InvalidSpec
+from datazone.observability import metrics
 from datazone.observability.logs import configure_logging
+from datazone.observability.probes import side_engine
 from datazone.principal.models import Principal
 from datazone.principal.service import shell_actor
 
@@ -437,9 +439,6 @@ def serve(
 
 def _serve_process_metrics(settings: Settings, db: Database) -> None:
     """The worker's and the scheduler's own /metrics, on DATAZONE_METRICS_PORT when it is set."""
-    from datazone.observability import metrics
-    from datazone.observability.probes import side_engine
-
     if settings.metrics_port is None:
         return
     metrics.watch_pool("process", db.engine)
