@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from datazone.config import Settings
@@ -115,6 +116,10 @@ def test_series_move_by_what_the_calls_did(
     assert value(after, "datazone_ingest_rows_total", dataset=spec.id, status="succeeded", kind="loaded") == 20
     assert value(after, "datazone_ingest_rows_total", dataset=spec.id, status="succeeded", kind="rejected") == 0
     assert value(before, "datazone_ingest_runs_total", dataset=spec.id, status="succeeded") == 0
+    # and its duration in the process that ran it (this one)
+    assert REGISTRY.get_sample_value(
+        "datazone_ingest_run_duration_seconds_count", {"dataset": spec.id, "status": "succeeded"}
+    ) == 1
     # the zone's queues and this replica's pool
     for queue, status in (("psi_job", "queued"), ("scoring_job", "running"), ("ingest", "new")):
         assert ("datazone_worker_queue_depth", (("queue", queue), ("status", status))) in after
