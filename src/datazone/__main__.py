@@ -1,3 +1,3 @@
-from datazone.cli import main
+from datazone.command import main
 
 main()

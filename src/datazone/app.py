@@ -11,6 +11,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -34,6 +35,9 @@ from datazone.metering.api import router as metering_router
 from datazone.oauth import service as oauth_service
 from datazone.oauth.api import router as oauth_router
 from datazone.oauth.keys import ensure_signing_keys
+from datazone.observability import gateway as observability
+from datazone.observability import metrics, tracing
+from datazone.observability.context import current_request_id
 from datazone.openapi import install as install_openapi
 from datazone.problems.api import router as problems_router
 from datazone.product.api import router as product_router
@@ -53,6 +57,7 @@ def _problem(
         "status": status,
         "detail": detail,
         "instance": instance,
+        "request_id": current_request_id(),
     }
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
@@ -84,14 +89,21 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
             max_entries=settings.audit_block_max_entries,
         )
         sealer.start()
+        observability.start(app, app.state.db, settings)
         try:
             yield
         finally:
+            observability.stop(app, app.state.db)
             sealer.stop()
             if owned:
                 app.state.db.dispose()
 
-    app = FastAPI(title="datazone", version=__version__, lifespan=lifespan)
+    # the API pages (/docs, /redoc) with their scripts served by the gateway: the zone's network is closed
+    app = FastAPIOffline(
+        title="datazone", version=__version__, lifespan=lifespan, static_url="/docs-assets",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge from the online validator
+        telemetry=tracing.fastapi_telemetry(settings),
+    )  # fmt: skip
     app.state.settings = settings
     app.state.capacity = capacity
     app.add_middleware(
@@ -115,9 +127,14 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         )
         return Response(body, status_code=503, media_type=PROBLEM, headers={"Retry-After": str(retry_after)})
 
+    # outside the capacity gate: a shed request has its request id, its log line and its metrics too
+    observability.install(app)
+
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
         body = exc.problem(request.url.path, base=settings.problem_base)
+        body["request_id"] = current_request_id()
+        metrics.count_refusal(check=exc.extra.get("check"), status=exc.status)
         # a refusal may carry HTTP headers (Retry-After, RateLimit-*): they travel as headers
         headers: dict[str, str] = {str(k): str(v) for k, v in (body.pop("headers", None) or {}).items()}
         oauth_error = body.get("oauth_error")

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datazone.config import Settings
 from datazone.errors import PROBLEM_BASE
+from datazone.observability.context import current_request_id
 
 # paths that never wait behind product calls: liveness, readiness and metrics
 UNGATED_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
@@ -90,6 +91,7 @@ def busy_problem(*, retry_after: int, detail: str, path: str, base: str = PROBLE
             "status": 503,
             "detail": detail,
             "instance": path,
+            "request_id": current_request_id(),
             "retry_after": retry_after,
         }
     ).encode()

@@ -1,9 +1,10 @@
-"""The `datazone` command."""
+"""The `datazone` command's own sub-commands (each domain keeps its own in its `cli.py`);
+`datazone.command` is the root that loads them when they are run."""
 
 from __future__ import annotations
 
 import json
-import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,9 +15,13 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from datazone.config import get_settings
-from datazone.db import Database
+from datazone.command import main as command_main
+from datazone.config import Settings, get_settings
+from datazone.db import Database, stop_embedded
 from datazone.errors import DomainError, InvalidSpec
+from datazone.observability import metrics
+from datazone.observability.logs import configure_logging
+from datazone.observability.probes import side_engine
 from datazone.principal.models import Principal
 from datazone.principal.service import shell_actor
 
@@ -34,27 +39,6 @@ app.add_typer(department_app, name="department")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(principal_app, name="principal")
 
-
-def _mount_domain_commands() -> None:
-    # each domain keeps its own sub-commands next to its service
-    from datazone.audit.cli import app as audit_app
-    from datazone.dataset.cli import app as zone_app
-    from datazone.grant.cli import app as grant_app
-    from datazone.lifecycle.cli import app as lifecycle_app
-    from datazone.oauth.cli import app as client_app
-    from datazone.product.cli import app as product_app
-    from datazone.psi.cli import app as psi_app
-
-    app.add_typer(product_app, name="product")
-    app.add_typer(grant_app, name="grant")
-    app.add_typer(lifecycle_app, name="lifecycle")
-    app.add_typer(audit_app, name="audit")
-    app.add_typer(client_app, name="client")
-    app.add_typer(psi_app, name="psi")
-    app.add_typer(zone_app, name="zone")
-
-
-_mount_domain_commands()
 
 out = Console()
 err = Console(stderr=True)
@@ -445,7 +429,21 @@ def serve(
     settings = get_settings().model_copy(
         update={k: v for k, v in {"port": port, "host": host}.items() if v is not None}
     )
-    uvicorn.run(create_app(settings=settings), host=settings.host, port=settings.port, log_level="info")
+    configure_logging(settings.log_format or "json", settings.log_level)
+    # log_config=None: uvicorn's lines go through our handler; the request line is ours (it
+    # carries the request id), so uvicorn's access log is off
+    uvicorn.run(
+        create_app(settings=settings), host=settings.host, port=settings.port, log_config=None, access_log=False
+    )
+
+
+def _serve_process_metrics(settings: Settings, db: Database) -> None:
+    """The worker's and the scheduler's own /metrics, on DATAZONE_METRICS_PORT when it is set."""
+    if settings.metrics_port is None:
+        return
+    metrics.watch_pool("process", db.engine)
+    metrics.watch_zone_state(side_engine(db.url, timeout_seconds=settings.readyz_timeout_seconds))
+    metrics.serve_on_port(settings.metrics_port, settings.host)
 
 
 @app.command()
@@ -456,9 +454,10 @@ def worker(
     """Run the zone's heavy work: PSI, anonymous-query tables, scoring jobs (as many as you like)."""
     from datazone import worker as zone_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
+    configure_logging(settings.log_format or "json", settings.log_level)
     db = _db()
+    _serve_process_metrics(settings, db)
     if once:
         done = zone_worker.run_once(db, settings)
         raise typer.Exit(1 if done.failed else 0)
@@ -468,13 +467,13 @@ def worker(
 @app.command()
 def scheduler() -> None:
     """Run ingestion schedules (one such process per zone; a second one is harmless)."""
+    from datazone.audit.sealer import AuditSealer
     from datazone.ingest.scheduler import IngestScheduler
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from datazone.audit.sealer import AuditSealer
-
     settings = get_settings()
+    configure_logging(settings.log_format or "json", settings.log_level)
     db = _db()
+    _serve_process_metrics(settings, db)
     sealer = AuditSealer(
         db, interval_seconds=settings.audit_seal_seconds, max_entries=settings.audit_block_max_entries
     )
@@ -501,15 +500,33 @@ def demo(
     ] = True,
 ) -> None:
     """Generate (or reuse) a synthetic zone, load it through the pipeline, and serve the gateway."""
+    settings = get_settings().model_copy(
+        update={k: v for k, v in {"port": port, "host": host}.items() if v is not None}
+    )
+    configure_logging(settings.log_format or "text", settings.log_level)
+    # SIGTERM ends the demo as Ctrl-C does: through the finally below, which stops the embedded
+    # PostgreSQL this demo started (uvicorn re-raises the signal once it has shut down)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    db = Database.from_settings(settings)
+    try:
+        _demo(db, settings, entities=entities, serve_after=serve_after)
+    finally:
+        db.dispose()
+        if settings.database_url is None:
+            stop_embedded(settings.home)
+            out.print(f"stopped the embedded PostgreSQL in {settings.home / 'pgdata'}", highlight=False)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _demo(db: Database, settings: Settings, *, entities: int, serve_after: bool) -> None:
     import uvicorn
 
     from datazone.app import create_app
     from datazone.demo.setup import demo_file, prepare_demo
 
-    settings = get_settings().model_copy(
-        update={k: v for k, v in {"port": port, "host": host}.items() if v is not None}
-    )
-    db = Database.from_settings(settings)
     zone = prepare_demo(db, settings, entities=entities, say=lambda m: out.print(m, highlight=False))
     if zone.reused:
         out.print(f"reusing the demo zone of {entities:,} enterprises in {settings.home}")
@@ -538,13 +555,11 @@ def demo(
     if serve_after:
         out.print(f"serving the gateway on {zone.info['url']}", highlight=False)
         uvicorn.run(
-            create_app(db=db, settings=settings), host=settings.host, port=settings.port, log_level="info"
+            create_app(db=db, settings=settings), host=settings.host, port=settings.port, log_config=None
         )
 
 
 def main() -> None:
-    try:
-        app()
-    except DomainError as exc:
-        err.print(f"error: {exc.detail}", highlight=False, markup=False)
-        sys.exit(2)
+    """The entry point of installs made before `datazone.command` became the root (their
+    `datazone` script still names `datazone.cli:main`); reinstalling points it at the root."""
+    command_main()

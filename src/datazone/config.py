@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_data_dir
 from pydantic import Field, field_validator
@@ -77,6 +78,16 @@ class Settings(BaseSettings):
     # tokens are signed with the first. "ES256,RS256" adds RS256 beside ES256 (RFC 9068 section 4
     # expects RS256 to be available); "RS256,ES256" signs with RS256.
     oauth_signing_algs: str = "ES256"
+
+    # observability: log lines as JSON objects or plain text (empty: JSON for serve, scheduler
+    # and worker, text for the demo), their level, OpenTelemetry tracing (exported as the OTEL_*
+    # environment says), how long /readyz waits for the database, and the port the worker and
+    # the scheduler serve their /metrics on (empty: none)
+    log_format: Literal["json", "text"] | None = None
+    log_level: str = "INFO"
+    tracing: bool = False
+    readyz_timeout_seconds: float = 2.0
+    metrics_port: int | None = None
 
     @property
     def drop_path(self) -> Path:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
@@ -31,11 +33,9 @@ def embedded_url(home: Path) -> str:
     The server is left running after this process exits (cleanup_mode=None) so the
     gateway, the scheduler and the CLI share one instance, as they would a server.
     """
-    import pgserver  # imported lazily: only the embedded mode needs it
-
     datadir = home / "pgdata"
     datadir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(datadir, cleanup_mode=None)  # type: ignore[attr-defined]
+    server = _pgserver().get_server(datadir, cleanup_mode=None)
     uri = server.get_uri()
     url = make_url(uri)
     # a database of our own rather than 'postgres', like a real deployment
@@ -48,6 +48,24 @@ def embedded_url(home: Path) -> str:
             conn.execute(sa.text(f'CREATE DATABASE "{EMBEDDED_DB}"'))
     admin.dispose()
     return url.set(database=EMBEDDED_DB).render_as_string(hide_password=False)
+
+
+def _pgserver() -> Any:
+    # imported lazily: only the embedded mode needs it. On import it asks platformdirs for a
+    # runtime directory, which warns (RuntimeDirWarning) wherever XDG_RUNTIME_DIR is unset and
+    # then uses /tmp/runtime-<uid>: a fine place for its lock file, so the warning is noise
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=UserWarning)
+        import pgserver
+    return pgserver
+
+
+def stop_embedded(home: Path) -> None:
+    """Stop the embedded PostgreSQL under home/pgdata that this process started or joined,
+    unless another process still holds it (pgserver keeps the list of holders)."""
+    server = _pgserver().get_server(home / "pgdata", cleanup_mode="stop")
+    server.cleanup_mode = "stop"
+    server.cleanup()
 
 
 def resolve_database_url(settings: Settings | None = None) -> str:

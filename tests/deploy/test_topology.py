@@ -17,9 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "loopback.py"
-# the replicas' probe HAProxy checks; deploy/ configures /readyz, which the gateway does not
-# serve on this branch yet (issue 13's observability part adds it): switch once it does
-HEALTH_PATH = "/healthz"
+# the replicas' readiness probe HAProxy checks, as deploy/ configures it
+HEALTH_PATH = "/readyz"
 
 
 def load_script() -> ModuleType:

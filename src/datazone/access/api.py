@@ -26,6 +26,7 @@ from datazone.metering import service as metering
 from datazone.oauth import resource
 from datazone.oauth import service as oauth_service
 from datazone.oauth.resource import AccessGrant, InvalidToken
+from datazone.observability import metrics
 from datazone.product import service as product_service
 from datazone.product.schemas import ProductOut
 from datazone.purposes import Purpose
@@ -106,9 +107,10 @@ def refusals_audited(
     subject_of: SubjectLookup | None = None,
 ) -> Iterator[None]:
     """Audit a refusal raised in the block, in a transaction of its own (the request's rolls
-    back), then let it go on to become the problem response."""
+    back), then let it go on to become the problem response. The call is counted, served or refused."""
     try:
-        yield
+        with metrics.product_call(product_id):
+            yield
     except DomainError as exc:
         with db.unit_of_work() as audit_session:
             if subject_of is not None:

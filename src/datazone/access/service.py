@@ -41,6 +41,7 @@ from datazone.metering import service as metering
 from datazone.metering.models import UsageEvent
 from datazone.oauth import resource
 from datazone.oauth.resource import AccessGrant
+from datazone.observability import metrics
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 from datazone.principal.service import a_kind
@@ -252,6 +253,7 @@ def serve(
     as_of: date | None = None,
 ) -> Served:
     """Check, compute, mask, meter and record one product call for `usccs` (one, or a batch)."""
+    metrics.note_product_call(product_id=product_id, channel="lookup")
     at = at or datetime.now(UTC)
     as_of = as_of or at.astimezone(SHANGHAI).date()
     caller = grant.institution
@@ -459,6 +461,7 @@ def authorize(
 
     `datasets` narrows the data and grant checks to some of the product's sources (a scoring
     model reads only its own features' datasets); by default all of them are checked."""
+    metrics.note_product_call(product_id=product_id, channel=channel)
     with check("institution"):
         if caller.kind != "institution":
             raise Forbidden(f"products are called by institutions; you are {a_kind(caller.kind)}")

@@ -15,6 +15,7 @@ from datazone.anonymous import service
 from datazone.config import Settings
 from datazone.db import Database
 from datazone.errors import DomainError
+from datazone.observability import metrics
 from datazone.privacy.anonymous_query import BucketTooSmall
 
 log = logging.getLogger("datazone.anonymous.worker")
@@ -36,16 +37,19 @@ def run_once(db: Database, settings: Settings, *, worker_name: str = "worker") -
                     table.smallest_bucket, table.k, table.size_bytes, time.perf_counter() - started,
                 )
                 done.append(f"{product_id}@table {table.id}")
+            metrics.worker_job_finished(kind="anonymous_table", outcome="built", started=started)
         except BucketTooSmall as exc:
             # the data no longer gives every bucket k candidates: kept, so queries are refused with why
             log.error("the buckets of %s fall below k: %s", product_id, exc)
             with db.unit_of_work() as s:
                 service.record_refusal(s, settings=settings, product_id=product_id, error=str(exc))
             done.append(f"failed:{product_id}")
+            metrics.worker_job_finished(kind="anonymous_table", outcome="below_k", started=started)
         except Exception as exc:  # one product's failure must not stop the others; tried again next pass
             why = str(exc) if isinstance(exc, DomainError | service.DataChanged) else type(exc).__name__
             log.error("sealing the buckets of %s failed: %s", product_id, why)
             done.append(f"failed:{product_id}")
+            metrics.worker_job_finished(kind="anonymous_table", outcome="failed", started=started)
     with db.unit_of_work() as s:
         dropped = service.drop_superseded(s, older_than=timedelta(hours=settings.idempotency_hours))
     if dropped:

@@ -19,6 +19,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ from datazone.ingest import source as sources
 from datazone.ingest.formats import SourceError, detect_encoding, read_batches
 from datazone.ingest.models import IngestRun
 from datazone.ingest.validation import HeaderError, RecordValidator, Reject, ValidBatch
+from datazone.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ def _finish(conn: psycopg.Connection, run_id: int, status: str, **cols: object) 
 
 def execute_run(db: Database, *, run_id: int, settings: Settings) -> IngestRun:
     """Run a claimed ('new') run to its end and return its final record."""
+    started = time.perf_counter()
     with db.unit_of_work() as s:
         run = s.get(IngestRun, run_id, with_for_update=True)
         if run is None:
@@ -201,7 +204,10 @@ def execute_run(db: Database, *, run_id: int, settings: Settings) -> IngestRun:
                 "rows_rejected": final.rows_rejected,
             },
         )
-        return final
+    metrics.ingest_run_finished(
+        dataset_id=final.dataset_id, status=final.status, seconds=time.perf_counter() - started
+    )
+    return final
 
 
 def _csv_bytes(table: pa.Table) -> bytes:

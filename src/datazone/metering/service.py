@@ -55,6 +55,7 @@ from datazone.metering.models import (
     Plan,
     UsageEvent,
 )
+from datazone.observability import metrics
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 
@@ -584,6 +585,7 @@ def _counts(session: Session, institution_id: int, periods: Sequence[str]) -> di
     return counts
 
 
+@metrics.counts_meter_decisions
 def admit(
     session: Session,
     *,

@@ -8,6 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from datazone.db import Base
 
+# principal.supplier_id references supplier.id: that table must be in the metadata wherever this one is
+from datazone.supplier import models as _supplier_models  # noqa: F401
+
 
 class Principal(Base):
     """Someone who acts on the control plane: an operator, a department or an institution."""

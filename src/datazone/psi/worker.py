@@ -17,6 +17,7 @@ from typing import cast
 
 from datazone.config import Settings
 from datazone.db import Database
+from datazone.observability import metrics
 from datazone.privacy import engine as psi_engine
 from datazone.psi import service
 
@@ -57,9 +58,11 @@ def run_once(db: Database, settings: Settings, *, run_jobs: bool = False, worker
                     need.kind, need.product_id, art.epoch, art.items, art.size_bytes, time.perf_counter() - started,
                 )
             done.built.append(name)
+            metrics.worker_job_finished(kind="psi_artifact", outcome="built", started=started)
         except Exception as exc:  # one product's failure must not stop the others
             log.error("building %s failed: %s", name, type(exc).__name__)
             done.failed.append(name)
+            metrics.worker_job_finished(kind="psi_artifact", outcome="failed", started=started)
     done.built += [f"engine-cache/{c}" for c in ensure_engine_caches(db, settings)]
     with db.unit_of_work() as s:
         done.purged_chunks = service.purge_expired_sessions(s)
@@ -202,7 +205,9 @@ def run_queued_jobs(db: Database, settings: Settings, *, worker_name: str, limit
             job_id = job.id if job is not None else None
         if job_id is None:
             return ran
-        run_job(db, settings, job_id=job_id)
+        started = time.perf_counter()
+        status = run_job(db, settings, job_id=job_id)
+        metrics.worker_job_finished(kind="psi_job", outcome=status, started=started)
         ran.append(job_id)
     return ran
 

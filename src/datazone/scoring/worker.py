@@ -15,12 +15,14 @@ job over resumes at the first chunk not stored, and stored chunks never change.
 from __future__ import annotations
 
 import logging
+import time
 
 import sqlalchemy as sa
 
 from datazone.config import Settings
 from datazone.db import Database
 from datazone.errors import DomainError
+from datazone.observability import metrics
 from datazone.scoring import service
 from datazone.scoring.models import ScoringJob
 
@@ -150,7 +152,9 @@ def run_jobs(
             job_id = job.id if job is not None else None
         if job_id is None:
             break
+        started = time.perf_counter()
         status = run_job(db, settings, job_id=job_id, worker_name=worker_name, chunk_limit=chunk_limit)
+        metrics.worker_job_finished(kind="scoring_job", outcome=status, started=started)
         # a job refused on its checks (a revoked grant) is the job's outcome, not the worker's failure
         ran.append(f"failed:job:{job_id}" if status == "error" else f"job:{job_id}:{status}")
         if status == "running":
