@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,6 +47,7 @@ from datazone.scoring.api import router as scoring_router
 from datazone.supplier.api import router as supplier_router
 
 PROBLEM = "application/problem+json"
+log = logging.getLogger(__name__)
 
 
 def _problem(
@@ -79,9 +81,13 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         anyio.to_thread.current_default_thread_limiter().total_tokens = capacity.threads
         owned = db is None
         app.state.db = db if db is not None else Database.from_settings(settings)
-        # the JWKS holds the signing keys before the first token is issued
-        with app.state.db.unit_of_work() as session:
-            ensure_signing_keys(session, settings)
+        # the JWKS holds the signing keys before the first token is issued; a database that is not
+        # up yet does not stop the process (/readyz says not ready, and keys are made on first use)
+        try:
+            with app.state.db.unit_of_work() as session:
+                ensure_signing_keys(session, settings)
+        except sa_exc.OperationalError as exc:
+            log.warning("signing keys not checked at start-up: the database does not answer (%s)", type(exc).__name__)
         # every replica runs a sealer; an advisory lock lets one seal at a time
         sealer = AuditSealer(
             app.state.db,

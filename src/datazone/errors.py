@@ -63,6 +63,15 @@ HANDLER_PROBLEMS = (
     ),
     ProblemType(
         503,
+        "not-ready",
+        "Not ready",
+        "This gateway replica cannot serve yet: its database does not answer, its schema is not at "
+        "the migration head, or it cannot open the active signing key (`checks` says which).",
+        "A load balancer routes to another replica; an operator fixes what `checks` names (start the "
+        "database, run `datazone migrate`, give every replica the same DATAZONE_SIGNING_KEY_SECRET).",
+    ),
+    ProblemType(
+        503,
         "gateway-busy",
         "The gateway is busy",
         "This gateway process is working on as many requests as it may at once, and the request "

@@ -21,10 +21,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from datazone import __version__
 from datazone.config import Settings
 from datazone.db import Database
-from datazone.errors import PROBLEM_BASE
 from datazone.observability import metrics, tracing
 from datazone.observability.context import bind_request_id, current_request_id, request_id_for
 from datazone.observability.probes import readiness_problems, side_engine
+from datazone.openapi import problem_responses
 
 log = logging.getLogger("datazone.request")
 
@@ -85,15 +85,20 @@ _QUIET_ROUTES = frozenset({"/metrics", "/livez", "/readyz", "/healthz"})
 
 @router.get("/livez", include_in_schema=True, summary="Liveness: the process answers (no database)")
 async def livez() -> dict[str, str]:
+    """Liveness: the process's event loop answers. It touches no database and waits behind nothing,
+    so an orchestrator restarts only a process that is really stuck."""
     return {"status": "ok", "version": __version__}
 
 
 @router.get(
     "/readyz",
     summary="Readiness: database reachable, schema at the migration head, signing key usable",
-    responses={503: {"description": "not ready; the problem's `checks` say what is not"}},
+    responses=problem_responses(503),
 )
 async def readyz(request: Request) -> Response:
+    """Readiness: the database answers within the probe's time-out, its schema is at the migration
+    head, and this replica can open the active signing key. Not ready: 503 with `Retry-After`, the
+    problem's `checks` naming each failed check; a load balancer stops routing to the replica."""
     settings: Settings = request.app.state.settings
     timeout = settings.readyz_timeout_seconds
     problems: dict[str, str] | None = None
@@ -107,7 +112,7 @@ async def readyz(request: Request) -> Response:
     if not problems:
         return JSONResponse({"status": "ready", "version": __version__})
     body = {
-        "type": PROBLEM_BASE + "not-ready",
+        "type": settings.problem_base + "not-ready",
         "title": "Not ready",
         "status": 503,
         "detail": "; ".join(f"{check}: {why}" for check, why in problems.items()),
