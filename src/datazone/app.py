@@ -17,6 +17,7 @@ from datazone.anonymous.api import router as anonymous_router
 from datazone.audit.api import router as audit_router
 from datazone.audit.sealer import AuditSealer
 from datazone.billing.api import router as billing_router
+from datazone.boundary import InputBoundary, UnhandledErrors
 from datazone.config import Settings, get_settings
 from datazone.consent.api import router as consent_router
 from datazone.contract.api import router as contract_router
@@ -26,6 +27,7 @@ from datazone.errors import PROBLEM_BASE, DomainError
 from datazone.grant.api import router as grant_router
 from datazone.ingest.api import router as ingest_router
 from datazone.lifecycle.api import router as lifecycle_router
+from datazone.limits import MAX_DETAIL, MAX_LISTED_ERRORS, excerpt
 from datazone.metering.api import router as metering_router
 from datazone.oauth.api import router as oauth_router
 from datazone.product.api import router as product_router
@@ -77,9 +79,18 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app = FastAPI(title="datazone", version=__version__, lifespan=lifespan)
     app.state.settings = settings
 
+    # outermost last: UnhandledErrors wraps InputBoundary wraps the routes
+    app.add_middleware(InputBoundary)
+    app.add_middleware(UnhandledErrors)
+
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
         body = exc.problem(request.url.path)
+        # bounded: a detail or error list built from a client's input never echoes all of it
+        body["detail"] = excerpt(str(body["detail"]), MAX_DETAIL)
+        if len(body.get("errors") or []) > MAX_LISTED_ERRORS:
+            body["errors_total"] = len(body["errors"])
+            body["errors"] = body["errors"][:MAX_LISTED_ERRORS]
         # a refusal may carry HTTP headers (Retry-After, RateLimit-*): they travel as headers
         headers: dict[str, str] = {str(k): str(v) for k, v in (body.pop("headers", None) or {}).items()}
         oauth_error = body.get("oauth_error")
@@ -95,11 +106,17 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"location": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
-        detail = "; ".join(f"{e['location']}: {e['problem']}" for e in errors)
-        return _problem(
-            422, "invalid-request", "The request is not valid", detail, request.url.path, errors=errors
-        )
+        found = exc.errors()
+        # bounded: at most MAX_LISTED_ERRORS problems, each location and message cut short
+        errors = [
+            {"location": excerpt(".".join(str(p) for p in e["loc"])), "problem": excerpt(e["msg"], 300)}
+            for e in found[:MAX_LISTED_ERRORS]
+        ]
+        detail = excerpt("; ".join(f"{e['location']}: {e['problem']}" for e in errors), MAX_DETAIL)
+        extra: dict[str, Any] = {"errors": errors}
+        if len(found) > MAX_LISTED_ERRORS:
+            extra["errors_total"] = len(found)
+        return _problem(422, "invalid-request", "The request is not valid", detail, request.url.path, **extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

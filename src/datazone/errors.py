@@ -63,3 +63,21 @@ class Forbidden(DomainError):
     status = 403
     type = "forbidden"
     title = "Not allowed"
+
+
+class BodyTooLarge(DomainError):
+    status = 413
+    type = "body-too-large"
+    title = "The request body is too large"
+
+
+class NulCharacter(DomainError):
+    status = 422
+    type = "nul-character"
+    title = "Text may not hold a NUL character"
+
+
+class InternalError(DomainError):
+    status = 500
+    type = "internal-error"
+    title = "Internal error"

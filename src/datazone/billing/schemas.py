@@ -4,6 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from datazone.limits import MAX_DB_INT, MAX_REASON, RequestBody
+
 
 class LedgerEntryOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -21,11 +23,11 @@ class LedgerEntryOut(BaseModel):
     at: datetime
 
 
-class CreditIn(BaseModel):
+class CreditIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    amount_fen: int | None = Field(default=None, description="empty: all that remains of the debit")
-    reason: str
+    amount_fen: int | None = Field(default=None, ge=1, le=MAX_DB_INT, description="empty: all that remains of the debit")
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
 
 
 class StatementLineOut(BaseModel):

@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from datazone.contract import service
 from datazone.contract.schemas import ContractIn, ContractOut, StatusChangeIn
 from datazone.deps import CuratorDep, PrincipalDep, SessionDep
+from datazone.limits import DbId, QueryDbId, QueryText
 
 router = APIRouter(prefix="/v1/contracts", tags=["contract"])
 
@@ -30,7 +31,7 @@ def create_contract(body: ContractIn, session: SessionDep, curator: CuratorDep) 
 
 @router.get("")
 def list_contracts(
-    session: SessionDep, principal: PrincipalDep, institution_id: int | None = None, status: str | None = None
+    session: SessionDep, principal: PrincipalDep, institution_id: QueryDbId = None, status: QueryText = None
 ) -> list[ContractOut]:
     contracts = service.list_contracts(
         session, viewer=principal, institution_id=institution_id, status=status
@@ -39,7 +40,7 @@ def list_contracts(
 
 
 @router.get("/{contract_id}")
-def get_contract(contract_id: int, session: SessionDep, principal: PrincipalDep) -> ContractOut:
+def get_contract(contract_id: DbId, session: SessionDep, principal: PrincipalDep) -> ContractOut:
     return ContractOut.model_validate(
         service.get_contract(session, contract_id=contract_id, viewer=principal)
     )
@@ -47,7 +48,7 @@ def get_contract(contract_id: int, session: SessionDep, principal: PrincipalDep)
 
 @router.post("/{contract_id}/suspend")
 def suspend_contract(
-    contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
+    contract_id: DbId, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
 ) -> ContractOut:
     c = service.suspend_contract(session, contract_id=contract_id, by=curator, reason=body.reason)
     return ContractOut.model_validate(c)
@@ -55,7 +56,7 @@ def suspend_contract(
 
 @router.post("/{contract_id}/resume")
 def resume_contract(
-    contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
+    contract_id: DbId, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
 ) -> ContractOut:
     c = service.resume_contract(session, contract_id=contract_id, by=curator, reason=body.reason)
     return ContractOut.model_validate(c)
@@ -63,7 +64,7 @@ def resume_contract(
 
 @router.post("/{contract_id}/terminate")
 def terminate_contract(
-    contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
+    contract_id: DbId, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
 ) -> ContractOut:
     c = service.terminate_contract(session, contract_id=contract_id, by=curator, reason=body.reason)
     return ContractOut.model_validate(c)

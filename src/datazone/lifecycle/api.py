@@ -5,9 +5,8 @@ it and hands over to the lifecycle service."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from datazone.dataset import service as dataset_service
 from datazone.deps import CuratorDep, InstitutionDep, OperatorDep, PrincipalDep, ReviewerDep, SessionDep
@@ -32,6 +31,7 @@ from datazone.lifecycle.schemas import (
     TransitionOut,
     UsageVolumeOut,
 )
+from datazone.limits import DbId, QueryText, SinceQuery, UntilQuery
 from datazone.principal.models import Principal
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierAdmissionOut, SupplierSpec
@@ -94,7 +94,7 @@ def file_demand(body: DemandIn, session: SessionDep, principal: PrincipalDep) ->
 
 @demands.get("", response_model=list[DemandOut])
 def list_demands(
-    session: SessionDep, principal: PrincipalDep, state: Annotated[str | None, Query()] = None
+    session: SessionDep, principal: PrincipalDep, state: QueryText = None
 ) -> list[DemandOut]:
     if principal.kind == "department":
         raise Forbidden("demands are filed by institutions and the operator; a department has none to list")
@@ -102,26 +102,26 @@ def list_demands(
 
 
 @demands.get("/{demand_id}", response_model=DemandOut)
-def get_demand(demand_id: int, session: SessionDep, principal: PrincipalDep) -> DemandOut:
+def get_demand(demand_id: DbId, session: SessionDep, principal: PrincipalDep) -> DemandOut:
     return DemandOut.model_validate(service.get_demand(session, demand_id=demand_id, viewer=principal))
 
 
 @demands.post("/{demand_id}/accept", response_model=DemandOut)
-def accept_demand(demand_id: int, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+def accept_demand(demand_id: DbId, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
     return DemandOut.model_validate(
         service.accept_demand(session, demand_id=demand_id, by=by, reason=body.reason)
     )
 
 
 @demands.post("/{demand_id}/decline", response_model=DemandOut)
-def decline_demand(demand_id: int, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+def decline_demand(demand_id: DbId, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
     return DemandOut.model_validate(
         service.decline_demand(session, demand_id=demand_id, by=by, reason=body.reason)
     )
 
 
 @demands.post("/{demand_id}/fulfil", response_model=DemandOut)
-def fulfil_demand(demand_id: int, body: FulfilIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+def fulfil_demand(demand_id: DbId, body: FulfilIn, session: SessionDep, by: CuratorDep) -> DemandOut:
     d = service.fulfil_demand(
         session,
         demand_id=demand_id,
@@ -134,7 +134,7 @@ def fulfil_demand(demand_id: int, body: FulfilIn, session: SessionDep, by: Curat
 
 
 @demands.post("/{demand_id}/cancel", response_model=DemandOut)
-def cancel_demand(demand_id: int, body: ReasonIn, session: SessionDep, principal: PrincipalDep) -> DemandOut:
+def cancel_demand(demand_id: DbId, body: ReasonIn, session: SessionDep, principal: PrincipalDep) -> DemandOut:
     if principal.kind == "operator" and "curator" not in principal.roles:
         raise Forbidden(
             "cancelling a demand needs an operator with the role curator, or the filing institution"
@@ -162,7 +162,7 @@ def apply_supplier(body: SupplierApplicationIn, session: SessionDep, by: Operato
 
 @suppliers.get("", response_model=list[SupplierAdmissionOut])
 def list_suppliers(
-    session: SessionDep, _: OperatorDep, status: Annotated[str | None, Query()] = None
+    session: SessionDep, _: OperatorDep, status: QueryText = None
 ) -> list[SupplierAdmissionOut]:
     return [
         SupplierAdmissionOut.model_validate(s)
@@ -229,8 +229,8 @@ def supplier_scorecard(
     supplier_id: str,
     session: SessionDep,
     principal: PrincipalDep,
-    since: Annotated[datetime | None, Query(description="default: 30 days before until")] = None,
-    until: Annotated[datetime | None, Query(description="default: now")] = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
 ) -> ScorecardOut:
     _own_supplier(principal, supplier_id)
     start, end = _window(since, until)
@@ -341,9 +341,9 @@ def history(
 def usage_volume(
     session: SessionDep,
     _: OperatorDep,
-    since: Annotated[datetime | None, Query(description="default: 30 days before until")] = None,
-    until: Annotated[datetime | None, Query(description="default: now")] = None,
-    product: Annotated[str | None, Query()] = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    product: QueryText = None,
 ) -> list[UsageVolumeOut]:
     """Data accesses per product and Shanghai day."""
     start, end = _window(since, until)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from datazone.dataset.schemas import SLUG
+from datazone.limits import RequestBody
 from datazone.purposes import Purpose
 from datazone.supplier.schemas import Attachment
 
@@ -26,7 +27,7 @@ class TransitionOut(BaseModel):
     at: datetime
 
 
-class ReasonIn(BaseModel):
+class ReasonIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     reason: Reason
@@ -35,7 +36,7 @@ class ReasonIn(BaseModel):
 # --- demands ----------------------------------------------------------------------------------
 
 
-class DemandIn(BaseModel):
+class DemandIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     title: Annotated[str, Field(min_length=1, max_length=300)]
@@ -45,7 +46,7 @@ class DemandIn(BaseModel):
     wanted_departments: list[Annotated[str, Field(pattern=SLUG)]] = Field(default_factory=list)
 
 
-class FulfilIn(BaseModel):
+class FulfilIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     reason: Reason
@@ -74,7 +75,7 @@ class DemandOut(BaseModel):
 # --- suppliers ----------------------------------------------------------------------------------
 
 
-class SupplierApplicationIn(BaseModel):
+class SupplierApplicationIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     id: Annotated[str, Field(pattern=SLUG)]
@@ -87,7 +88,7 @@ class SupplierApplicationIn(BaseModel):
     reason: Reason = "applied for admission"
 
 
-class SupplierDecisionIn(BaseModel):
+class SupplierDecisionIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     reason: Reason
@@ -120,7 +121,7 @@ class ScorecardOut(BaseModel):
 # --- datasets ----------------------------------------------------------------------------------
 
 
-class AdmissionIn(BaseModel):
+class AdmissionIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["admit", "reject"]
@@ -148,7 +149,7 @@ class DatasetReviewOut(BaseModel):
     at: datetime
 
 
-class DeprecateIn(BaseModel):
+class DeprecateIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     successor: Annotated[str, Field(min_length=1, description="the dataset that replaces this one")]
@@ -183,7 +184,7 @@ class DatasetQualityOut(BaseModel):
 # --- ratings and usage -----------------------------------------------------------------------------
 
 
-class RatingIn(BaseModel):
+class RatingIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     score: Annotated[int, Field(ge=1, le=5)]
