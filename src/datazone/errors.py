@@ -47,6 +47,11 @@ class InvalidSpec(DomainError):
     title = "The spec is not valid"
 
 
+class InvalidUscc(InvalidSpec):
+    type = "invalid-uscc"
+    title = "Not a valid unified social credit code"
+
+
 class Conflict(DomainError):
     status = 409
     type = "conflict"

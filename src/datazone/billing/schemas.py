@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from datazone.limits import MAX_DB_INT, MAX_REASON, RequestBody
+from datazone.limits import MAX_REASON, RequestBody
 
 
 class LedgerEntryOut(BaseModel):
@@ -26,8 +26,8 @@ class LedgerEntryOut(BaseModel):
 class CreditIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    amount_fen: int | None = Field(default=None, ge=1, le=MAX_DB_INT, description="empty: all that remains of the debit")
-    reason: str = Field(min_length=1, max_length=MAX_REASON)
+    amount_fen: int | None = Field(default=None, description="empty: all that remains of the debit")
+    reason: str = Field(max_length=MAX_REASON)
 
 
 class StatementLineOut(BaseModel):

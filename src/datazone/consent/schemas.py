@@ -18,7 +18,7 @@ class ConsentIn(RequestBody):
     products: list[str] | None = Field(default=None, max_length=MAX_LIST, description="null: any product of your contract")
     valid_from: AwareDatetime
     valid_to: AwareDatetime
-    evidence_ref: str = Field(min_length=1, max_length=MAX_REF, description="where the signed authorization letter is kept")
+    evidence_ref: str = Field(max_length=MAX_REF, description="where the signed authorization letter is kept")
     evidence_sha256: str = Field(max_length=64, description="SHA-256 of the evidence, 64 lowercase hex characters")
 
 
