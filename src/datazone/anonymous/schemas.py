@@ -32,6 +32,10 @@ class ParametersOut(BaseModel):
     data_versions: dict[str, int | None]
     max_queries: int
     price_fen: int
+    masking: dict[str, str] = Field(
+        default_factory=dict,
+        description="full answers: per output field, clear, withheld (opens as null) or the masking method",
+    )
 
 
 class QueryIn(RequestBody):

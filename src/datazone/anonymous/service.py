@@ -530,6 +530,12 @@ def parameters_body(table: AnonymousTable, *, product_id: str, spec: ProductSpec
         "data_versions": table.data_versions,
         "max_queries": anon.max_queries,
         "price_fen": spec.price_fen,
+        # how each output is sealed: a withheld field opens as null, which is not "no value"
+        "masking": masking.treatments(
+            [masking.FieldRule(o.name, *o.policy()) for o in spec.outputs], clearance=anon.clearance
+        )
+        if table.answer == "full"
+        else {},
     }
 
 
