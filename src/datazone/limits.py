@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 MAX_DB_ID = 2**63 - 1
 MAX_DB_INT = 2**63 - 1
 MIN_DB_INT = -(2**63)
+MAX_DB_INT4 = 2**31 - 1  # PostgreSQL's integer: audit block heights, versions, counts
 
 # -- body sizes, per route class (bytes) -------------------------------------------------
 MAX_BODY = 1024 * 1024  # every JSON or form body not named below
@@ -100,7 +101,7 @@ DbId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description=f"a row id, 1 to {MAX
 """A path parameter naming a stored row."""
 QueryDbId = Annotated[int | None, Query(ge=1, le=MAX_DB_ID, description=f"a row id, 1 to {MAX_DB_ID}")]
 """A query parameter naming a stored row (a filter or a cursor)."""
-Height = Annotated[int, Query(ge=0, le=MAX_DB_INT, description="an audit block height")]
+Height = Annotated[int, Query(ge=0, le=MAX_DB_INT4, description=f"an audit block height, 0 to {MAX_DB_INT4}")]
 QueryText = Annotated[str | None, Query(max_length=MAX_QUERY_TEXT)]
 SinceQuery = Annotated[TimeBound | None, Query(description="ISO 8601 with offset, or a date (00:00 Shanghai)")]
 UntilQuery = Annotated[TimeBound | None, Query(description="ISO 8601 with offset, or a date (00:00 Shanghai)")]
