@@ -28,7 +28,7 @@ from datazone.app import create_app
 from datazone.config import Settings
 from datazone.db import Database
 from tests.conftest import free_port, problem
-from tests.factories import bearer, principal_key
+from tests.factories import bearer, new_principal, principal_key
 
 BIG = "9223372036854775808"  # 2**63: one past PostgreSQL's bigint
 
@@ -102,6 +102,25 @@ def test_block_heights_past_an_integer_are_refused(api: TestClient, operator: di
 def test_integers_past_64_bits_in_a_body_are_refused(api: TestClient, operator: dict[str, str]) -> None:
     body = _refused(api.post("/v1/ledger/1/credits", headers=operator, json={"amount_fen": 2**70, "reason": "x"}))
     assert "amount_fen" in body["detail"]
+
+
+def test_integers_past_an_integer_column_are_refused(api: TestClient, db: Database, operator: dict[str, str]) -> None:
+    institution_id, _ = new_principal(db, "institution")
+    contract = {
+        "institution_id": institution_id,
+        "purposes": ["pre_loan"],
+        "products": ["credit-basic"],
+        "valid_from": "2026-01-01T00:00:00Z",
+        "valid_to": "2027-01-01T00:00:00Z",
+    }
+    for field in ("max_batch", "psi_max_set", "scoring_max_batch"):
+        body = _refused(api.post("/v1/contracts", headers=operator, json={**contract, field: 2**32}))
+        assert field in body["detail"] and str(limits.MAX_DB_INT4) in body["detail"]
+    plan = {"id": "plan-too-big", "name": "x", "rate_per_second": 1, "burst": 2**32}
+    body = _refused(api.post("/v1/plans", headers=operator, json=plan))
+    assert "burst" in body["detail"]
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from contract where institution_id = :i"), {"i": institution_id}).scalar() == 0
 
 
 @pytest.mark.parametrize("path", ["/v1/consents", "/v1/ledger", "/v1/usage/events", "/v1/ingest/runs"])

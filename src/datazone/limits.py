@@ -113,11 +113,8 @@ def page_limit(most: int = MAX_PAGE) -> Any:
 
 
 # -- request bodies ----------------------------------------------------------------------
-Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
-Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON)]
-Ref = Annotated[str, Field(min_length=1, max_length=MAX_REF)]
-BodyInt = Annotated[int, Field(ge=MIN_DB_INT, le=MAX_DB_INT)]
-Fen = Annotated[int, Field(ge=0, le=MAX_DB_INT, description="an amount in fen")]
+Int4 = Annotated[int, Field(le=MAX_DB_INT4, description=f"at most {MAX_DB_INT4}")]
+"""An integer a PostgreSQL integer column holds (the service checks its lower bound and meaning)."""
 
 
 def _out_of_range(value: Any, where: str) -> str | None:

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from datazone.limits import MAX_LIST, MAX_REASON, RequestBody
+from datazone.limits import MAX_LIST, MAX_REASON, Int4, RequestBody
 
 
 class ContractIn(RequestBody):
@@ -18,11 +18,11 @@ class ContractIn(RequestBody):
     clearance: int = Field(default=2, description="fields of grade <= clearance are shown in clear (1..4)")
     valid_from: AwareDatetime
     valid_to: AwareDatetime
-    max_batch: int = 1000
-    psi_max_set: int | None = Field(
+    max_batch: Int4 = 1000
+    psi_max_set: Int4 | None = Field(
         default=None, description="the largest set a PSI may send; default: each PSI product's own max_set"
     )
-    scoring_max_batch: int | None = Field(
+    scoring_max_batch: Int4 | None = Field(
         default=None,
         description="the most enterprises one scoring job may hold; default: each scoring product's max_batch",
     )
@@ -36,8 +36,8 @@ class ContractOut(BaseModel):
 
     id: int
     institution_id: int
-    purposes: list[str] = Field(max_length=MAX_LIST)
-    products: list[str] = Field(max_length=MAX_LIST)
+    purposes: list[str]
+    products: list[str]
     clearance: int
     valid_from: datetime
     valid_to: datetime

@@ -4,7 +4,7 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from datazone.limits import MAX_NAME, RequestBody
+from datazone.limits import MAX_NAME, Int4, RequestBody
 
 
 class PlanIn(RequestBody):
@@ -22,7 +22,7 @@ class PlanIn(RequestBody):
     quota_units: int | None = None
     quota_period: str | None = None
     rate_per_second: float
-    burst: int
+    burst: Int4
 
 
 class PlanOut(BaseModel):
