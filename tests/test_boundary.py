@@ -217,6 +217,18 @@ def test_a_huge_scope_is_not_echoed(api: TestClient) -> None:
     assert len(resp.content) < 4096
 
 
+def test_a_long_path_is_not_echoed(api: TestClient, operator: dict[str, str], bank: dict[str, str]) -> None:
+    for path, headers in (
+        ("/v1/datasets/" + "x" * 10_000, operator),  # a domain 404 quoting the id
+        ("/v1/no-such-route/" + "x" * 10_000, operator),  # the router's 404
+        ("/v1/consents/" + "x" * 10_000, operator),  # a validation 422
+    ):
+        resp = api.get(path, headers=headers)
+        assert resp.status_code in (404, 422) and len(resp.content) < 4096, (path[:30], len(resp.content))
+    resp = api.post("/v1/demands", headers=bank, json={"title": "t", "wanted_fields": ["a"] * (limits.MAX_LIST + 1)})
+    assert "wanted_fields" in _refused(resp)["detail"]
+
+
 def test_date_only_bound_is_the_start_of_that_shanghai_day(api: TestClient, operator: dict[str, str]) -> None:
     resp = api.get("/v1/usage", params={"since": "2026-12-01", "until": "2026-12-03"}, headers=operator)
     assert resp.status_code == 200, resp.text

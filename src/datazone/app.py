@@ -27,7 +27,7 @@ from datazone.errors import PROBLEM_BASE, DomainError
 from datazone.grant.api import router as grant_router
 from datazone.ingest.api import router as ingest_router
 from datazone.lifecycle.api import router as lifecycle_router
-from datazone.limits import MAX_DETAIL, MAX_LISTED_ERRORS, excerpt
+from datazone.limits import MAX_DETAIL, MAX_INSTANCE, MAX_LISTED_ERRORS, excerpt
 from datazone.metering.api import router as metering_router
 from datazone.oauth.api import router as oauth_router
 from datazone.product.api import router as product_router
@@ -44,7 +44,7 @@ def _problem(status: int, type_: str, title: str, detail: str, instance: str, **
         "title": title,
         "status": status,
         "detail": detail,
-        "instance": instance,
+        "instance": excerpt(instance, MAX_INSTANCE),
     }
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
@@ -85,9 +85,11 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        body = exc.problem(request.url.path)
-        # bounded: a detail or error list built from a client's input never echoes all of it
-        body["detail"] = excerpt(str(body["detail"]), MAX_DETAIL)
+        body = exc.problem(excerpt(request.url.path, MAX_INSTANCE))
+        # bounded: a detail, member or error list built from a client's input never echoes all of it
+        for member, value in body.items():
+            if isinstance(value, str) and member not in ("type", "title"):
+                body[member] = excerpt(value, MAX_DETAIL)
         if len(body.get("errors") or []) > MAX_LISTED_ERRORS:
             body["errors_total"] = len(body["errors"])
             body["errors"] = body["errors"][:MAX_LISTED_ERRORS]
@@ -125,7 +127,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
             exc.status_code,
             slug,
             str(exc.detail),
-            f"{request.method} {request.url.path}: {exc.detail}",
+            f"{request.method} {excerpt(request.url.path, MAX_INSTANCE)}: {exc.detail}",
             request.url.path,
         )
 

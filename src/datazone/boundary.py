@@ -35,7 +35,7 @@ _TEXT_BODIES = ("application/json", "application/x-www-form-urlencoded", "text/"
 
 
 async def send_problem(send: Send, error: DomainError, *, instance: str, **extra: Any) -> None:
-    body = error.problem(instance) | extra
+    body = error.problem(limits.excerpt(instance, limits.MAX_INSTANCE)) | extra
     payload = json.dumps(body, ensure_ascii=False).encode()
     await send(
         {

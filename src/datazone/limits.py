@@ -60,6 +60,7 @@ MAX_PAGE = 10_000  # the largest page any list endpoint returns
 MAX_LISTED_ERRORS = 50  # problems listed in one answer; `errors_total` counts them all
 MAX_DETAIL = 2000  # characters of a problem's detail
 MAX_EXCERPT = 80  # characters of a client's input quoted back in an error
+MAX_INSTANCE = 300  # characters of the request path a problem's `instance` repeats
 
 # -- times -------------------------------------------------------------------------------
 SHANGHAI = ZoneInfo("Asia/Shanghai")

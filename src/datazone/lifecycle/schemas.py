@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from datazone.dataset.schemas import SLUG
-from datazone.limits import RequestBody
+from datazone.limits import MAX_LIST, RequestBody
 from datazone.purposes import Purpose
 from datazone.supplier.schemas import Attachment
 
@@ -41,16 +41,18 @@ class DemandIn(RequestBody):
 
     title: Annotated[str, Field(min_length=1, max_length=300)]
     description: Annotated[str, Field(max_length=10_000)] = ""
-    purposes: list[Purpose] = Field(default_factory=list)
-    wanted_fields: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list)
-    wanted_departments: list[Annotated[str, Field(pattern=SLUG)]] = Field(default_factory=list)
+    purposes: list[Purpose] = Field(default_factory=list, max_length=MAX_LIST)
+    wanted_fields: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=MAX_LIST
+    )
+    wanted_departments: list[Annotated[str, Field(pattern=SLUG)]] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 class FulfilIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     reason: Reason
-    dataset_ids: list[str] = Field(default_factory=list)
+    dataset_ids: list[str] = Field(default_factory=list, max_length=MAX_LIST)
     product_id: str | None = None
 
 
@@ -83,7 +85,8 @@ class SupplierApplicationIn(RequestBody):
     name_en: str = ""
     kind: Literal["department", "other"] = "department"
     attachments: list[Attachment] = Field(
-        default_factory=list, description="qualification certificate, security assessment, ..."
+        default_factory=list,
+        max_length=MAX_LIST, description="qualification certificate, security assessment, ..."
     )
     reason: Reason = "applied for admission"
 
@@ -92,7 +95,7 @@ class SupplierDecisionIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     reason: Reason
-    attachments: list[Attachment] = Field(default_factory=list)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 class ScorecardOut(BaseModel):
