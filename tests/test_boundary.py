@@ -22,9 +22,12 @@ import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
 
 from datazone import limits
 from datazone.app import create_app
+from datazone.boundary import InputBoundary
 from datazone.config import Settings
 from datazone.db import Database
 from tests.conftest import free_port, problem
@@ -199,6 +202,32 @@ def test_an_oversized_body_is_refused_before_it_is_read(api: TestClient, bank: d
 
     streamed = api.post("/v1/clients", headers={**bank, "content-type": "application/json"}, content=chunks())
     _refused(streamed, 413)
+
+
+def test_body_classes() -> None:
+    assert limits.body_limit("PUT", "/v1/psi/sessions/psi_abcdefgh/chunks/3") == limits.MAX_CHUNK_BODY
+    assert limits.body_limit("POST", "/v1/scoring/jobs") == limits.MAX_BULK_BODY
+    assert limits.body_limit("POST", "/v1/clients") == limits.MAX_BODY
+    assert limits.body_limit("GET", "/v1/psi/sessions/psi_abcdefgh/chunks/3") == limits.MAX_BODY
+
+
+def test_a_streamed_binary_body_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A binary body (a PSI chunk) streams through unread by the edge; past its limit the read fails as 413."""
+    monkeypatch.setattr(limits, "body_limit", lambda method, path: 1000)
+    seen: list[int] = []
+
+    async def reader(scope: Any, receive: Any, send: Any) -> None:
+        body = await Request(scope, receive).body()
+        seen.append(len(body))
+        await PlainTextResponse("read")(scope, receive, send)
+
+    c = TestClient(InputBoundary(reader))  # no lifespan: the dummy app speaks http only
+    binary = {"content-type": "application/x-protobuf"}
+    small = c.put("/chunk", content=iter([b"x" * 400, b"x" * 400]), headers=binary)
+    assert small.status_code == 200 and seen == [800]
+    large = c.put("/chunk", content=iter([b"x" * 600] * 3), headers=binary)
+    assert large.status_code == 413 and problem(large)["limit"] == 1000
+    assert seen == [800]  # the handler never got the oversized body
 
 
 def test_a_large_invalid_body_gets_a_bounded_error(api: TestClient, bank: dict[str, str]) -> None:

@@ -27,7 +27,8 @@ MAX_DB_INT4 = 2**31 - 1  # PostgreSQL's integer: audit block heights, versions, 
 # -- body sizes, per route class (bytes) -------------------------------------------------
 MAX_BODY = 1024 * 1024  # every JSON or form body not named below
 MAX_BULK_BODY = 32 * 1024 * 1024  # scoring jobs (up to 1,000,000 codes), model registration, root lists
-MAX_CHUNK_BODY = 64 * 1024 * 1024  # a PSI chunk: an OpenMined request of up to the session's chunk size
+# a PSI chunk: an OpenMined request of 10,000 points is about 340 KB; anything far beyond is refused unread
+MAX_CHUNK_BODY = 64 * 1024 * 1024
 # (method, path pattern, limit): the first match wins; anything else gets MAX_BODY
 BODY_CLASSES: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("PUT", re.compile(r"^/v1/psi/sessions/[^/]+/chunks/[^/]+$"), MAX_CHUNK_BODY),
