@@ -127,6 +127,12 @@ def test_integers_past_an_integer_column_are_refused(api: TestClient, db: Databa
         assert conn.execute(sa.text("select count(*) from contract where institution_id = :i"), {"i": institution_id}).scalar() == 0
 
 
+def test_a_number_that_is_not_finite_is_refused(api: TestClient, operator: dict[str, str]) -> None:
+    plan = b'{"id": "plan-infinite", "name": "x", "rate_per_second": 1e400, "burst": 5}'
+    body = _refused(api.post("/v1/plans", headers={**operator, "content-type": "application/json"}, content=plan))
+    assert "rate_per_second" in body["detail"]
+
+
 @pytest.mark.parametrize("path", ["/v1/consents", "/v1/ledger", "/v1/usage/events", "/v1/ingest/runs"])
 @pytest.mark.parametrize("limit", ["-1", "0", "100000000"])
 def test_page_sizes_out_of_range_are_refused(

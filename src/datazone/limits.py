@@ -140,9 +140,10 @@ def _out_of_range(value: Any, where: str) -> str | None:
 
 class RequestBody(BaseModel):
     """The base of every request body: strings at most MAX_TEXT characters (fields name
-    tighter bounds), no integer past a bigint anywhere in it."""
+    tighter bounds), no integer past a bigint anywhere in it, every number finite."""
 
-    model_config = ConfigDict(str_max_length=MAX_TEXT)
+    # no NaN or infinity either: JSON cannot carry them back (1e400 parses as infinity)
+    model_config = ConfigDict(str_max_length=MAX_TEXT, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
