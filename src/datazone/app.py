@@ -22,6 +22,7 @@ from datazone.anonymous.api import router as anonymous_router
 from datazone.audit.api import router as audit_router
 from datazone.audit.sealer import AuditSealer
 from datazone.billing.api import router as billing_router
+from datazone.boundary import InputBoundary, UnhandledErrors
 from datazone.capacity import Capacity, CapacityGate, busy_problem
 from datazone.config import Settings, get_settings
 from datazone.consent.api import router as consent_router
@@ -32,6 +33,7 @@ from datazone.errors import PROBLEM_BASE, DomainError
 from datazone.grant.api import router as grant_router
 from datazone.ingest.api import router as ingest_router
 from datazone.lifecycle.api import router as lifecycle_router
+from datazone.limits import MAX_DETAIL, MAX_INSTANCE, MAX_LISTED_ERRORS, excerpt
 from datazone.metering.api import router as metering_router
 from datazone.oauth import service as oauth_service
 from datazone.oauth.api import router as oauth_router
@@ -58,7 +60,7 @@ def _problem(
         "title": title,
         "status": status,
         "detail": detail,
-        "instance": instance,
+        "instance": excerpt(instance, MAX_INSTANCE),
         "request_id": current_request_id(),
     }
     body.update(extra)
@@ -133,12 +135,23 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         )
         return Response(body, status_code=503, media_type=PROBLEM, headers={"Retry-After": str(retry_after)})
 
-    # outside the capacity gate: a shed request has its request id, its log line and its metrics too
+    # outermost last: the request's observation (its id, log line and metrics) wraps UnhandledErrors,
+    # which wraps InputBoundary (a body too large or with a NUL takes no place), which wraps the
+    # capacity gate, which wraps the routes; a refused or shed request has its id and metrics too
+    app.add_middleware(InputBoundary, problem_base=settings.problem_base)
+    app.add_middleware(UnhandledErrors, problem_base=settings.problem_base)
     observability.install(app)
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        body = exc.problem(request.url.path, base=settings.problem_base)
+        body = exc.problem(excerpt(request.url.path, MAX_INSTANCE), base=settings.problem_base)
+        # bounded: a detail, member or error list built from a client's input never echoes all of it
+        for member, value in body.items():
+            if isinstance(value, str) and member not in ("type", "title"):
+                body[member] = excerpt(value, MAX_DETAIL)
+        if len(body.get("errors") or []) > MAX_LISTED_ERRORS:
+            body["errors_total"] = len(body["errors"])
+            body["errors"] = body["errors"][:MAX_LISTED_ERRORS]
         body["request_id"] = current_request_id()
         metrics.count_refusal(check=exc.extra.get("check"), status=exc.status)
         # a refusal may carry HTTP headers (Retry-After, RateLimit-*): they travel as headers
@@ -156,11 +169,19 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"location": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
-        detail = "; ".join(f"{e['location']}: {e['problem']}" for e in errors)
+        found = exc.errors()
+        # bounded: at most MAX_LISTED_ERRORS problems, each location and message cut short
+        errors = [
+            {"location": excerpt(".".join(str(p) for p in e["loc"])), "problem": excerpt(e["msg"], 300)}
+            for e in found[:MAX_LISTED_ERRORS]
+        ]
+        detail = excerpt("; ".join(f"{e['location']}: {e['problem']}" for e in errors), MAX_DETAIL)
+        extra: dict[str, Any] = {"errors": errors}
+        if len(found) > MAX_LISTED_ERRORS:
+            extra["errors_total"] = len(found)
         return _problem(
-            422, "invalid-request", "The request is not valid", detail, request.url.path, errors=errors,
-            base=settings.problem_base,
+            422, "invalid-request", "The request is not valid", detail, request.url.path,
+            base=settings.problem_base, **extra,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -170,7 +191,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
             exc.status_code,
             slug,
             str(exc.detail),
-            f"{request.method} {request.url.path}: {exc.detail}",
+            f"{request.method} {excerpt(request.url.path, MAX_INSTANCE)}: {exc.detail}",
             request.url.path,
             base=settings.problem_base,
         )

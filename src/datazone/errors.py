@@ -132,6 +132,11 @@ class InvalidSpec(DomainError):
     title = "The spec is not valid"
 
 
+class InvalidUscc(InvalidSpec):
+    type = "invalid-uscc"
+    title = "Not a valid unified social credit code"
+
+
 class Conflict(DomainError):
     status = 409
     type = "conflict"
@@ -148,3 +153,21 @@ class Forbidden(DomainError):
     status = 403
     type = "forbidden"
     title = "Not allowed"
+
+
+class BodyTooLarge(DomainError):
+    status = 413
+    type = "body-too-large"
+    title = "The request body is too large"
+
+
+class NulCharacter(DomainError):
+    status = 422
+    type = "nul-character"
+    title = "Text may not hold a NUL character"
+
+
+class InternalError(DomainError):
+    status = 500
+    type = "internal-error"
+    title = "Internal error"

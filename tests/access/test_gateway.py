@@ -375,10 +375,12 @@ def test_each_refusal_names_its_check_and_is_audited(gw: Gateway) -> None:
     with httpx.Client(base_url=gw.url, headers=inst, timeout=30) as c:
         bad = c.get(f"/v1/products/credit-basic/enterprises/{bad_check(uscc)}", params={"purpose": "pre_loan"})
         assert bad.status_code == 422 and problem(bad)["check"] == "uscc"
-        # a product outside the token's scopes: refused at the scope check, with the Bearer challenge
+        assert problem(bad)["title"] == "Not a valid unified social credit code"
+        # a product the catalog does not hold: 404 naming the catalog, not a scope to go and request
         unknown = c.get(f"/v1/products/no-such-product/enterprises/{uscc}", params={"purpose": "pre_loan"})
-        assert unknown.status_code == 403 and problem(unknown)["check"] == "scope"
-        assert 'error="insufficient_scope"' in unknown.headers["WWW-Authenticate"]
+        assert unknown.status_code == 404 and problem(unknown)["check"] == "product"
+        assert "/v1/catalog/products" in problem(unknown)["detail"]
+        assert "WWW-Authenticate" not in unknown.headers
         purpose = c.get(f"/v1/products/credit-basic/enterprises/{uscc}", params={"purpose": "marketing"})
         assert purpose.status_code == 403 and problem(purpose)["check"] == "contract"
         other = c.get(f"/v1/products/risk-insight/enterprises/{uscc}", params={"purpose": "pre_loan"})
@@ -423,8 +425,8 @@ def test_each_refusal_names_its_check_and_is_audited(gw: Gateway) -> None:
         ).all()
     assert [r.outcome for r in rows] == ["refused"] * 5 + ["ok"]
     assert [r.reason for r in rows[:5]] == [
-        "invalid-spec",
-        "insufficient-scope",
+        "invalid-uscc",
+        "not-found",
         "contract-required",
         "insufficient-scope",
         "enterprise-not-found",

@@ -134,6 +134,9 @@ def test_full_answers_equal_the_plain_lookup_at_clearance_1(zone: Zone, bank: Ba
             plain = client.lookup("credit-basic", code, purpose="pre_loan")
             assert plain["masking"]["clearance"] == 1
             assert r.found and r.answer == plain["answer"]
+            # a withheld field opens as null: the SDK names it, so null there does not read as "no value"
+            withheld = tuple(sorted(n for n, how in plain["masking"]["fields"].items() if how == "withheld"))
+            assert withheld and r.withheld == withheld and all(r.answer[n] is None for n in withheld)
     assert result.charged_fen == 0  # free, metered
 
 
@@ -280,8 +283,17 @@ def test_cli_lookup_anonymous_existence_and_full(zone: Zone, cli_env: None) -> N
     code = zone.registered[300]
     result = invoke("lookup", "--anonymous", CREDIT, code, "--purpose", "pre_loan", "--json")
     assert result.exit_code == 0, result.output
-    answer = json.loads(result.output)["results"][0]["answer"]
+    shown = json.loads(result.output)["results"][0]
+    answer = shown["answer"]
     assert answer["name"] and answer["status"] in ("active", "revoked", "deregistered")
+    assert shown["withheld"] and all(answer[n] is None for n in shown["withheld"])
+    # printed, a withheld field says "withheld", never None
+    result = invoke("lookup", "--anonymous", CREDIT, code, "--purpose", "pre_loan")
+    assert result.exit_code == 0, result.output
+    for name in shown["withheld"]:
+        (row,) = [line for line in result.output.splitlines() if f" {name} " in line]
+        assert "withheld" in row, row
+    assert "None" not in result.output
 
 
 def test_cli_lookup_bad_input_exits_2_and_refusals_exit_1(zone: Zone, cli_env: None) -> None:

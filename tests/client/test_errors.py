@@ -71,3 +71,14 @@ def test_unreachable_has_no_status() -> None:
     error = ZoneUnreachable("POST http://127.0.0.1:9/x: ConnectError: refused", attempts=3)
     assert error.status is None
     assert str(error).startswith("unreachable (Gateway unreachable): POST http://127.0.0.1:9/x")
+
+
+def test_redaction_does_not_rewrite_the_message() -> None:
+    # a user who typed the wrong secret "wrong" must read the zone's message, not "[redacted]"
+    problem = {"error": "invalid_client", "error_description": "the client secret is wrong"}
+    error = ZoneError(401, problem, redact=["wrong", "is"])
+    assert "the client secret is wrong" in str(error) and "[redacted]" not in str(error)
+    # a credential of the zone's length is still scrubbed wherever it stands
+    secret = "s3cr3t-Value_0123456789"
+    echoed = ZoneError(401, {"detail": f"got ?secret={secret}&x"}, redact=[secret])
+    assert echoed.detail == "got ?secret=[redacted]&x"

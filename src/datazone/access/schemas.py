@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from datazone.limits import RequestBody
 from datazone.purposes import Purpose
 
 MAX_BATCH = 1000
@@ -43,11 +44,11 @@ class ProductAnswerOut(BaseModel):
     answer: dict[str, Any]
 
 
-class BatchIn(BaseModel):
+class BatchIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     purpose: Purpose
-    usccs: Annotated[list[str], Field(min_length=1, max_length=MAX_BATCH)]
+    usccs: Annotated[list[Annotated[str, Field(max_length=32)]], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 class BatchAnswerOut(BaseModel):

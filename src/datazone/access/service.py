@@ -33,7 +33,7 @@ from datazone.billing import service as billing_service
 from datazone.consent import service as consent_service
 from datazone.contract import service as contract_service
 from datazone.dataset.schemas import SHANGHAI
-from datazone.errors import DomainError, Forbidden, InvalidSpec, NotFound
+from datazone.errors import DomainError, Forbidden, InvalidSpec, InvalidUscc, NotFound
 from datazone.grant import service as grant_service
 from datazone.lifecycle import service as lifecycle_service
 from datazone.masking import service as masking
@@ -176,7 +176,7 @@ def validate_usccs(usccs: Sequence[str]) -> list[str]:
         if why is not None:
             errors.append({"location": f"usccs.{i}" if len(codes) > 1 else "uscc", "problem": why})
     if errors:
-        raise InvalidSpec(
+        raise InvalidUscc(
             "not a valid unified social credit code: "
             + "; ".join(f"{e['location']}: {e['problem']}" for e in errors),
             errors=errors,
@@ -261,8 +261,7 @@ def serve(
     if stored is not None:
         # a retry: the same answer, free, and no second usage event
         return Served(stored.status, stored.body, stored.headers, True)
-    with check("scope"):
-        resource.require_scope(grant, product_id)
+    require_product_scope(session, grant=grant, product_id=product_id)
     with check("uscc"):
         codes = validate_usccs(usccs)
     d = deliver(session, caller=caller, product_id=product_id, codes=codes, purpose=purpose, at=at, as_of=as_of)
@@ -564,6 +563,15 @@ def _policy(rule: masking.FieldRule, clearance: int) -> str:
     """What masking would apply to a field, for answers where nothing was found to mask."""
     probe = masking.mask_answer({rule.name: None}, [rule], clearance=clearance)
     return probe.applied.get(rule.name, "withheld")
+
+
+def require_product_scope(session: Session, *, grant: AccessGrant, product_id: str) -> None:
+    """The token must carry the product's scope; an id the catalog does not hold is a 404 that
+    names the catalog, not a scope the bank should go and request."""
+    with check("product"):
+        product_service.get_product(session, product_id=product_id)
+    with check("scope"):
+        resource.require_scope(grant, product_id)
 
 
 def record_refusal(

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from datazone.limits import RequestBody
 from datazone.privacy.anonymous_query import MAX_PREFIX_BITS
 from datazone.purposes import Purpose
 
@@ -31,9 +32,13 @@ class ParametersOut(BaseModel):
     data_versions: dict[str, int | None]
     max_queries: int
     price_fen: int
+    masking: dict[str, str] = Field(
+        default_factory=dict,
+        description="full answers: per output field, clear, withheld (opens as null) or the masking method",
+    )
 
 
-class QueryIn(BaseModel):
+class QueryIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     bucket: Annotated[int, Field(ge=0, description="the first prefix_bits bits of the enterprise's bucket hash")]
@@ -41,7 +46,7 @@ class QueryIn(BaseModel):
     point: Annotated[str, Field(max_length=200, description="the blinded OPRF point, standard base64")]
 
 
-class QueriesIn(BaseModel):
+class QueriesIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     purpose: Purpose

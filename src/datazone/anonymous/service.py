@@ -38,7 +38,6 @@ from datazone.dataset.schemas import SHANGHAI
 from datazone.errors import Conflict, DomainError, Forbidden, InvalidSpec
 from datazone.masking import service as masking
 from datazone.metering import service as metering
-from datazone.oauth import resource
 from datazone.oauth.resource import AccessGrant
 from datazone.privacy import anonymous_query as aq
 from datazone.privacy import oprf
@@ -531,13 +530,18 @@ def parameters_body(table: AnonymousTable, *, product_id: str, spec: ProductSpec
         "data_versions": table.data_versions,
         "max_queries": anon.max_queries,
         "price_fen": spec.price_fen,
+        # how each output is sealed: a withheld field opens as null, which is not "no value"
+        "masking": masking.treatments(
+            [masking.FieldRule(o.name, *o.policy()) for o in spec.outputs], clearance=anon.clearance
+        )
+        if table.answer == "full"
+        else {},
     }
 
 
 def parameters(session: Session, *, grant: AccessGrant, product_id: str) -> dict[str, Any]:
     """The live table's parameters: what an institution needs to prepare its queries."""
-    with access_service.check("scope"):
-        resource.require_scope(grant, product_id)
+    access_service.require_product_scope(session, grant=grant, product_id=product_id)
     with access_service.check("product"):
         _, served = access_service.resolve_product(session, product_id=product_id)
         spec = product_service.spec_of(served)
@@ -634,8 +638,7 @@ def query(
     )
     if stored is not None:
         return _replay(session, stored)
-    with access_service.check("scope"):
-        resource.require_scope(grant, product_id)
+    access_service.require_product_scope(session, grant=grant, product_id=product_id)
     auth = access_service.authorize(
         session, caller=caller, product_id=product_id, purpose=purpose, at=at, channel="anonymous"
     )

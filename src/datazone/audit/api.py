@@ -15,6 +15,7 @@ from datazone.audit.schemas import (
     UseOut,
 )
 from datazone.deps import AuditorDep, PrincipalDep, SessionDep
+from datazone.limits import DbId, Height, QueryDbId, QueryText, SinceQuery, UntilQuery, page_limit
 from datazone.openapi import problem_responses
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -24,8 +25,8 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 def list_blocks(
     session: SessionDep,
     principal: PrincipalDep,
-    from_height: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    from_height: Height = 0,
+    limit: Annotated[int, page_limit()] = 10_000,
 ) -> list[dict[str, Any]]:
     """The published roots, lowest height first; save them to check the chain later."""
     return service.list_blocks(session, from_height=from_height, limit=limit)
@@ -35,11 +36,11 @@ def list_blocks(
 def list_entries(
     session: SessionDep,
     principal: PrincipalDep,
-    action: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    action: QueryText = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: QueryDbId = None,
 ) -> list[EntryOut]:
     """Newest first; for the next (older) page pass the last id received as before_id."""
     entries = service.list_entries(
@@ -51,7 +52,7 @@ def list_entries(
 @router.get(
     "/entries/{entry_id}/proof", response_model=InclusionProofOut, responses=problem_responses(409)
 )
-def entry_proof(session: SessionDep, principal: PrincipalDep, entry_id: int) -> dict[str, Any]:
+def entry_proof(session: SessionDep, principal: PrincipalDep, entry_id: DbId) -> dict[str, Any]:
     """An audit entry's inclusion proof: its leaf, the Merkle path and the block root it is sealed under (409
     until sealed)."""
     return service.inclusion_proof(session, entry_id=entry_id, viewer=principal)
@@ -61,11 +62,11 @@ def entry_proof(session: SessionDep, principal: PrincipalDep, entry_id: int) -> 
 def list_uses(
     session: SessionDep,
     principal: PrincipalDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    product_id: str | None = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    product_id: QueryText = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = service.MAX_PAGE,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: QueryDbId = None,
 ) -> list[UseOut]:
     """Uses of data in [since, until) (default: the last 30 days), newest first; for the next
     page pass the last entry_id received as before_id."""

@@ -53,7 +53,8 @@ def record(
     """
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}")
-    ents = sorted(set(entities))
+    ents = sorted({storable(e) for e in entities})
+    object_id, purpose, reason, detail = storable(object_id), storable(purpose), storable(reason), storable(detail)
     entry = AuditEntry(
         actor_id=actor.id if actor is not None else None,
         actor_name=actor.name if actor is not None else (actor_name or "system"),
@@ -75,6 +76,19 @@ def record(
     session.add(entry)
     session.flush()
     return entry
+
+
+def storable(value: Any) -> Any:
+    """`value` with every NUL replaced by U+FFFD, through lists and dicts. PostgreSQL text and
+    jsonb cannot hold NUL; a client's input quoted in an entry (a refused code, a detail)
+    must not make the entry, and so the audit of a refusal, fail."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    return value
 
 
 # the action every product answer (and refusal) is recorded under

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Response
 
 from datazone.billing import service
 from datazone.billing.schemas import CreditIn, LedgerEntryOut, StatementLineOut, StatementOut
 from datazone.deps import CuratorDep, PrincipalDep, SessionDep
 from datazone.errors import InvalidSpec
+from datazone.limits import DbId, QueryDbId, QueryText, page_limit
 from datazone.openapi import content_responses
 
 router = APIRouter(prefix="/v1", tags=["billing"])
@@ -43,7 +46,7 @@ def get_statement(
     period: str,
     session: SessionDep,
     principal: PrincipalDep,
-    institution_id: int | None = None,
+    institution_id: QueryDbId = None,
     format: str = "json",
 ) -> StatementOut | Response:
     """A month's statement (YYYY-MM, Shanghai): JSON, or CSV with `.csv` or `?format=csv`."""
@@ -70,9 +73,9 @@ def get_statement(
 def list_ledger(
     session: SessionDep,
     principal: PrincipalDep,
-    period: str | None = None,
-    institution_id: int | None = None,
-    limit: int = 1000,
+    period: QueryText = None,
+    institution_id: QueryDbId = None,
+    limit: Annotated[int, page_limit()] = 1000,
 ) -> list[LedgerEntryOut]:
     """Ledger entries (debits and credits), newest first, optionally for one month."""
     entries = service.list_entries(
@@ -80,19 +83,19 @@ def list_ledger(
         viewer=principal,
         period=period,
         institution_id=institution_id,
-        limit=min(max(limit, 1), 10_000),
+        limit=limit,
     )
     return [LedgerEntryOut.model_validate(e) for e in entries]
 
 
 @router.get("/ledger/{entry_id}")
-def get_ledger_entry(entry_id: int, session: SessionDep, principal: PrincipalDep) -> LedgerEntryOut:
+def get_ledger_entry(entry_id: DbId, session: SessionDep, principal: PrincipalDep) -> LedgerEntryOut:
     """One ledger entry with what it bills or credits."""
     return LedgerEntryOut.model_validate(service.get_entry(session, entry_id=entry_id, viewer=principal))
 
 
 @router.post("/ledger/{entry_id}/credits", status_code=201)
-def credit_debit(entry_id: int, body: CreditIn, session: SessionDep, curator: CuratorDep) -> LedgerEntryOut:
+def credit_debit(entry_id: DbId, body: CreditIn, session: SessionDep, curator: CuratorDep) -> LedgerEntryOut:
     """Reverse a debit, wholly (no amount) or in part."""
     credit = service.credit_entry(
         session, debit_id=entry_id, amount_fen=body.amount_fen, reason=body.reason, by=curator

@@ -4,6 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from datazone.limits import MAX_REASON, RequestBody
+
 
 class LedgerEntryOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -21,11 +23,11 @@ class LedgerEntryOut(BaseModel):
     at: datetime
 
 
-class CreditIn(BaseModel):
+class CreditIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     amount_fen: int | None = Field(default=None, description="empty: all that remains of the debit")
-    reason: str
+    reason: str = Field(max_length=MAX_REASON)
 
 
 class StatementLineOut(BaseModel):

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from datazone.audit import service as audit_service
 from datazone.billing.models import LedgerEntry
 from datazone.errors import Conflict, Forbidden, InvalidSpec, NotFound
+from datazone.limits import EARLIEST, LATEST, excerpt
 from datazone.metering import service as metering_service
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
@@ -240,10 +241,16 @@ def list_entries(
 
 
 def check_period(period: str) -> str:
-    if not PERIOD_PATTERN.fullmatch(period):
+    found = PERIOD_PATTERN.fullmatch(period)
+    if not found:
         raise InvalidSpec(
-            f"{period!r} is not a month; write YYYY-MM, e.g. 2026-11 (Asia/Shanghai calendar)",
+            f"{excerpt(period)!r} is not a month; write YYYY-MM, e.g. 2026-11 (Asia/Shanghai calendar)",
             errors=[{"location": "period", "problem": "write YYYY-MM"}],
+        )
+    if not EARLIEST.year <= int(found[1]) < LATEST.year:
+        raise InvalidSpec(
+            f"{period} is outside the zone's time: a period lies from {EARLIEST.year}-01 to {LATEST.year - 1}-12",
+            errors=[{"location": "period", "problem": f"the year must lie from {EARLIEST.year} to {LATEST.year - 1}"}],
         )
     return period
 

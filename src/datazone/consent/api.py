@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
 
 from datazone.consent import service
 from datazone.consent.schemas import ConsentIn, ConsentOut, RevokeIn
 from datazone.deps import InstitutionDep, PrincipalDep, SessionDep
+from datazone.limits import DbId, QueryDbId, QueryText, page_limit
 
 router = APIRouter(prefix="/v1/consents", tags=["consent"])
 
@@ -24,11 +27,11 @@ def register_consents(
 def list_consents(
     session: SessionDep,
     principal: PrincipalDep,
-    uscc: str | None = None,
+    uscc: QueryText = None,
     live: bool | None = None,
-    institution_id: int | None = None,
-    after_id: int | None = None,
-    limit: int = 100,
+    institution_id: QueryDbId = None,
+    after_id: QueryDbId = None,
+    limit: Annotated[int, page_limit(service.MAX_BATCH)] = 100,
 ) -> list[ConsentOut]:
     """Enterprise consents: an institution sees its own, the operator all; oldest first, paged by after_id."""
     consents = service.list_consents(
@@ -44,14 +47,14 @@ def list_consents(
 
 
 @router.get("/{consent_id}")
-def get_consent(consent_id: int, session: SessionDep, principal: PrincipalDep) -> ConsentOut:
+def get_consent(consent_id: DbId, session: SessionDep, principal: PrincipalDep) -> ConsentOut:
     """One consent with its subject, scope, term and evidence reference."""
     return ConsentOut.model_validate(service.get_consent(session, consent_id=consent_id, viewer=principal))
 
 
 @router.post("/{consent_id}/revoke")
 def revoke_consent(
-    consent_id: int, body: RevokeIn, session: SessionDep, institution: InstitutionDep
+    consent_id: DbId, body: RevokeIn, session: SessionDep, institution: InstitutionDep
 ) -> ConsentOut:
     """Revoke a consent (its institution): calls about that enterprise are refused from now on."""
     consent = service.revoke_consent(session, consent_id=consent_id, by=institution, reason=body.reason)

@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from datazone.contract import service
 from datazone.contract.schemas import ContractIn, ContractOut, StatusChangeIn
 from datazone.deps import CuratorDep, PrincipalDep, SessionDep
+from datazone.limits import DbId, QueryDbId, QueryText
 
 router = APIRouter(prefix="/v1/contracts", tags=["contract"])
 
@@ -31,7 +32,7 @@ def create_contract(body: ContractIn, session: SessionDep, curator: CuratorDep) 
 
 @router.get("")
 def list_contracts(
-    session: SessionDep, principal: PrincipalDep, institution_id: int | None = None, status: str | None = None
+    session: SessionDep, principal: PrincipalDep, institution_id: QueryDbId = None, status: QueryText = None
 ) -> list[ContractOut]:
     """Contracts: an institution sees its own, the operator all (optionally by institution and status)."""
     contracts = service.list_contracts(
@@ -41,7 +42,7 @@ def list_contracts(
 
 
 @router.get("/{contract_id}")
-def get_contract(contract_id: int, session: SessionDep, principal: PrincipalDep) -> ContractOut:
+def get_contract(contract_id: DbId, session: SessionDep, principal: PrincipalDep) -> ContractOut:
     """One contract with its products, purposes, clearance and status."""
     return ContractOut.model_validate(
         service.get_contract(session, contract_id=contract_id, viewer=principal)
@@ -50,7 +51,7 @@ def get_contract(contract_id: int, session: SessionDep, principal: PrincipalDep)
 
 @router.post("/{contract_id}/suspend")
 def suspend_contract(
-    contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
+    contract_id: DbId, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
 ) -> ContractOut:
     """Suspend a contract, with the reason (a curator): its calls are refused until resumed."""
     c = service.suspend_contract(session, contract_id=contract_id, by=curator, reason=body.reason)
@@ -59,7 +60,7 @@ def suspend_contract(
 
 @router.post("/{contract_id}/resume")
 def resume_contract(
-    contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
+    contract_id: DbId, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
 ) -> ContractOut:
     """Resume a suspended contract (a curator)."""
     c = service.resume_contract(session, contract_id=contract_id, by=curator, reason=body.reason)
@@ -68,7 +69,7 @@ def resume_contract(
 
 @router.post("/{contract_id}/terminate")
 def terminate_contract(
-    contract_id: int, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
+    contract_id: DbId, body: StatusChangeIn, session: SessionDep, curator: CuratorDep
 ) -> ContractOut:
     """Terminate a contract for good (a curator)."""
     c = service.terminate_contract(session, contract_id=contract_id, by=curator, reason=body.reason)

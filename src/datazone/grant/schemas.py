@@ -4,18 +4,20 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from datazone.limits import MAX_LIST, MAX_REASON, RequestBody
 
-class GrantIn(BaseModel):
+
+class GrantIn(RequestBody):
     """Purposes, datasets, products and institutions are checked by the service so that
     every problem is listed at once. The department is the caller's own."""
 
     model_config = ConfigDict(extra="forbid")
 
     department: str | None = Field(default=None, description="your department (the default)")
-    datasets: list[str]
-    purposes: list[str]
-    products: list[str] | None = Field(default=None, description="null: any product")
-    institutions: list[int] | None = Field(default=None, description="null: all institutions")
+    datasets: list[str] = Field(max_length=MAX_LIST)
+    purposes: list[str] = Field(max_length=MAX_LIST)
+    products: list[str] | None = Field(default=None, max_length=MAX_LIST, description="null: any product")
+    institutions: list[int] | None = Field(default=None, max_length=MAX_LIST, description="null: all institutions")
     valid_from: AwareDatetime
     valid_to: AwareDatetime
 
@@ -25,8 +27,8 @@ class GrantOut(BaseModel):
 
     id: str
     department: str
-    datasets: list[str]
-    purposes: list[str]
+    datasets: list[str] = Field(max_length=MAX_LIST)
+    purposes: list[str] = Field(max_length=MAX_LIST)
     products: list[str] | None
     institutions: list[int] | None
     valid_from: datetime
@@ -37,7 +39,7 @@ class GrantOut(BaseModel):
     status: str = Field(default="", description="live, upcoming, expired or revoked, as of the request")
 
 
-class RevokeIn(BaseModel):
+class RevokeIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1)
+    reason: str = Field(min_length=1, max_length=MAX_REASON)

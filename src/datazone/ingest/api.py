@@ -9,6 +9,7 @@ from datazone.deps import CuratorDep, DbDep, PrincipalDep, SessionDep
 from datazone.errors import Forbidden
 from datazone.ingest import service
 from datazone.ingest.schemas import IngestReport, IngestRunOut, RejectOut
+from datazone.limits import DbId, QueryText
 from datazone.openapi import content_responses
 from datazone.principal.service import a_kind
 
@@ -30,7 +31,7 @@ def trigger_run(dataset_id: str, session: SessionDep, operator: CuratorDep) -> I
 def list_runs(
     session: SessionDep,
     viewer: PrincipalDep,
-    dataset: str | None = Query(default=None),
+    dataset: QueryText = None,
     status: str | None = Query(default=None, pattern="^(new|running|succeeded|failed|aborted)$"),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[IngestRunOut]:
@@ -48,7 +49,7 @@ def list_runs(
 
 
 @router.get("/v1/ingest/runs/{run_id}", response_model=IngestReport)
-def get_report(run_id: int, session: SessionDep, viewer: PrincipalDep) -> IngestReport:
+def get_report(run_id: DbId, session: SessionDep, viewer: PrincipalDep) -> IngestReport:
     """An ingest run's report: its state, counts and the first rejected rows with their line and reason."""
     run = service.get_visible_run(session, run_id=run_id, viewer=viewer)
     rejects = service.list_rejects(session, run_id=run_id, limit=REPORT_PREVIEW)
@@ -65,7 +66,7 @@ def get_report(run_id: int, session: SessionDep, viewer: PrincipalDep) -> Ingest
     response_class=StreamingResponse,
     responses=content_responses("text/csv"),
 )
-def download_rejects(run_id: int, session: SessionDep, db: DbDep, viewer: PrincipalDep) -> StreamingResponse:
+def download_rejects(run_id: DbId, session: SessionDep, db: DbDep, viewer: PrincipalDep) -> StreamingResponse:
     """Every rejected row of an ingest run as CSV (line number, reason, the row), streamed."""
     service.get_visible_run(session, run_id=run_id, viewer=viewer)
 

@@ -5,9 +5,8 @@ it and hands over to the lifecycle service."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from datazone.dataset import service as dataset_service
 from datazone.deps import CuratorDep, InstitutionDep, OperatorDep, PrincipalDep, ReviewerDep, SessionDep
@@ -32,6 +31,7 @@ from datazone.lifecycle.schemas import (
     TransitionOut,
     UsageVolumeOut,
 )
+from datazone.limits import DbId, QueryText, SinceQuery, UntilQuery
 from datazone.principal.models import Principal
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierAdmissionOut, SupplierSpec
@@ -95,7 +95,7 @@ def file_demand(body: DemandIn, session: SessionDep, principal: PrincipalDep) ->
 
 @demands.get("", response_model=list[DemandOut])
 def list_demands(
-    session: SessionDep, principal: PrincipalDep, state: Annotated[str | None, Query()] = None
+    session: SessionDep, principal: PrincipalDep, state: QueryText = None
 ) -> list[DemandOut]:
     """Data demands: the operator sees all, others the ones they filed."""
     if principal.kind == "department":
@@ -104,13 +104,13 @@ def list_demands(
 
 
 @demands.get("/{demand_id}", response_model=DemandOut)
-def get_demand(demand_id: int, session: SessionDep, principal: PrincipalDep) -> DemandOut:
+def get_demand(demand_id: DbId, session: SessionDep, principal: PrincipalDep) -> DemandOut:
     """One data demand with its state and decision."""
     return DemandOut.model_validate(service.get_demand(session, demand_id=demand_id, viewer=principal))
 
 
 @demands.post("/{demand_id}/accept", response_model=DemandOut)
-def accept_demand(demand_id: int, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+def accept_demand(demand_id: DbId, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
     """Accept a demand (a curator): the operator commits to source the data."""
     return DemandOut.model_validate(
         service.accept_demand(session, demand_id=demand_id, by=by, reason=body.reason)
@@ -118,7 +118,7 @@ def accept_demand(demand_id: int, body: ReasonIn, session: SessionDep, by: Curat
 
 
 @demands.post("/{demand_id}/decline", response_model=DemandOut)
-def decline_demand(demand_id: int, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+def decline_demand(demand_id: DbId, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
     """Decline a demand, with the reason (a curator)."""
     return DemandOut.model_validate(
         service.decline_demand(session, demand_id=demand_id, by=by, reason=body.reason)
@@ -126,7 +126,7 @@ def decline_demand(demand_id: int, body: ReasonIn, session: SessionDep, by: Cura
 
 
 @demands.post("/{demand_id}/fulfil", response_model=DemandOut)
-def fulfil_demand(demand_id: int, body: FulfilIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+def fulfil_demand(demand_id: DbId, body: FulfilIn, session: SessionDep, by: CuratorDep) -> DemandOut:
     """Mark a demand fulfilled by the datasets and product that answer it (a curator)."""
     d = service.fulfil_demand(
         session,
@@ -140,7 +140,7 @@ def fulfil_demand(demand_id: int, body: FulfilIn, session: SessionDep, by: Curat
 
 
 @demands.post("/{demand_id}/cancel", response_model=DemandOut)
-def cancel_demand(demand_id: int, body: ReasonIn, session: SessionDep, principal: PrincipalDep) -> DemandOut:
+def cancel_demand(demand_id: DbId, body: ReasonIn, session: SessionDep, principal: PrincipalDep) -> DemandOut:
     """Cancel a demand (who filed it, or a curator)."""
     if principal.kind == "operator" and "curator" not in principal.roles:
         raise Forbidden(
@@ -169,7 +169,7 @@ def apply_supplier(body: SupplierApplicationIn, session: SessionDep, by: Operato
 
 @suppliers.get("", response_model=list[SupplierAdmissionOut])
 def list_suppliers(
-    session: SessionDep, _: OperatorDep, status: Annotated[str | None, Query()] = None
+    session: SessionDep, _: OperatorDep, status: QueryText = None
 ) -> list[SupplierAdmissionOut]:
     """Supplier applications and admitted suppliers, optionally by status (the operator)."""
     return [
@@ -242,8 +242,8 @@ def supplier_scorecard(
     supplier_id: str,
     session: SessionDep,
     principal: PrincipalDep,
-    since: Annotated[datetime | None, Query(description="default: 30 days before until")] = None,
-    until: Annotated[datetime | None, Query(description="default: now")] = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
 ) -> ScorecardOut:
     """A supplier's scorecard over a window: timeliness, quality and usage of its datasets."""
     _own_supplier(principal, supplier_id)
@@ -363,9 +363,9 @@ def history(
 def usage_volume(
     session: SessionDep,
     _: OperatorDep,
-    since: Annotated[datetime | None, Query(description="default: 30 days before until")] = None,
-    until: Annotated[datetime | None, Query(description="default: now")] = None,
-    product: Annotated[str | None, Query()] = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    product: QueryText = None,
 ) -> list[UsageVolumeOut]:
     """Data accesses per product and Shanghai day."""
     start, end = _window(since, until)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from datazone.dataset.schemas import SLUG
+from datazone.limits import MAX_LIST, RequestBody
 from datazone.purposes import Purpose
 from datazone.supplier.schemas import Attachment
 
@@ -26,7 +27,7 @@ class TransitionOut(BaseModel):
     at: datetime
 
 
-class ReasonIn(BaseModel):
+class ReasonIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     reason: Reason
@@ -35,21 +36,23 @@ class ReasonIn(BaseModel):
 # --- demands ----------------------------------------------------------------------------------
 
 
-class DemandIn(BaseModel):
+class DemandIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     title: Annotated[str, Field(min_length=1, max_length=300)]
     description: Annotated[str, Field(max_length=10_000)] = ""
-    purposes: list[Purpose] = Field(default_factory=list)
-    wanted_fields: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list)
-    wanted_departments: list[Annotated[str, Field(pattern=SLUG)]] = Field(default_factory=list)
+    purposes: list[Purpose] = Field(default_factory=list, max_length=MAX_LIST)
+    wanted_fields: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=MAX_LIST
+    )
+    wanted_departments: list[Annotated[str, Field(pattern=SLUG)]] = Field(default_factory=list, max_length=MAX_LIST)
 
 
-class FulfilIn(BaseModel):
+class FulfilIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     reason: Reason
-    dataset_ids: list[str] = Field(default_factory=list)
+    dataset_ids: list[str] = Field(default_factory=list, max_length=MAX_LIST)
     product_id: str | None = None
 
 
@@ -74,7 +77,7 @@ class DemandOut(BaseModel):
 # --- suppliers ----------------------------------------------------------------------------------
 
 
-class SupplierApplicationIn(BaseModel):
+class SupplierApplicationIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     id: Annotated[str, Field(pattern=SLUG)]
@@ -82,16 +85,17 @@ class SupplierApplicationIn(BaseModel):
     name_en: str = ""
     kind: Literal["department", "other"] = "department"
     attachments: list[Attachment] = Field(
-        default_factory=list, description="qualification certificate, security assessment, ..."
+        default_factory=list,
+        max_length=MAX_LIST, description="qualification certificate, security assessment, ..."
     )
     reason: Reason = "applied for admission"
 
 
-class SupplierDecisionIn(BaseModel):
+class SupplierDecisionIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     reason: Reason
-    attachments: list[Attachment] = Field(default_factory=list)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 class ScorecardOut(BaseModel):
@@ -120,7 +124,7 @@ class ScorecardOut(BaseModel):
 # --- datasets ----------------------------------------------------------------------------------
 
 
-class AdmissionIn(BaseModel):
+class AdmissionIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["admit", "reject"]
@@ -148,7 +152,7 @@ class DatasetReviewOut(BaseModel):
     at: datetime
 
 
-class DeprecateIn(BaseModel):
+class DeprecateIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     successor: Annotated[str, Field(min_length=1, description="the dataset that replaces this one")]
@@ -183,7 +187,7 @@ class DatasetQualityOut(BaseModel):
 # --- ratings and usage -----------------------------------------------------------------------------
 
 
-class RatingIn(BaseModel):
+class RatingIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     score: Annotated[int, Field(ge=1, le=5)]

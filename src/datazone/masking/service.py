@@ -47,6 +47,21 @@ class MaskedAnswer:
         return [name for name, how in self.applied.items() if how == WITHHELD]
 
 
+def treatment(rule: FieldRule | None, *, clearance: int) -> str:
+    """How a field is shown at `clearance`: clear, withheld, or its masking method's name.
+    It depends on the rule alone, never on the value, so it can be published ahead of answers."""
+    if not 1 <= clearance <= NEVER_RELEASED_GRADE - 1:
+        raise ValueError(f"clearance must be 1..4, not {clearance}")
+    if rule is None or rule.grade >= NEVER_RELEASED_GRADE or (rule.grade > clearance and rule.method is Masking.none):
+        return WITHHELD
+    return CLEAR if rule.grade <= clearance else rule.method.value
+
+
+def treatments(rules: Sequence[FieldRule], *, clearance: int) -> dict[str, str]:
+    """Each rule's field and how it is shown at `clearance`."""
+    return {rule.name: treatment(rule, clearance=clearance) for rule in rules}
+
+
 def mask_answer(answer: Mapping[str, Any], rules: Sequence[FieldRule], *, clearance: int) -> MaskedAnswer:
     """Apply the rules to one answer. Fields without a rule are withheld (fail closed)."""
     if not 1 <= clearance <= NEVER_RELEASED_GRADE - 1:
@@ -56,14 +71,14 @@ def mask_answer(answer: Mapping[str, Any], rules: Sequence[FieldRule], *, cleara
     applied: dict[str, str] = {}
     for name, value in answer.items():
         rule = by_name.get(name)
-        if rule is None or rule.grade >= NEVER_RELEASED_GRADE:
-            values[name], applied[name] = None, WITHHELD
-        elif rule.grade <= clearance:
-            values[name], applied[name] = value, CLEAR
-        elif rule.method is Masking.none:
-            values[name], applied[name] = None, WITHHELD
+        how = applied[name] = treatment(rule, clearance=clearance)
+        if how == WITHHELD:
+            values[name] = None
+        elif how == CLEAR:
+            values[name] = value
         else:
-            values[name], applied[name] = mask_value(value, rule.method), rule.method.value
+            assert rule is not None
+            values[name] = mask_value(value, rule.method)
     return MaskedAnswer(values=values, applied=applied)
 
 

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
 
 from datazone.deps import CuratorDep, PrincipalDep, SessionDep
+from datazone.limits import QueryDbId, SinceQuery, UntilQuery, page_limit
 from datazone.metering import service
 from datazone.metering.schemas import PlanIn, PlanOut, UsageDayOut, UsageOut
 from datazone.openapi import content_responses
@@ -37,7 +38,7 @@ def create_plan(body: PlanIn, session: SessionDep, curator: CuratorDep) -> PlanO
 
 @router.get("/plans")
 def list_plans(
-    session: SessionDep, principal: PrincipalDep, institution_id: int | None = None
+    session: SessionDep, principal: PrincipalDep, institution_id: QueryDbId = None
 ) -> list[PlanOut]:
     """Price plans: an institution sees its own, the operator all."""
     plans = service.list_plans(session, viewer=principal, institution_id=institution_id)
@@ -54,9 +55,9 @@ def get_plan(plan_id: str, session: SessionDep, principal: PrincipalDep) -> Plan
 def usage(
     session: SessionDep,
     principal: PrincipalDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    institution_id: int | None = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    institution_id: QueryDbId = None,
 ) -> UsageOut:
     """Usage by institution, product and Shanghai day: calls, units, free units, charged fen
     (default window: this month so far). An institution sees its own."""
@@ -85,10 +86,10 @@ def usage_events(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
-    since: datetime | None = None,
+    since: SinceQuery = None,
     after: uuid.UUID | None = None,
-    limit: int = 1000,
-    institution_id: int | None = None,
+    limit: Annotated[int, page_limit(service.MAX_EVENTS_PAGE)] = 1000,
+    institution_id: QueryDbId = None,
 ) -> Response:
     """Usage events as a CloudEvents 1.0 JSON batch, in time order; a full page links to the next."""
     events = service.list_usage_events(

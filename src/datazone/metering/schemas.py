@@ -4,14 +4,16 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from datazone.limits import MAX_NAME, Int4, RequestBody
 
-class PlanIn(BaseModel):
+
+class PlanIn(RequestBody):
     """Values are checked by the service, so that every problem is listed at once."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(description="slug: a-z, 0-9 and '-'")
-    name: str
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     institution_id: int | None = Field(default=None, description="set: a private plan for this institution")
     free_units: int = 0
     free_period: str = Field(default="day", description="day or month (Asia/Shanghai calendar)")
@@ -20,14 +22,14 @@ class PlanIn(BaseModel):
     quota_units: int | None = None
     quota_period: str | None = None
     rate_per_second: float
-    burst: int
+    burst: Int4
 
 
 class PlanOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
-    name: str
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     institution_id: int | None
     free_units: int
     free_period: str

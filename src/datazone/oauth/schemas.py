@@ -7,21 +7,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from datazone.limits import MAX_NAME, MAX_REASON, RequestBody
 
-class ClientCreate(BaseModel):
+
+class ClientCreate(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, description="what the application is, e.g. 'loan-origination'")
+    name: str = Field(min_length=1, max_length=MAX_NAME, description="what the application is, e.g. 'loan-origination'")
     auth_method: Literal["client_secret_basic", "private_key_jwt"] = "client_secret_basic"
     jwks: dict[str, Any] | None = Field(
         default=None, description="the client's PUBLIC keys, for private_key_jwt"
     )
 
 
-class ClientRevoke(BaseModel):
+class ClientRevoke(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str | None = None
+    reason: str | None = Field(default=None, max_length=MAX_REASON)
 
 
 class ClientOut(BaseModel):

@@ -9,6 +9,7 @@ dependency before Authlib sees it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from starlette.responses import JSONResponse
 
 from datazone.audit import service as audit_service
 from datazone.config import Settings
+from datazone.limits import MAX_DETAIL, excerpt
 from datazone.oauth import keys
 from datazone.oauth import service as oauth_service
 from datazone.oauth.models import OAuthClient
@@ -57,6 +59,32 @@ INTROSPECT_PATH = "/oauth/introspect"
 JWKS_PATH = "/oauth/jwks.json"
 # an assertion may live this long at most: its jti is stored until then
 MAX_ASSERTION_SECONDS = 3600
+# a client id as the registry issues them (dzc_...): anything else names no client
+_CLIENT_ID = re.compile(r"[\x21-\x7e]{1,100}")
+_NOT_ERROR_TEXT = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]+')
+
+
+def error_text(text: str, limit: int = 500) -> str:
+    """`text` as an OAuth error_description may carry it (RFC 6749 section 5.2: printable ASCII
+    without '"' and '\\'): each run of other characters becomes '?', at most `limit` characters.
+    Reasons the zone writes in Chinese keep their readable form in `error_detail`."""
+    ascii_text = _NOT_ERROR_TEXT.sub("?", text.replace('"', "'").replace("\\", "/"))
+    return ascii_text if len(ascii_text) <= limit else ascii_text[: limit - 3] + "..."
+
+
+class ScopeRefused(InvalidScopeError):  # type: ignore[misc]
+    """invalid_scope whose reasons may be in any language: the description is their ASCII form,
+    `error_detail` the reasons as written (JSON carries UTF-8 fine)."""
+
+    def __init__(self, reasons: str) -> None:
+        super().__init__(description=error_text(reasons))
+        self.reasons = excerpt(reasons, MAX_DETAIL)
+
+    def get_body(self) -> list[tuple[str, Any]]:
+        body: list[tuple[str, Any]] = super().get_body()
+        if self.reasons != self.description:
+            body.append(("error_detail", self.reasons))
+        return body
 
 
 @dataclass
@@ -155,6 +183,8 @@ class ZoneAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     # -- the hooks Authlib leaves to the framework
 
     def query_client(self, client_id: str) -> ZoneClient | None:
+        if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
+            return None  # no registered id looks like this (and text with NUL cannot be looked up)
         row = oauth_service.get_client(self.session, client_id=client_id)
         return ZoneClient(row) if row is not None else None
 
@@ -195,16 +225,24 @@ class ZoneAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def refuse_unusable(self, client: ZoneClient) -> ZoneClient:
         problem = oauth_service.client_problem(self.session, client.row)
         if problem:
-            raise InvalidClientError(status_code=401, description=problem)
+            raise InvalidClientError(status_code=401, description=error_text(problem))
         return client
 
     def _authenticate_secret_basic(self, query_client: Any, request: OAuth2Request) -> ZoneClient | None:
-        client_id, client_secret = extract_basic_authorization(request.headers)
+        try:
+            client_id, client_secret = extract_basic_authorization(request.headers)
+        except ValueError:  # not ASCII base64, or not UTF-8 once decoded
+            raise InvalidClientError(
+                status_code=401,
+                description="the Basic credentials are not base64 of UTF-8 'client_id:client_secret' (RFC 6749 2.3.1)",
+            ) from None
         if not client_id:
             return None
         client = query_client(client_id)
         if client is None:
-            raise InvalidClientError(status_code=401, description=f"no client {client_id!r} in this zone")
+            raise InvalidClientError(
+                status_code=401, description=error_text(f"no client '{excerpt(client_id)}' in this zone")
+            )
         if client.row.token_endpoint_auth_method != AUTH_METHODS[0]:
             raise InvalidClientError(
                 status_code=401,
@@ -309,14 +347,12 @@ class ZoneClientCredentialsGrant(ClientCredentialsGrant):  # type: ignore[misc]
         )
         if requested is None and not decision.allowed:
             why = "; ".join(f"{s}: {r}" for s, r in decision.refused.items())
-            raise InvalidScopeError(
-                description="no product is open to your institution now"
+            raise ScopeRefused(
+                "no product is open to your institution now"
                 + (f" ({why})" if why else ": it holds no contract; ask the operator for one")
             )
         if decision.refused and requested is not None:
-            raise InvalidScopeError(
-                description="; ".join(f"scope {s} refused: {r}" for s, r in decision.refused.items())
-            )
+            raise ScopeRefused("; ".join(f"scope {s} refused: {r}" for s, r in decision.refused.items()))
         self.request.scope = " ".join(decision.allowed)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:

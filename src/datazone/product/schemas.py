@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datazone.dataset.schemas import IDENT, SLUG, Masking
+from datazone.limits import RequestBody
 from datazone.purposes import Purpose
 
 
@@ -358,7 +359,7 @@ class AppliedOut(BaseModel):
     result: str  # created, updated, unchanged
 
 
-class TransitionIn(BaseModel):
+class TransitionIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     reason: Annotated[str, Field(min_length=1, max_length=2000)]

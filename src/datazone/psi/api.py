@@ -23,6 +23,7 @@ from datazone.config import Settings
 from datazone.db import Database
 from datazone.deps import DbDep, OperatorDep, SessionDep, SettingsDep
 from datazone.errors import InvalidSpec
+from datazone.limits import MAX_CHUNK_BODY
 from datazone.oauth.resource import AccessGrant
 from datazone.openapi import content_responses
 from datazone.principal import service as principal_service
@@ -34,8 +35,6 @@ router = APIRouter(prefix="/v1/psi", tags=["private set intersection"])
 
 PROTOBUF = "application/x-protobuf"
 SessionId = Annotated[str, Path(pattern=r"^psi_[A-Za-z0-9_-]{8,60}$")]
-# an OpenMined request of 10,000 points is about 340 KB; anything far beyond the chunk size is refused unread
-MAX_CHUNK_BODY = 64 * 1024 * 1024
 
 
 def _session_refusals_audited(

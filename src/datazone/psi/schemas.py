@@ -7,12 +7,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from datazone.limits import RequestBody
 from datazone.purposes import Purpose
 
 PRODUCT_ID = r"^[a-z][a-z0-9-]{1,62}$"
 
 
-class SessionIn(BaseModel):
+class SessionIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     product: Annotated[str, Field(pattern=PRODUCT_ID)]
@@ -42,7 +43,7 @@ class SessionOut(BaseModel):
     state: Literal["open", "expired"]
 
 
-class RotateIn(BaseModel):
+class RotateIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
@@ -75,7 +76,7 @@ class ArtifactOut(BaseModel):
     ready_at: datetime | None
 
 
-class JobIn(BaseModel):
+class JobIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     product: Annotated[str, Field(pattern=PRODUCT_ID)]

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from datazone.limits import RequestBody
+
 MODEL_ID = r"^mdl_[A-Za-z0-9_-]{8,36}$"
 JOB_ID = r"^sjb_[A-Za-z0-9_-]{8,36}$"
 ModelState = Literal["pending_review", "approved", "rejected", "retired"]
@@ -49,20 +51,20 @@ class ModelOut(BaseModel):
     retire_reason: str | None
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["approve", "reject"]
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
 
 
-class RetireIn(BaseModel):
+class RetireIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
 
 
-class ScoreIn(BaseModel):
+class ScoreIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     model: Annotated[str, Field(pattern=MODEL_ID)]
@@ -87,7 +89,7 @@ class ScoreOut(BaseModel):
     charged_fen: int
 
 
-class JobIn(BaseModel):
+class JobIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     model: Annotated[str, Field(pattern=MODEL_ID)]

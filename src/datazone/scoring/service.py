@@ -54,7 +54,7 @@ from datazone.consent import service as consent_service
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import SHANGHAI
 from datazone.db import notify_work
-from datazone.errors import Conflict, DomainError, Forbidden, InvalidSpec, NotFound
+from datazone.errors import Conflict, DomainError, Forbidden, InvalidSpec, InvalidUscc, NotFound
 from datazone.grant import service as grant_service
 from datazone.metering import service as metering
 from datazone.oauth import resource
@@ -1164,7 +1164,7 @@ def _validate_codes(usccs: Sequence[str]) -> list[str]:
     if errors:
         shown = errors[:100]
         more = f" and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
-        raise InvalidSpec(
+        raise InvalidUscc(
             f"{len(errors)} of the {len(codes)} codes are not valid unified social credit codes: "
             + "; ".join(f"{e['location']}: {e['problem']}" for e in shown)
             + more

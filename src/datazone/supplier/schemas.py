@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from datazone.dataset.schemas import SLUG
+from datazone.limits import RequestBody
 
 
 class SupplierSpec(BaseModel):
@@ -17,7 +18,7 @@ class SupplierSpec(BaseModel):
     kind: Literal["department", "other"] = "department"
 
 
-class Attachment(BaseModel):
+class Attachment(RequestBody):
     """A reference to a document an admission is decided on; the document itself stays where it is."""
 
     model_config = ConfigDict(extra="forbid")

@@ -65,6 +65,14 @@ class AnonymousParameters:
     price_fen: int | None
     raw: dict[str, Any] = field(repr=False)
 
+    @property
+    def withheld(self) -> tuple[str, ...]:
+        """Output fields the zone withholds from this product's full answers (they open as null)."""
+        masking = self.raw.get("masking")
+        if not isinstance(masking, dict):
+            return ()
+        return tuple(sorted(str(name) for name, how in masking.items() if how == "withheld"))
+
 
 @dataclass(frozen=True)
 class AnonymousAnswer:
@@ -73,6 +81,7 @@ class AnonymousAnswer:
     answer: dict[str, Any] | None  # full answers only
     bucket: int
     candidates: int  # how many enterprises the zone could not tell this one from
+    withheld: tuple[str, ...] = ()  # fields of `answer` the zone withholds: null there is not "no value"
 
 
 @dataclass(frozen=True)
@@ -229,7 +238,8 @@ def _ask(
         zip(codes, buckets, sizes, labels, strict=True)
     ):
         found, answer = _read_label(params.answer, label, f"{where}: answers.{index}")
-        results.append(AnonymousAnswer(code, found, answer, bucket, candidates))
+        withheld = params.withheld if answer is not None else ()
+        results.append(AnonymousAnswer(code, found, answer, bucket, candidates, withheld))
     charged = answered.get("charged_fen")
     return results, charged if isinstance(charged, int) else None
 

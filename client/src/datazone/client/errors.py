@@ -17,10 +17,16 @@ import httpx
 _MAX_BODY_IN_DETAIL = 500
 
 
+# credentials the zone issues are long; a short one is a typo, and scrubbing it would rewrite
+# ordinary words of the message ("the client secret is wrong" for the secret "wrong")
+_MIN_SCRUBBED = 8
+
+
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, str):
         for secret in secrets:
-            value = value.replace(secret, "[redacted]")
+            if len(secret) >= _MIN_SCRUBBED:
+                value = value.replace(secret, "[redacted]")
         return value
     if isinstance(value, Mapping):
         return {k: _scrub(v, secrets) for k, v in value.items()}

@@ -107,11 +107,17 @@ def lookup(
     table = Table("field", "value", "masking")
     fields = masking.get("fields", {}) if isinstance(masking, dict) else {}
     for name, value in flatten(answer.get("answer") or {}):
-        table.add_row(name, _shown(value), str(fields.get(name.split(".")[0], "")))
+        how = str(fields.get(name.split(".")[0], ""))
+        table.add_row(name, _shown(value, withheld=how == "withheld"), how)
     out.print(table)
 
 
-def _shown(value: object) -> str:
+def _shown(value: object, *, withheld: bool = False) -> str:
+    """A value as printed: a withheld field says so, and a missing value is not printed as None."""
+    if withheld:
+        return "withheld"
+    if value is None:
+        return "(no value)"
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else str(value)
 
 
@@ -159,7 +165,7 @@ def _anonymous_lookup(
             out.print(head, markup=False)
             table = Table("field", "value")
             for name, value in flatten(r.answer or {}):
-                table.add_row(name, _shown(value))
+                table.add_row(name, _shown(value, withheld=name.split(".")[0] in r.withheld))
             out.print(table)
     if looked_up.charged_fen:
         err.print(f"charged {looked_up.charged_fen / 100:.2f} yuan", markup=False)
