@@ -101,7 +101,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-examples", type=int, default=20, help="cases per operation and phase")
     parser.add_argument("--seed", type=int, default=20261207, help="Hypothesis seed (fixed: the same cases each run)")
-    parser.add_argument("--budget", type=float, default=420.0, help="wall-clock seconds for the three runs together")
+    parser.add_argument("--budget", type=float, default=540.0, help="wall-clock seconds for the three runs together")
     parser.add_argument("--phases", default="examples,coverage,fuzzing", help="Schemathesis phases to run")
     parser.add_argument(
         "--only", choices=["anonymous", "bank", "operator"], action="append", help="run only these (repeatable)"

@@ -92,6 +92,8 @@ def test_security_schemes_and_who_may_call_what(document: dict[str, Any]) -> Non
     assert paths["/v1/products/{product_id}/enterprises"]["post"]["security"] == [{"productToken": []}]
     assert paths["/v1/grants"]["post"]["security"] == [{"departmentKey": []}]
     assert paths["/v1/contracts"]["post"]["security"] == [{"operatorKey": []}]
+    assert paths["/v1/contracts"]["post"]["description"].endswith("Needs an operator key with the role curator.")
+    assert paths["/v1/audit/verify"]["get"]["description"].endswith("with the role auditor.")
     assert paths["/v1/clients"]["post"]["security"] == [{"institutionKey": []}]
     # any principal: all three keys
     assert len(paths["/v1/datasets"]["get"]["security"]) == 3

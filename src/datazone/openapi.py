@@ -18,6 +18,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from datazone.capacity import UNGATED_PATHS
@@ -174,6 +175,7 @@ class Auth:
     def __init__(self) -> None:
         self.product_token = False  # an OAuth2 access token (client credentials)
         self.kinds: set[str] = set()  # control-plane keys: operator, department, institution
+        self.roles: set[str] = set()  # an operator key must hold one of these roles
 
     @property
     def any(self) -> bool:
@@ -203,8 +205,13 @@ def route_auth(route: RouteContext) -> Auth:
         elif name == "caller" and module == "datazone.scoring.api":
             auth.product_token = True
             auth.kinds |= {"operator", "institution"}
-        elif name in ("require_operator", "require_role.<locals>.check"):
+        elif name == "require_operator":
             auth.kinds.add("operator")
+        elif name == "require_role.<locals>.check":
+            auth.kinds.add("operator")
+            for cell in _closure(call):
+                if isinstance(cell, tuple):
+                    auth.roles |= {r for r in cell if isinstance(r, str)}
         elif name == "require_kind.<locals>.check":
             auth.kinds |= {c for c in _closure(call) if isinstance(c, str) and c in all_kinds}
     # a key of any kind, unless a require_* guard above narrowed it
@@ -328,6 +335,9 @@ def describe(app: FastAPI) -> dict[str, Any]:
             # FastAPI's own 422 (HTTPValidationError, application/json) is not what the gateway sends
             if "422" in responses:
                 responses["422"] = problem_response(422)
+            if auth.roles:
+                needs = f"Needs an operator key with the role {' or '.join(sorted(auth.roles))}."
+                operation["description"] = f"{operation.get('description', '').rstrip()}\n\n{needs}".lstrip()
             security = _security(auth)
             if security:
                 operation["security"] = security
@@ -349,8 +359,12 @@ def install(app: FastAPI, scopes: Callable[[Session], list[str]]) -> None:
         db = getattr(app.state, "db", None)
         if db is None:
             return app.openapi_schema
-        with db.unit_of_work() as session:
-            published = scopes(session)
+        try:
+            with db.unit_of_work() as session:
+                published = scopes(session)
+        except SQLAlchemyError:
+            # the document stays readable without its database: the generic scope still says it all
+            return app.openapi_schema
         doc = copy.copy(app.openapi_schema)
         doc["components"] = copy.deepcopy(app.openapi_schema["components"])
         flow = doc["components"]["securitySchemes"]["productToken"]["flows"]["clientCredentials"]

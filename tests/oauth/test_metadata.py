@@ -3,6 +3,7 @@ RS256 can be enabled beside ES256 and a client verifies such a token against the
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from datazone.config import Settings
 from datazone.db import Database
+from datazone.oauth import keys
 from tests.conftest import fresh_database
 from tests.oauth.conftest import CONTRACTED, ISSUER, Institution, new_client, oauth_app, token_request
 
@@ -61,12 +63,19 @@ def test_rs256_beside_es256(db: Database, oauth_settings: Settings, institution:
         listed = api.get("/v1/products", headers={"Authorization": f"Bearer {access_token}"})
         assert listed.status_code == 200, listed.text
         assert {p["id"] for p in listed.json()} == set(CONTRACTED)
-    # back on ES256 only: tokens are ES256, and the RS256 token still verifies until it expires
+    # back on ES256 only: tokens are ES256, the RS256 key is retired, and its token still verifies
+    # until it expires (the key stays published that long)
     with TestClient(oauth_app(db, oauth_settings)) as api:
         es = token_request(api, client_id, secret).json()["access_token"]
         assert jws.extract_compact(es.encode()).headers()["alg"] == "ES256"
         still = api.get("/v1/products", headers={"Authorization": f"Bearer {access_token}"})
         assert still.status_code == 200
+        assert header["kid"] in {k["kid"] for k in api.get("/oauth/jwks.json").json()["keys"]}
+    with db.unit_of_work() as s:
+        rs_key = s.get(keys.SigningKey, header["kid"])
+        assert rs_key is not None and rs_key.retires_at is not None
+        later = keys.published_keys(s, at=rs_key.retires_at + timedelta(seconds=1))
+        assert later and {k.alg for k in later} == {"ES256"}
 
 
 def test_signing_algs_setting_is_checked(oauth_settings: Settings) -> None:

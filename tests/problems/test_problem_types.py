@@ -45,11 +45,16 @@ def _types_in_source() -> set[str]:
 
 
 def test_every_type_in_the_code_has_a_page() -> None:
-    create_app(settings=Settings())  # imports every domain, as the running gateway does
+    settings = Settings()
+    # imports every domain, as the running gateway does (the pages need no database: no lifespan)
+    pages = TestClient(create_app(settings=settings))
     named = _types_in_source()
     assert {"invalid-request", "not-found", "invalid-token", "too-few-features"} <= named
-    missing = named - set(problem_types())
-    assert missing == set()
+    assert named - set(problem_types()) == set()
+    for name in sorted(named):
+        page = pages.get(f"/problems/{name}")
+        assert page.status_code == 200, name
+        assert page.json()["type"] == f"{settings.issuer}/problems/{name}"
 
 
 def test_a_new_error_class_gets_its_page_without_editing_a_list() -> None:

@@ -117,7 +117,15 @@ def current_signing_key(
 
 def ensure_signing_keys(session: Session, settings: Settings, *, at: datetime | None = None) -> list[SigningKey]:
     """A current key for every configured algorithm, made now if missing or stale: the gateway calls
-    this at start-up, so the JWKS holds the keys before the first token is issued."""
+    this at start-up, so the JWKS holds the keys before the first token is issued. The active key of
+    an algorithm no longer configured is retired, published until the tokens it signed expire."""
+    at = at or utcnow()
+    dropped = session.scalars(
+        sa.select(SigningKey).where(SigningKey.retires_at.is_(None), SigningKey.alg.not_in(settings.signing_algs))
+    ).all()
+    for key in dropped:
+        key.retires_at = at + timedelta(seconds=settings.oauth_token_seconds) + PUBLISH_MARGIN
+    session.flush()
     return [current_signing_key(session, settings, at=at, alg=alg) for alg in settings.signing_algs]
 
 
