@@ -55,13 +55,6 @@ HANDLER_PROBLEMS = (
         "Read the detail; it names what the gateway could not accept.",
     ),
     ProblemType(
-        413,
-        "payload-too-large",
-        "The request body is too large",
-        "The body is larger than this route accepts (PSI chunks and uploads take more than other routes).",
-        "Send a smaller body: split a batch into several requests.",
-    ),
-    ProblemType(
         503,
         "not-ready",
         "Not ready",
@@ -78,13 +71,6 @@ HANDLER_PROBLEMS = (
         "waited its longest for a place (or for a database connection) without getting one.",
         "Wait the seconds `Retry-After` gives and send the request again (with the same "
         "Idempotency-Key, if it had one: a retry is never billed twice).",
-    ),
-    ProblemType(
-        500,
-        "internal-error",
-        "Internal error",
-        "The gateway failed on something it did not expect; nothing was billed or written.",
-        "Try again later; if it persists, give the operator the `incident` id of the answer.",
     ),
 )
 

@@ -133,7 +133,7 @@ def test_list_of_types(api: TestClient) -> None:
         listed = api.get("/problems").json()
         names = [t["name"] for t in listed]
         assert names == sorted(names) and len(names) == len(set(names))
-        assert {"invalid-request", "payload-too-large", "internal-error", "insufficient-scope"} <= set(names)
+        assert {"invalid-request", "body-too-large", "internal-error", "insufficient-scope", "gateway-busy", "not-ready"} <= set(names)
         assert all(t["meaning"] and t["remedy"] and 400 <= t["status"] <= 599 for t in listed)
         html = api.get("/problems", headers={"Accept": "text/html"}).text
         assert '<a href="/problems/insufficient-scope">insufficient-scope</a>' in html
