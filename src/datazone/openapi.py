@@ -325,7 +325,8 @@ def describe(app: FastAPI) -> dict[str, Any]:
                 (r.get("content") or {}).get("application/json", {}).get("schema", {}).get("$ref") == OAUTH_ERROR_REF
                 for r in responses.values()
             )
-            inferred = {413} & _error_statuses(route, method.lower(), operation, auth) if oauth_errors else (
+            # the input boundary answers them before Authlib sees the form: a body too large (413), a NUL (422)
+            inferred = {413, 422} & _error_statuses(route, method.lower(), operation, auth) if oauth_errors else (
                 _error_statuses(route, method.lower(), operation, auth)
             )
             if (route.path_format or "") not in UNGATED_PATHS:
