@@ -101,6 +101,7 @@ _ATTEMPT_SECONDS = 0.75
 _CONNECT_GRACE_SECONDS = 10.0
 _TERMINATE_GRACE_SECONDS = 3.0
 _STOP_SECONDS = 3.0
+_LINGER_SECONDS = 2.0
 _POLL_SECONDS = 0.05
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CACHE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # institutions name directories after it
@@ -913,6 +914,10 @@ def _child_main() -> None:
     # the peer has already gone), and by now that no longer changes the outcome.
     for context in links:
         _stop(context)
+    if payload["kind"] == "zone" and outcome.get("ok"):
+        # brpc on the institution's side aborts its process when the zone's end vanishes while
+        # it still finishes closing (seen with spu called directly): stay a moment longer
+        time.sleep(_LINGER_SECONDS)
     _exit_now(0)
 
 
