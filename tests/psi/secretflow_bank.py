@@ -3,7 +3,7 @@ step by step, and nothing else (no datazone import; `spu`, `httpx` and `cryptogr
 
 Run as a script by tests/psi/test_secretflow_direct.py:
 
-    python secretflow_bank.py ZONE_URL ACCESS_TOKEN PROTOCOL CUSTOMERS_CSV WORKDIR LISTEN_PORT
+    python secretflow_bank.py ZONE_URL ACCESS_TOKEN PROTOCOL CUSTOMERS_CSV WORKDIR LISTEN_PORT [keep-link-open]
 
 It prints one JSON line: the job as the zone last showed it and the intersection it found.
 """
@@ -50,7 +50,9 @@ def self_signed(workdir: Path) -> tuple[Path, Path]:
     return crt, pem_key
 
 
-def main(zone_url: str, token: str, protocol: str, customers: Path, workdir: Path, port: int) -> dict[str, object]:
+def main(
+    zone_url: str, token: str, protocol: str, customers: Path, workdir: Path, port: int, *, close_link: bool = True
+) -> dict[str, object]:
     http = httpx.Client(base_url=zone_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
     codes = customers.read_text().split("\n")[1:]
     n = len([c for c in codes if c])
@@ -122,13 +124,14 @@ def main(zone_url: str, token: str, protocol: str, customers: Path, workdir: Pat
         psi.psi_execute(config, lctx)
     # step 5: close the link; this is what tells the zone you have your result
     started = time.monotonic()
-    lctx.stop_link()
+    if close_link:
+        lctx.stop_link()
     stop_seconds = time.monotonic() - started
     # step 6: read the result (section 5.5: a quoted header, then one code a line)
     lines = output.read_text().splitlines()
     header, matched = lines[0], [line.strip('"') for line in lines[1:] if line]
     # step 7: poll the job until it ends
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + (60 if close_link else 180)
     while True:
         status = http.get(f"/v1/psi/jobs/{job['job_id']}").json()
         if status["status"] in ("succeeded", "failed", "expired") or time.monotonic() > deadline:
@@ -139,7 +142,11 @@ def main(zone_url: str, token: str, protocol: str, customers: Path, workdir: Pat
 
 if __name__ == "__main__":
     zone_url, token, protocol, customers, workdir, port = sys.argv[1:7]
-    outcome = main(zone_url, token, protocol, Path(customers).resolve(), Path(workdir).resolve(), int(port))
+    # a seventh argument "keep-link-open" skips step 5: a bank that never confirms
+    outcome = main(
+        zone_url, token, protocol, Path(customers).resolve(), Path(workdir).resolve(), int(port),
+        close_link=sys.argv[7:] != ["keep-link-open"],
+    )
     print(json.dumps(outcome), flush=True)
     # brpc's static destructors can hang at interpreter exit (section 6): leave at once
     os._exit(0)

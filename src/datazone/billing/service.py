@@ -184,11 +184,10 @@ def _post_credit(
     actor_name: str | None = None,
 ) -> LedgerEntry:
     """Write a credit against a locked debit, give it back to the month's spend, and audit it."""
-    amount = amount_fen
     credit = LedgerEntry(
         institution_id=debit.institution_id,
         kind="credit",
-        amount_fen=amount,
+        amount_fen=amount_fen,
         period=debit.period,
         product_id=debit.product_id,
         usage_count=0,
@@ -200,7 +199,7 @@ def _post_credit(
     session.add(credit)
     session.flush()
     metering_service.refund_spend(
-        session, institution_id=debit.institution_id, period=debit.period, amount_fen=amount
+        session, institution_id=debit.institution_id, period=debit.period, amount_fen=amount_fen
     )
     audit_service.record(
         session,
@@ -213,7 +212,7 @@ def _post_credit(
         institution_id=debit.institution_id,
         detail={
             "debit_id": debit.id,
-            "amount_fen": amount,
+            "amount_fen": amount_fen,
             "debit_fen": debit.amount_fen,
             "period": debit.period,
             "product_id": debit.product_id,

@@ -22,6 +22,7 @@ holds nothing else secret and is deleted once the result is written.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import json
@@ -778,7 +779,7 @@ def _run_engine(
     )
     workdir = Path(tempfile.mkdtemp(prefix="datazone-psi-"))  # 0700: it holds the list while the job runs
     try:
-        cert, key = _link_certificate(root, job_key)
+        request = _job_request(root, job_key, have_cache=have is not None)
         for _ in range(MAX_FAILED_REPLAYS):
             job = _json_object(
                 zone._call(
@@ -790,8 +791,8 @@ def _run_engine(
                         "set_size": total,
                         "peer_address": peer_address,
                         "protocol": protocol.value,
-                        "institution_certificate_pem": cert.read_text(encoding="ascii"),
-                        "have_cache": have is not None,
+                        "institution_certificate_pem": request.certificate.read_text(encoding="ascii"),
+                        "have_cache": request.have_cache,
                     },
                     idempotency_key=job_key,
                 ),
@@ -801,7 +802,8 @@ def _run_engine(
                 break
             # this command's earlier job, which ended without a result: a key of its own makes the next
             job_key = zone.job_key("psi-engine-after", job_key, str(job.get("job_id")))
-            cert, key = _link_certificate(root, job_key)
+            request = _job_request(root, job_key, have_cache=have is not None)
+        cert, key = request.certificate, request.private_key
         if job.get("ticket") is None and job.get("job_id"):
             return _earlier_engine_result(product, purpose, listed, job, output)
         missing = [k for k in ("job_id", "ticket", "protocol", "zone_address") if not job.get(k)]
@@ -891,18 +893,40 @@ def _run_engine(
     )
 
 
-def _link_certificate(root: Path, job_key: str) -> tuple[Path, Path]:
-    """This job's link certificate and key, made once per job key and kept (mode 0600 in a 0700
-    directory under the cache root): a rerun sends the same request body, so the zone knows it
-    for the same job, and can still run a job that is only queued yet."""
+@dataclass(frozen=True)
+class _JobRequest:
+    """What a job's request holds that is not derived from its input: the link certificate (and
+    its key) and whether a cache was held then. Made once per job key and kept (mode 0600 in a
+    0700 directory under the cache root), so a rerun sends the same body and the zone knows it
+    for the same job (a different body under the key would be refused), and can still run a job
+    that is only queued yet."""
+
+    certificate: Path
+    private_key: Path
+    have_cache: bool
+
+
+# a job key's request files are kept past the zone's idempotency window (24 h by default)
+JOB_REQUEST_KEEP_S = 3 * 24 * 3600
+
+
+def _job_request(root: Path, job_key: str, *, have_cache: bool) -> _JobRequest:
     from datazone.privacy import engine
 
-    directory = root / "links" / job_key
-    cert, key = directory / "institution.crt", directory / "institution.key"
-    if not (cert.is_file() and key.is_file()):
+    links = root / "links"
+    if links.is_dir():
+        stale = time.time() - JOB_REQUEST_KEEP_S
+        for old in links.iterdir():
+            with contextlib.suppress(OSError):
+                if old.stat().st_mtime < stale:
+                    shutil.rmtree(old, ignore_errors=True)
+    directory = links / job_key
+    cert, key, held = directory / "institution.crt", directory / "institution.key", directory / "have-cache"
+    if not (cert.is_file() and key.is_file() and held.is_file()):
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         cert, key = engine.new_link_certificate(directory, common_name="institution")
-    return cert, key
+        held.write_text("true" if have_cache else "false", encoding="ascii")
+    return _JobRequest(cert, key, held.read_text(encoding="ascii").strip() == "true")
 
 
 def _earlier_engine_result(

@@ -87,6 +87,9 @@ CLIENT_CACHE_RECORD = "datazone-cache-id"  # in the institution's, written after
 ENGINE_LOG = "engine.log"
 
 _ACCEPTED = "ok"
+# the zone's last phase: the PSI is over and it waits for the institution to close the link
+_CLOSING_PHASE = "waiting for the institution to close the link"
+_CLOSING_REPORT = "closing-report.json"
 _REJECTED = "rejected"
 _MAX_TICKET_BYTES = 1024
 _MAX_HELLO_BYTES = 4096
@@ -99,6 +102,7 @@ _ATTEMPT_SECONDS = 0.75
 _CONNECT_GRACE_SECONDS = 10.0
 _TERMINATE_GRACE_SECONDS = 3.0
 _STOP_SECONDS = 3.0
+_LINGER_SECONDS = 2.0
 _POLL_SECONDS = 0.05
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CACHE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # institutions name directories after it
@@ -545,8 +549,15 @@ class _EngineProcess:
             phase = (self._run_dir / "phase").read_text()
         except OSError:
             phase = "starting"
+        closing: dict[str, Any] | None = None
+        if phase == _CLOSING_PHASE and not isinstance(outcome, dict):
+            with contextlib.suppress(OSError, ValueError):
+                closing = json.loads((self._run_dir / _CLOSING_REPORT).read_text())
         shutil.rmtree(self._run_dir, ignore_errors=True)
         self._scrub_log()
+        if not isinstance(outcome, dict) and isinstance(closing, dict) and self._cancel_reason is None:
+            # the engine aborted while the link closed, after the institution closed its end
+            outcome = {"ok": True, "report": closing}
         if not isinstance(outcome, dict):
             outcome = self._outcome_without_result(returncode, phase)
         self._outcome = outcome
@@ -928,6 +939,10 @@ def _child_main() -> None:
     # the peer has already gone), and by now that no longer changes the outcome.
     for context in links:
         _stop(context)
+    if payload["kind"] == "zone" and outcome.get("ok"):
+        # brpc on the institution's side aborts its process when the zone's end vanishes while
+        # it still finishes closing (seen with spu called directly): stay a moment longer
+        time.sleep(_LINGER_SECONDS)
     _exit_now(0)
 
 
@@ -1202,16 +1217,21 @@ def _zone_side_here(p: dict[str, Any], links: list[Any]) -> ZoneReport:
     # report means the job is done on both sides. The institution's `stop_link()`
     # is the confirmation (ours blocks until the peer's arrives), so SecretFlow's
     # own library works as it is, with no message of ours after the PSI.
-    _mark_phase(run_dir, "waiting for the institution to close the link")
-    _confirm_stop(context, link)
-    links.remove(context)
-    return ZoneReport(
+    report = ZoneReport(
         protocol=protocol,
         zone_items=zone_items,
         institution_items=institution_items,
         seconds=round(time.monotonic() - started, 3),
         cache_transferred=transfer,
     )
+    # If the institution's process ends the moment its stop_link() returns, ours can abort
+    # in brpc while closing (the peer is gone): by then the institution has closed its end
+    # after the whole PSI, which is the confirmation. The parent finds this report then.
+    (run_dir / _CLOSING_REPORT).write_text(json.dumps(asdict(report)))
+    _mark_phase(run_dir, _CLOSING_PHASE)
+    _confirm_stop(context, link)
+    links.remove(context)
+    return report
 
 
 def _institution_side_here(p: dict[str, Any], links: list[Any]) -> InstitutionReport:
