@@ -1,4 +1,4 @@
-"""Revision 2026_12_07_0020 on a database of its own: one active signing key per algorithm (ES256
+"""Revision 2026_12_07_0015 on a database of its own: one active signing key per algorithm (ES256
 and RS256 side by side), never two of one; the downgrade goes back to one active key in all."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 from datazone.db import sqlalchemy_url
 from tests.conftest import alembic, scratch_database
 
-REVISION = "2026_12_07_0020"
+REVISION = "2026_12_07_0015"
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Migration 2026_12_07_job_charges: the jobs' call and credit columns go down and come up again."""
+"""Migration 2026_12_07_0014: the jobs' call and credit columns go down and come up again."""
 
 from __future__ import annotations
 

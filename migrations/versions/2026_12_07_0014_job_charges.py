@@ -1,7 +1,7 @@
 """Engine PSI jobs and scoring jobs remember the call that charged them and the credit that
 gave it back when they failed on the zone's side
 
-Revision ID: 2026_12_07_job_charges
+Revision ID: 2026_12_07_0014
 Revises: 2026_12_07_0013
 Create Date: 2026-12-07
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "2026_12_07_job_charges"
+revision = "2026_12_07_0014"
 down_revision = "2026_12_07_0013"
 branch_labels = None
 depends_on = None

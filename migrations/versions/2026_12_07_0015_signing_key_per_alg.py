@@ -1,7 +1,7 @@
 """One active token-signing key per algorithm (ES256, and RS256 when enabled), not one in all
 
-Revision ID: 2026_12_07_0020
-Revises: 2026_12_07_job_charges
+Revision ID: 2026_12_07_0015
+Revises: 2026_12_07_0014
 Create Date: 2026-12-07
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "2026_12_07_0020"
-down_revision = "2026_12_07_job_charges"
+revision = "2026_12_07_0015"
+down_revision = "2026_12_07_0014"
 branch_labels = None
 depends_on = None
 
