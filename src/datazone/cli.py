@@ -1,5 +1,12 @@
 """The `datazone` command's own sub-commands (each domain keeps its own in its `cli.py`);
-`datazone.command` is the root that loads them when they are run."""
+`datazone.command` is the root that loads them when they are run.
+
+Start-up time: Typer needs the command functions and their parameter annotations, nothing
+more, so this module imports only Typer, Rich and light modules at load. The settings, the
+database, SQLAlchemy, the services and the observability machinery are imported in the
+commands that use them, for start-up time (`datazone serve --help` stays well under half a
+second; tests/test_command.py checks it), not to dodge an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +14,22 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session
 
 from datazone.command import main as command_main
-from datazone.config import Settings, get_settings
-from datazone.db import Database, stop_embedded
 from datazone.errors import DomainError, InvalidSpec
-from datazone.observability import metrics
-from datazone.observability.logs import configure_logging
-from datazone.observability.probes import side_engine
-from datazone.principal.models import Principal
-from datazone.principal.service import shell_actor
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from datazone.config import Settings
+    from datazone.db import Database
+    from datazone.principal.models import Principal
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="datazone: the gateway of a public-data zone"
@@ -44,8 +50,28 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _settings() -> Settings:
+    from datazone.config import get_settings  # here for start-up time
+
+    return get_settings()
+
+
 def _db() -> Database:
-    return Database.from_settings(get_settings())
+    from datazone.db import Database  # here for start-up time
+
+    return Database.from_settings(_settings())
+
+
+def _shell_actor() -> str:
+    from datazone.principal.service import shell_actor  # here for start-up time
+
+    return shell_actor()
+
+
+def _configure_logging(settings: Settings, default_format: str) -> None:
+    from datazone.observability.logs import configure_logging  # here for start-up time
+
+    configure_logging(settings.log_format or default_format, settings.log_level)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -100,7 +126,7 @@ def dataset_apply(files: list[Path]) -> None:
     db = _db()
     try:
         with db.unit_of_work() as s:
-            results = [service.apply_dataset(s, spec=spec, by_name=shell_actor()) for spec in specs]
+            results = [service.apply_dataset(s, spec=spec, by_name=_shell_actor()) for spec in specs]
     except DomainError as exc:
         raise _fail(exc.detail) from None
     for ds, what in results:
@@ -191,7 +217,7 @@ def ingest_run(
     from datazone.ingest import service
     from datazone.ingest.pipeline import execute_run
 
-    settings = get_settings()
+    settings = _settings()
     db = _db()
     try:
         with db.unit_of_work() as s:
@@ -269,7 +295,7 @@ def ingest_reap() -> None:
 
     db = _db()
     with db.unit_of_work() as s:
-        ids = service.reap_stalled_runs(s, stall_seconds=get_settings().ingest_stall_seconds)
+        ids = service.reap_stalled_runs(s, stall_seconds=_settings().ingest_stall_seconds)
     out.print(f"aborted {len(ids)} stalled run(s) {ids if ids else ''}")
 
 
@@ -398,7 +424,7 @@ def _record_key_change(s: Session, principal: Principal, action: str, key_id: st
     audit_service.record(
         s,
         actor=None,
-        actor_name=shell_actor(),
+        actor_name=_shell_actor(),
         action=action,
         object_type="principal",
         object_id=principal.name,
@@ -426,10 +452,10 @@ def serve(
     from datazone.app import create_app
 
     # the address we listen on is also the default OAuth issuer: keep the settings in step
-    settings = get_settings().model_copy(
+    settings = _settings().model_copy(
         update={k: v for k, v in {"port": port, "host": host}.items() if v is not None}
     )
-    configure_logging(settings.log_format or "json", settings.log_level)
+    _configure_logging(settings, "json")
     # log_config=None: uvicorn's lines go through our handler; the request line is ours (it
     # carries the request id), so uvicorn's access log is off
     uvicorn.run(
@@ -441,6 +467,10 @@ def _serve_process_metrics(settings: Settings, db: Database) -> None:
     """The worker's and the scheduler's own /metrics, on DATAZONE_METRICS_PORT when it is set."""
     if settings.metrics_port is None:
         return
+    # here for start-up time: the Prometheus client and a side engine are not small
+    from datazone.observability import metrics
+    from datazone.observability.probes import side_engine
+
     metrics.watch_pool("process", db.engine)
     metrics.watch_zone_state(side_engine(db.url, timeout_seconds=settings.readyz_timeout_seconds))
     metrics.serve_on_port(settings.metrics_port, settings.host)
@@ -454,8 +484,8 @@ def worker(
     """Run the zone's heavy work: PSI, anonymous-query tables, scoring jobs (as many as you like)."""
     from datazone import worker as zone_worker
 
-    settings = get_settings()
-    configure_logging(settings.log_format or "json", settings.log_level)
+    settings = _settings()
+    _configure_logging(settings, "json")
     db = _db()
     _serve_process_metrics(settings, db)
     if once:
@@ -470,8 +500,8 @@ def scheduler() -> None:
     from datazone.audit.sealer import AuditSealer
     from datazone.ingest.scheduler import IngestScheduler
 
-    settings = get_settings()
-    configure_logging(settings.log_format or "json", settings.log_level)
+    settings = _settings()
+    _configure_logging(settings, "json")
     db = _db()
     _serve_process_metrics(settings, db)
     sealer = AuditSealer(
@@ -500,13 +530,15 @@ def demo(
     ] = True,
 ) -> None:
     """Generate (or reuse) a synthetic zone, load it through the pipeline, and serve the gateway."""
-    settings = get_settings().model_copy(
+    settings = _settings().model_copy(
         update={k: v for k, v in {"port": port, "host": host}.items() if v is not None}
     )
-    configure_logging(settings.log_format or "text", settings.log_level)
+    _configure_logging(settings, "text")
     # SIGTERM ends the demo as Ctrl-C does: through the finally below, which stops the embedded
     # PostgreSQL this demo started (uvicorn re-raises the signal once it has shut down)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    from datazone.db import Database, stop_embedded  # here for start-up time
+
     db = Database.from_settings(settings)
     try:
         _demo(db, settings, entities=entities, serve_after=serve_after)
