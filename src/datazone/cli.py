@@ -91,6 +91,7 @@ def _yaml_documents(path: Path) -> list[Any]:
 @department_app.command("apply")
 def department_apply(files: list[Path]) -> None:
     """Register or update departments from YAML (a list, or one mapping per document)."""
+    # here for start-up time (see the module docstring)
     from pydantic import ValidationError
 
     from datazone.supplier import service
@@ -114,6 +115,7 @@ def department_apply(files: list[Path]) -> None:
 @dataset_app.command("apply")
 def dataset_apply(files: list[Path]) -> None:
     """Create or update datasets from spec files: all of them or none."""
+    # here for start-up time (see the module docstring)
     from datazone.dataset import service
 
     specs = []
@@ -135,6 +137,7 @@ def dataset_apply(files: list[Path]) -> None:
 
 @dataset_app.command("list")
 def dataset_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    # here for start-up time (see the module docstring)
     from datazone.dataset import service
 
     db = _db()
@@ -165,6 +168,7 @@ def dataset_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 
 
 def _report(db: Database, run_id: int) -> dict[str, Any]:
+    # here for start-up time (see the module docstring)
     from datazone.ingest import service
     from datazone.ingest.schemas import IngestRunOut, RejectOut
 
@@ -214,6 +218,7 @@ def ingest_run(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Run the dataset's ingest now, in this process, and print the run's report."""
+    # here for start-up time (see the module docstring)
     from datazone.ingest import service
     from datazone.ingest.pipeline import execute_run
 
@@ -244,6 +249,7 @@ def ingest_report(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="the whole reject report as CSV")] = False,
 ) -> None:
+    # here for start-up time (see the module docstring)
     from datazone.ingest import service
 
     db = _db()
@@ -264,6 +270,7 @@ def ingest_report(
 
 @ingest_app.command("runs")
 def ingest_runs(dataset: Annotated[str | None, typer.Option("--dataset")] = None, limit: int = 20) -> None:
+    # here for start-up time (see the module docstring)
     from datazone.ingest import service
 
     db = _db()
@@ -291,6 +298,7 @@ def ingest_runs(dataset: Annotated[str | None, typer.Option("--dataset")] = None
 @ingest_app.command("reap")
 def ingest_reap() -> None:
     """Abort runs that made no progress for DATAZONE_INGEST_STALL_SECONDS."""
+    # here for start-up time (see the module docstring)
     from datazone.ingest import service
 
     db = _db()
@@ -311,6 +319,7 @@ def principal_create(
     ] = None,
 ) -> None:
     """Create a principal and print its key once (only a hash of it is stored)."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     db = _db()
@@ -331,6 +340,7 @@ def principal_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Principals with their roles, department and key ids (never the keys)."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     rows: list[dict[str, Any]] = []
@@ -363,6 +373,7 @@ def principal_list(
 @principal_app.command("issue-key")
 def principal_issue_key(name: str) -> None:
     """Issue another key for a principal (to rotate: issue, deploy, then revoke the old one)."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     with _db().unit_of_work() as s:
@@ -378,6 +389,7 @@ def principal_issue_key(name: str) -> None:
 @principal_app.command("revoke-key")
 def principal_revoke_key(key_id: str) -> None:
     """Revoke a key by its id (the part after `dzk_`); requests with it are refused from the next one."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     try:
@@ -393,6 +405,7 @@ def principal_revoke_key(key_id: str) -> None:
 @principal_app.command("suspend")
 def principal_suspend(name: str, reason: Annotated[str, typer.Option("--reason")]) -> None:
     """Suspend a principal: its keys, OAuth clients and tokens are refused from the next request."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     try:
@@ -407,6 +420,7 @@ def principal_suspend(name: str, reason: Annotated[str, typer.Option("--reason")
 @principal_app.command("reinstate")
 def principal_reinstate(name: str) -> None:
     """Lift a suspension."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     try:
@@ -419,6 +433,7 @@ def principal_reinstate(name: str) -> None:
 
 
 def _record_key_change(s: Session, principal: Principal, action: str, key_id: str) -> None:
+    # here for start-up time (see the module docstring)
     from datazone.audit import service as audit_service
 
     audit_service.record(
@@ -447,6 +462,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
 ) -> None:
     """Serve the gateway's HTTP API."""
+    # here for start-up time (see the module docstring)
     import uvicorn
 
     from datazone.app import create_app
@@ -482,6 +498,7 @@ def worker(
     once: Annotated[bool, typer.Option("--once", help="one pass, then exit")] = False,
 ) -> None:
     """Run the zone's heavy work: PSI, anonymous-query tables, scoring jobs (as many as you like)."""
+    # here for start-up time (see the module docstring)
     from datazone import worker as zone_worker
 
     settings = _settings()
@@ -497,6 +514,7 @@ def worker(
 @app.command()
 def scheduler() -> None:
     """Run ingestion schedules (one such process per zone; a second one is harmless)."""
+    # here for start-up time (see the module docstring)
     from datazone.audit.sealer import AuditSealer
     from datazone.ingest.scheduler import IngestScheduler
 
@@ -554,6 +572,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def _demo(db: Database, settings: Settings, *, entities: int, serve_after: bool) -> None:
+    # here for start-up time (see the module docstring)
     import uvicorn
 
     from datazone.app import create_app

@@ -49,6 +49,7 @@ def _fail(exc: DomainError) -> typer.Exit:
 @app.command("evaluate")
 def evaluate(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Compute quality figures for new dataset versions and refresh timeliness (the scheduler does this hourly)."""
+    # here for start-up time (see the module docstring)
     from datazone.lifecycle import service
 
     with _db().unit_of_work() as s:
@@ -75,6 +76,7 @@ def admit_dataset(
     ] = None,
 ) -> None:
     """Review a dataset's latest version and admit it (intake or under_review -> admitted)."""
+    # here for start-up time (see the module docstring)
     from datazone.lifecycle import service
 
     try:
@@ -104,6 +106,7 @@ def scorecard(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A supplier's scorecard over the last DAYS days."""
+    # here for start-up time (see the module docstring)
     from datazone.lifecycle import service
 
     until = datetime.now(UTC)
