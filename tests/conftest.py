@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
 from datazone.config import Settings
-from datazone.db import MIGRATIONS_DIR, Database, migrate, sqlalchemy_url
+from datazone.db import MIGRATIONS_DIR, Database, _pgserver, migrate, sqlalchemy_url
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +33,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server_url = os.environ.get("DATAZONE_DATABASE_URL")
     server = None
     if not server_url:
-        import pgserver
-
-        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+        # through datazone.db, which imports pgserver without its XDG_RUNTIME_DIR warning
+        server = _pgserver().get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
         server_url = server.get_uri()
     with scratch_database(server_url) as url:
         yield url

@@ -1,5 +1,12 @@
 """The `datazone` command's own sub-commands (each domain keeps its own in its `cli.py`);
-`datazone.command` is the root that loads them when they are run."""
+`datazone.command` is the root that loads them when they are run.
+
+Start-up time: Typer needs the command functions and their parameter annotations, nothing
+more, so this module imports only Typer, Rich and light modules at load. The settings, the
+database, SQLAlchemy, the services and the observability machinery are imported in the
+commands that use them, for start-up time (`datazone serve --help` stays well under half a
+second; tests/test_command.py checks it), not to dodge an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +14,22 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session
 
 from datazone.command import main as command_main
-from datazone.config import Settings, get_settings
-from datazone.db import Database, stop_embedded
 from datazone.errors import DomainError, InvalidSpec
-from datazone.observability import metrics
-from datazone.observability.logs import configure_logging
-from datazone.observability.probes import side_engine
-from datazone.principal.models import Principal
-from datazone.principal.service import shell_actor
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from datazone.config import Settings
+    from datazone.db import Database
+    from datazone.principal.models import Principal
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="datazone: the gateway of a public-data zone"
@@ -44,8 +50,28 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _settings() -> Settings:
+    from datazone.config import get_settings  # here for start-up time
+
+    return get_settings()
+
+
 def _db() -> Database:
-    return Database.from_settings(get_settings())
+    from datazone.db import Database  # here for start-up time
+
+    return Database.from_settings(_settings())
+
+
+def _shell_actor() -> str:
+    from datazone.principal.service import shell_actor  # here for start-up time
+
+    return shell_actor()
+
+
+def _configure_logging(settings: Settings, default_format: str) -> None:
+    from datazone.observability.logs import configure_logging  # here for start-up time
+
+    configure_logging(settings.log_format or default_format, settings.log_level)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -65,6 +91,7 @@ def _yaml_documents(path: Path) -> list[Any]:
 @department_app.command("apply")
 def department_apply(files: list[Path]) -> None:
     """Register or update departments from YAML (a list, or one mapping per document)."""
+    # here for start-up time (see the module docstring)
     from pydantic import ValidationError
 
     from datazone.supplier import service
@@ -88,6 +115,7 @@ def department_apply(files: list[Path]) -> None:
 @dataset_app.command("apply")
 def dataset_apply(files: list[Path]) -> None:
     """Create or update datasets from spec files: all of them or none."""
+    # here for start-up time (see the module docstring)
     from datazone.dataset import service
 
     specs = []
@@ -100,7 +128,7 @@ def dataset_apply(files: list[Path]) -> None:
     db = _db()
     try:
         with db.unit_of_work() as s:
-            results = [service.apply_dataset(s, spec=spec, by_name=shell_actor()) for spec in specs]
+            results = [service.apply_dataset(s, spec=spec, by_name=_shell_actor()) for spec in specs]
     except DomainError as exc:
         raise _fail(exc.detail) from None
     for ds, what in results:
@@ -109,6 +137,7 @@ def dataset_apply(files: list[Path]) -> None:
 
 @dataset_app.command("list")
 def dataset_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    # here for start-up time (see the module docstring)
     from datazone.dataset import service
 
     db = _db()
@@ -139,6 +168,7 @@ def dataset_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 
 
 def _report(db: Database, run_id: int) -> dict[str, Any]:
+    # here for start-up time (see the module docstring)
     from datazone.ingest import service
     from datazone.ingest.schemas import IngestRunOut, RejectOut
 
@@ -188,10 +218,11 @@ def ingest_run(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Run the dataset's ingest now, in this process, and print the run's report."""
+    # here for start-up time (see the module docstring)
     from datazone.ingest import service
     from datazone.ingest.pipeline import execute_run
 
-    settings = get_settings()
+    settings = _settings()
     db = _db()
     try:
         with db.unit_of_work() as s:
@@ -218,6 +249,7 @@ def ingest_report(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="the whole reject report as CSV")] = False,
 ) -> None:
+    # here for start-up time (see the module docstring)
     from datazone.ingest import service
 
     db = _db()
@@ -238,6 +270,7 @@ def ingest_report(
 
 @ingest_app.command("runs")
 def ingest_runs(dataset: Annotated[str | None, typer.Option("--dataset")] = None, limit: int = 20) -> None:
+    # here for start-up time (see the module docstring)
     from datazone.ingest import service
 
     db = _db()
@@ -265,11 +298,12 @@ def ingest_runs(dataset: Annotated[str | None, typer.Option("--dataset")] = None
 @ingest_app.command("reap")
 def ingest_reap() -> None:
     """Abort runs that made no progress for DATAZONE_INGEST_STALL_SECONDS."""
+    # here for start-up time (see the module docstring)
     from datazone.ingest import service
 
     db = _db()
     with db.unit_of_work() as s:
-        ids = service.reap_stalled_runs(s, stall_seconds=get_settings().ingest_stall_seconds)
+        ids = service.reap_stalled_runs(s, stall_seconds=_settings().ingest_stall_seconds)
     out.print(f"aborted {len(ids)} stalled run(s) {ids if ids else ''}")
 
 
@@ -285,6 +319,7 @@ def principal_create(
     ] = None,
 ) -> None:
     """Create a principal and print its key once (only a hash of it is stored)."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     db = _db()
@@ -305,6 +340,7 @@ def principal_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Principals with their roles, department and key ids (never the keys)."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     rows: list[dict[str, Any]] = []
@@ -337,6 +373,7 @@ def principal_list(
 @principal_app.command("issue-key")
 def principal_issue_key(name: str) -> None:
     """Issue another key for a principal (to rotate: issue, deploy, then revoke the old one)."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     with _db().unit_of_work() as s:
@@ -352,6 +389,7 @@ def principal_issue_key(name: str) -> None:
 @principal_app.command("revoke-key")
 def principal_revoke_key(key_id: str) -> None:
     """Revoke a key by its id (the part after `dzk_`); requests with it are refused from the next one."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     try:
@@ -367,6 +405,7 @@ def principal_revoke_key(key_id: str) -> None:
 @principal_app.command("suspend")
 def principal_suspend(name: str, reason: Annotated[str, typer.Option("--reason")]) -> None:
     """Suspend a principal: its keys, OAuth clients and tokens are refused from the next request."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     try:
@@ -381,6 +420,7 @@ def principal_suspend(name: str, reason: Annotated[str, typer.Option("--reason")
 @principal_app.command("reinstate")
 def principal_reinstate(name: str) -> None:
     """Lift a suspension."""
+    # here for start-up time (see the module docstring)
     from datazone.principal import service
 
     try:
@@ -393,12 +433,13 @@ def principal_reinstate(name: str) -> None:
 
 
 def _record_key_change(s: Session, principal: Principal, action: str, key_id: str) -> None:
+    # here for start-up time (see the module docstring)
     from datazone.audit import service as audit_service
 
     audit_service.record(
         s,
         actor=None,
-        actor_name=shell_actor(),
+        actor_name=_shell_actor(),
         action=action,
         object_type="principal",
         object_id=principal.name,
@@ -421,15 +462,16 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
 ) -> None:
     """Serve the gateway's HTTP API."""
+    # here for start-up time (see the module docstring)
     import uvicorn
 
     from datazone.app import create_app
 
     # the address we listen on is also the default OAuth issuer: keep the settings in step
-    settings = get_settings().model_copy(
+    settings = _settings().model_copy(
         update={k: v for k, v in {"port": port, "host": host}.items() if v is not None}
     )
-    configure_logging(settings.log_format or "json", settings.log_level)
+    _configure_logging(settings, "json")
     # log_config=None: uvicorn's lines go through our handler; the request line is ours (it
     # carries the request id), so uvicorn's access log is off
     uvicorn.run(
@@ -441,6 +483,10 @@ def _serve_process_metrics(settings: Settings, db: Database) -> None:
     """The worker's and the scheduler's own /metrics, on DATAZONE_METRICS_PORT when it is set."""
     if settings.metrics_port is None:
         return
+    # here for start-up time: the Prometheus client and a side engine are not small
+    from datazone.observability import metrics
+    from datazone.observability.probes import side_engine
+
     metrics.watch_pool("process", db.engine)
     metrics.watch_zone_state(side_engine(db.url, timeout_seconds=settings.readyz_timeout_seconds))
     metrics.serve_on_port(settings.metrics_port, settings.host)
@@ -452,10 +498,11 @@ def worker(
     once: Annotated[bool, typer.Option("--once", help="one pass, then exit")] = False,
 ) -> None:
     """Run the zone's heavy work: PSI, anonymous-query tables, scoring jobs (as many as you like)."""
+    # here for start-up time (see the module docstring)
     from datazone import worker as zone_worker
 
-    settings = get_settings()
-    configure_logging(settings.log_format or "json", settings.log_level)
+    settings = _settings()
+    _configure_logging(settings, "json")
     db = _db()
     _serve_process_metrics(settings, db)
     if once:
@@ -467,11 +514,12 @@ def worker(
 @app.command()
 def scheduler() -> None:
     """Run ingestion schedules (one such process per zone; a second one is harmless)."""
+    # here for start-up time (see the module docstring)
     from datazone.audit.sealer import AuditSealer
     from datazone.ingest.scheduler import IngestScheduler
 
-    settings = get_settings()
-    configure_logging(settings.log_format or "json", settings.log_level)
+    settings = _settings()
+    _configure_logging(settings, "json")
     db = _db()
     _serve_process_metrics(settings, db)
     sealer = AuditSealer(
@@ -500,13 +548,15 @@ def demo(
     ] = True,
 ) -> None:
     """Generate (or reuse) a synthetic zone, load it through the pipeline, and serve the gateway."""
-    settings = get_settings().model_copy(
+    settings = _settings().model_copy(
         update={k: v for k, v in {"port": port, "host": host}.items() if v is not None}
     )
-    configure_logging(settings.log_format or "text", settings.log_level)
+    _configure_logging(settings, "text")
     # SIGTERM ends the demo as Ctrl-C does: through the finally below, which stops the embedded
     # PostgreSQL this demo started (uvicorn re-raises the signal once it has shut down)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    from datazone.db import Database, stop_embedded  # here for start-up time
+
     db = Database.from_settings(settings)
     try:
         _demo(db, settings, entities=entities, serve_after=serve_after)
@@ -522,6 +572,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def _demo(db: Database, settings: Settings, *, entities: int, serve_after: bool) -> None:
+    # here for start-up time (see the module docstring)
     import uvicorn
 
     from datazone.app import create_app

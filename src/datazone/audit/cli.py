@@ -1,4 +1,8 @@
-"""`datazone audit ...`: verify the chain, seal pending entries now, export the published roots."""
+"""`datazone audit ...`: verify the chain, seal pending entries now, export the published roots.
+
+The settings, the database and the audit service are imported in the commands that use them, for
+start-up time (`datazone audit --help` loads none of them), not to dodge an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ def verify(
     ] = None,
 ) -> None:
     """Check the hash chain; exit 1 naming the first bad block, 0 when intact."""
+    # here for start-up time (see the module docstring)
     from datazone.audit import service
     from datazone.config import get_settings
     from datazone.db import Database
@@ -69,6 +74,7 @@ def verify(
 @app.command("seal")
 def seal() -> None:
     """Seal every pending entry now (the gateway's background sealer does this every few seconds)."""
+    # here for start-up time (see the module docstring)
     from datazone.audit import service
     from datazone.config import get_settings
     from datazone.db import Database
@@ -101,6 +107,7 @@ def roots(
     ] = None,
 ) -> None:
     """Export the published roots (every block's header) as JSON, for `verify --roots` later."""
+    # here for start-up time (see the module docstring)
     from datazone.audit import service
     from datazone.config import get_settings
     from datazone.db import Database

@@ -1,4 +1,8 @@
-"""`datazone zone ...`: the zone tables' layout, and native hash partitioning on the enterprise key."""
+"""`datazone zone ...`: the zone tables' layout, and native hash partitioning on the enterprise key.
+
+The settings, the database and the services are imported in the commands that use them, for
+start-up time (`datazone zone --help` loads none of them), not to dodge an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -76,6 +80,7 @@ def unpartition(
 @app.command("layout")
 def layout(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Each zone table: its enterprise key, partitions and rows."""
+    # here for start-up time (see the module docstring)
     from datazone.config import get_settings
     from datazone.dataset import partitioning
     from datazone.db import Database

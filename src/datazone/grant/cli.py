@@ -1,4 +1,8 @@
-"""`datazone grant ...`: the operator's view of departments' grants from the shell."""
+"""`datazone grant ...`: the operator's view of departments' grants from the shell.
+
+The settings, the database and the grant service are imported in the command that uses them,
+for start-up time (`datazone grant --help` loads none of them), not to dodge an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from datazone.config import get_settings
-from datazone.db import Database
-from datazone.grant import service
-from datazone.grant.schemas import GrantOut
-from datazone.principal.models import Principal
-
 app = typer.Typer(no_args_is_help=True, help="departments' grants of their data")
 out = Console()
-
-# the shell is the operator's: it reads every grant, as an auditor would
-_OPERATOR_SHELL = Principal(id=0, kind="operator", name="cli", roles=["auditor"])
 
 
 @app.command("list")
@@ -30,11 +25,20 @@ def list_grants(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List grants, newest first."""
+    # here for start-up time (see the module docstring)
+    from datazone.config import get_settings
+    from datazone.db import Database
+    from datazone.grant import service
+    from datazone.grant.schemas import GrantOut
+    from datazone.principal.models import Principal
+
+    # the shell is the operator's: it reads every grant, as an auditor would
+    operator_shell = Principal(id=0, kind="operator", name="cli", roles=["auditor"])
     db = Database.from_settings(get_settings())
     with db.unit_of_work() as s:
         rows = []
         for g in service.list_grants(
-            s, viewer=_OPERATOR_SHELL, department=department, dataset=dataset, live=True if live else None
+            s, viewer=operator_shell, department=department, dataset=dataset, live=True if live else None
         ):
             row = GrantOut.model_validate(g)
             row.status = service.grant_status(g)

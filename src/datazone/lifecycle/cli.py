@@ -1,19 +1,23 @@
-"""`datazone lifecycle ...`: evaluate quality, admit a dataset, print a supplier's scorecard."""
+"""`datazone lifecycle ...`: evaluate quality, admit a dataset, print a supplier's scorecard.
+
+The settings, the database and the services are imported in the commands that use them, for
+start-up time (`datazone lifecycle --help` loads none of them), not to dodge an import cycle.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from datazone.config import get_settings
-from datazone.db import Database
 from datazone.errors import DomainError
-from datazone.principal.service import shell_actor
+
+if TYPE_CHECKING:
+    from datazone.db import Database
 
 app = typer.Typer(no_args_is_help=True, help="data lifecycle: admission, evaluation, scorecards")
 out = Console()
@@ -21,7 +25,17 @@ err = Console(stderr=True)
 
 
 def _db() -> Database:
+    # here for start-up time (see the module docstring)
+    from datazone.config import get_settings
+    from datazone.db import Database
+
     return Database.from_settings(get_settings())
+
+
+def _shell_actor() -> str:
+    from datazone.principal.service import shell_actor  # here for start-up time
+
+    return shell_actor()
 
 
 def _fail(exc: DomainError) -> typer.Exit:
@@ -35,6 +49,7 @@ def _fail(exc: DomainError) -> typer.Exit:
 @app.command("evaluate")
 def evaluate(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Compute quality figures for new dataset versions and refresh timeliness (the scheduler does this hourly)."""
+    # here for start-up time (see the module docstring)
     from datazone.lifecycle import service
 
     with _db().unit_of_work() as s:
@@ -61,6 +76,7 @@ def admit_dataset(
     ] = None,
 ) -> None:
     """Review a dataset's latest version and admit it (intake or under_review -> admitted)."""
+    # here for start-up time (see the module docstring)
     from datazone.lifecycle import service
 
     try:
@@ -70,7 +86,7 @@ def admit_dataset(
                 dataset_id=dataset,
                 decision="admit",
                 by=None,
-                by_name=shell_actor(),
+                by_name=_shell_actor(),
                 reason=reason,
                 override=override,
                 run_id=run,
@@ -90,6 +106,7 @@ def scorecard(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A supplier's scorecard over the last DAYS days."""
+    # here for start-up time (see the module docstring)
     from datazone.lifecycle import service
 
     until = datetime.now(UTC)

@@ -1,4 +1,8 @@
-"""`datazone client ...`: the operator registers, lists and revokes institutions' OAuth clients."""
+"""`datazone client ...`: the operator registers, lists and revokes institutions' OAuth clients.
+
+The settings, the database and the services are imported in the commands that use them, for
+start-up time (`datazone client --help` loads none of them), not to dodge an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from datazone.config import get_settings
-from datazone.db import Database
 from datazone.errors import DomainError
-from datazone.oauth import service
-from datazone.oauth.schemas import ClientOut
-from datazone.principal import service as principal_service
 
 app = typer.Typer(no_args_is_help=True, help="institutions' OAuth2 clients")
 out = Console()
@@ -49,6 +48,12 @@ def create(
         except (OSError, ValueError) as e:
             err.print(f"[red]error:[/red] cannot read {jwks_file} as JSON: {e}")
             raise typer.Exit(2) from e
+    # here for start-up time (see the module docstring)
+    from datazone.config import get_settings
+    from datazone.db import Database
+    from datazone.oauth import service
+    from datazone.principal import service as principal_service
+
     db = Database.from_settings(get_settings())
     try:
         with db.unit_of_work() as s:
@@ -81,6 +86,13 @@ def list_clients(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every client (or one institution's), oldest first."""
+    # here for start-up time (see the module docstring)
+    from datazone.config import get_settings
+    from datazone.db import Database
+    from datazone.oauth import service
+    from datazone.oauth.schemas import ClientOut
+    from datazone.principal import service as principal_service
+
     db = Database.from_settings(get_settings())
     try:
         with db.unit_of_work() as s:
@@ -114,6 +126,12 @@ def revoke(
     reason: Annotated[str | None, typer.Option("--reason", help="why, for the audit trail")] = None,
 ) -> None:
     """Revoke a client: its tokens are refused from the next request."""
+    # here for start-up time (see the module docstring)
+    from datazone.config import get_settings
+    from datazone.db import Database
+    from datazone.oauth import service
+    from datazone.principal import service as principal_service
+
     db = Database.from_settings(get_settings())
     try:
         with db.unit_of_work() as s:

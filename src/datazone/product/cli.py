@@ -1,6 +1,10 @@
 """`datazone product ...`: apply product files, list the catalog, move products through
 their lifecycle. The command acts as the system operator: its audit entries and
-transitions name the account that ran it (`cli:<user>`)."""
+transitions name the account that ran it (`cli:<user>`).
+
+The settings, the database and the services are imported in the commands that use them, for
+start-up time (`datazone product --help` loads none of them), not to dodge an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from datazone.config import get_settings
-from datazone.db import Database
 from datazone.errors import DomainError, InvalidSpec
-from datazone.principal.service import shell_actor
 
 if TYPE_CHECKING:
+    from datazone.db import Database
     from datazone.product.models import Product
 
 app = typer.Typer(no_args_is_help=True, help="data products: apply, list, publish, deprecate, retire")
@@ -28,8 +30,17 @@ err = Console(stderr=True)
 
 
 def _db() -> Database:
+    # here for start-up time (see the module docstring)
+    from datazone.config import get_settings
+    from datazone.db import Database
+
     return Database.from_settings(get_settings())
 
+
+def _shell_actor() -> str:
+    from datazone.principal.service import shell_actor  # here for start-up time
+
+    return shell_actor()
 
 
 def _print_problems(where: str, exc: DomainError) -> None:
@@ -57,6 +68,7 @@ def _documents(path: Path) -> list[Any] | str:
 @app.command("apply")
 def apply(files: list[Path]) -> None:
     """Create or update products from their files: all of them, or none if any has a problem."""
+    # here for start-up time (see the module docstring)
     from datazone.product import service
 
     parsed: list[tuple[str, Any]] = []
@@ -99,7 +111,9 @@ def apply(files: list[Path]) -> None:
             if failed:
                 raise typer.Exit(2)
             for where, spec in parsed:
-                product, what = service.apply_product(s, spec=spec, by=None, by_name=shell_actor(), origin=where)
+                product, what = service.apply_product(
+                    s, spec=spec, by=None, by_name=_shell_actor(), origin=where
+                )
                 results.append((product.id, what))
     except DomainError as exc:
         _print_problems("error", exc)
@@ -113,6 +127,7 @@ def apply(files: list[Path]) -> None:
 @app.command("list")
 def list_products(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every product in every state (the operator's view)."""
+    # here for start-up time (see the module docstring)
     from datazone.product import service
 
     db = _db()
@@ -141,6 +156,7 @@ Reason = Annotated[str, typer.Option("--reason", help="why: recorded with the tr
 
 
 def _move(action: str, product_id: str, reason: str, **kwargs: Any) -> None:
+    # here for start-up time (see the module docstring)
     from datazone.product import service
 
     moves: dict[str, Callable[..., Product]] = {
@@ -153,7 +169,7 @@ def _move(action: str, product_id: str, reason: str, **kwargs: Any) -> None:
     try:
         with db.unit_of_work() as s:
             product = moves[action](
-                s, product_id=product_id, by=None, by_name=shell_actor(), reason=reason, **kwargs
+                s, product_id=product_id, by=None, by_name=_shell_actor(), reason=reason, **kwargs
             )
             state, successor, seamless = product.state, product.successor_id, product.seamless_switch
     except DomainError as exc:

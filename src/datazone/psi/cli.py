@@ -1,34 +1,49 @@
-"""`datazone psi ...`: the operator's PSI commands: key rotation, precomputation, what is built."""
+"""`datazone psi ...`: the operator's PSI commands: key rotation, precomputation, what is built.
+
+The settings, the database, SQLAlchemy and the PSI service and worker are imported in the
+commands that use them, for start-up time (`datazone psi --help` loads none of them), not to
+dodge an import cycle.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from datazone.config import get_settings
-from datazone.db import Database
 from datazone.errors import DomainError
-from datazone.principal import service as principal_service
-from datazone.psi import service, worker
-from datazone.psi.models import PsiArtifact
+
+if TYPE_CHECKING:
+    from datazone.config import Settings
+    from datazone.db import Database
 
 app = typer.Typer(no_args_is_help=True, help="private set intersection: key epochs and precomputed slices")
 out = Console()
 err = Console(stderr=True)
 
 
+def _settings() -> Settings:
+    from datazone.config import get_settings  # here for start-up time
+
+    return get_settings()
+
+
 def _db() -> Database:
-    return Database.from_settings(get_settings())
+    from datazone.db import Database  # here for start-up time
+
+    return Database.from_settings(_settings())
 
 
 @app.command("rotate-key")
 def rotate_key(reason: Annotated[str, typer.Option("--reason", help="why (recorded in the audit trail)")]) -> None:
     """Start a new zone key epoch; then run `datazone psi build` (or let the worker) to precompute under it."""
-    settings = get_settings()
+    # here for start-up time (see the module docstring)
+    from datazone.principal import service as principal_service
+    from datazone.psi import service
+
+    settings = _settings()
     db = _db()
     try:
         with db.unit_of_work() as s:
@@ -45,7 +60,9 @@ def rotate_key(reason: Annotated[str, typer.Option("--reason", help="why (record
 @app.command("build")
 def build() -> None:
     """Precompute what the live epoch and current slices lack (what one worker pass does), then exit."""
-    settings = get_settings()
+    from datazone.psi import worker  # here for start-up time
+
+    settings = _settings()
     done = worker.run_once(_db(), settings)
     for name in done.built:
         out.print(f"built {name}")
@@ -59,6 +76,11 @@ def build() -> None:
 @app.command("artifacts")
 def artifacts() -> None:
     """What is precomputed, per product, epoch and slice version."""
+    # here for start-up time (see the module docstring)
+    import sqlalchemy as sa
+
+    from datazone.psi.models import PsiArtifact
+
     db = _db()
     t = Table("product", "kind", "epoch", "slice", "clearance", "state", "items", "bytes", "seconds")
     with db.unit_of_work() as s:

@@ -13,6 +13,9 @@ from datazone import uscc
 from datazone.client.errors import BadUSCC, InvalidUSCCs
 
 MAX_BATCH = 1000  # the gateway's limit per batch call
+# below this many codes the pure-Python check is quicker than loading NumPy for the vectorised one
+# (a few microseconds a code against a tenth of a second), so a lookup of one code never loads it
+BULK_CHECK_FROM = 10_000
 
 
 def normalize(code: str) -> str:
@@ -25,7 +28,10 @@ def find_invalid(codes: Sequence[str]) -> list[BadUSCC]:
     # the vectorised check clears the valid codes at once (a million in well under a second);
     # only the rest are explained one by one
     strings = [c if isinstance(c, str) else "" for c in normalized]
-    suspects = [i for i, ok in enumerate(uscc.valid_mask(strings)) if not ok] if strings else []
+    if len(strings) < BULK_CHECK_FROM:
+        suspects = [i for i, code in enumerate(strings) if not uscc.is_valid(code)]
+    else:
+        suspects = [i for i, ok in enumerate(uscc.valid_mask(strings)) if not ok]
     bad = []
     for position in suspects:
         code = normalized[position]

@@ -5,6 +5,9 @@ shortly before `expires_in` runs out (30 s, or half the lifetime for very short-
 tokens), and fetched anew when the gateway says it is no longer valid (revoked, or the
 signing key rotated away). Expiry is kept on the monotonic clock, so a wrong wall clock
 on the bank's machine cannot keep a dead token in use.
+
+The JOSE and signing libraries are imported only for a private-key client, for start-up
+time (a client with a secret, the common case, never loads them), not to dodge a cycle.
 """
 
 from __future__ import annotations
@@ -16,18 +19,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
-from authlib.oauth2.rfc7523 import private_key_jwt_sign
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from datazone.client.config import ClientConfig
 from datazone.client.errors import ConfigError, ZoneError, ZoneUnreachable
 from datazone.client.retry import RetryPolicy, wait_before_retry
+
+if TYPE_CHECKING:
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 UTC = timezone.utc  # datetime.UTC is Python 3.11+
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
@@ -69,6 +71,11 @@ class AccessToken:
 
 def signing_key(pem: str) -> tuple[ECKey | RSAKey | OKPKey, str]:
     """The JOSE key and algorithm for a PEM private key (EC P-256/384/521, RSA, Ed25519)."""
+    # here, not at the top, for start-up time: a client with a secret never needs them
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
+
     try:
         key = load_pem_private_key(pem.encode("ascii"), password=None)
     except (ValueError, TypeError) as exc:
@@ -154,6 +161,8 @@ class TokenSource:
             form["scope"] = self._config.scope
         headers = {"Accept": "application/json"}
         if self._key is not None:
+            from authlib.oauth2.rfc7523 import private_key_jwt_sign  # here for start-up time
+
             key, alg = self._key
             # a fresh assertion (new jti) for every attempt: the server refuses a replayed one
             assertion = private_key_jwt_sign(

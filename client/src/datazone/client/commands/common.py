@@ -1,4 +1,9 @@
-"""What every subcommand shares: the consoles, exit codes, the zone client from the root options."""
+"""What every subcommand shares: the consoles, exit codes, the zone client from the root options.
+
+Start-up time: a command module is loaded for its `--help` too, so what this module imports at
+load stays light; the SDK (httpx, and through it the token machinery) is imported when a command
+makes its zone client, for start-up time, not to dodge an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timezone
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import typer
@@ -15,8 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from datazone.client.cli import Options
 from datazone.client.errors import ConfigError, InvalidUSCCs, ZoneError
-from datazone.client.sdk import ZoneClient
 from datazone.client.sheets import InputFileError
+
+if TYPE_CHECKING:
+    from datazone.client.sdk import ZoneClient
 
 UTC = timezone.utc  # datetime.UTC is Python 3.11+
 EXIT_REFUSED = 1
@@ -44,6 +51,8 @@ def exit_codes() -> Iterator[None]:
 
 
 def zone_client(ctx: typer.Context) -> ZoneClient:
+    from datazone.client.sdk import ZoneClient  # here for start-up time (see the module docstring)
+
     options: Options = ctx.obj or Options()
     return ZoneClient(profile=options.profile)
 
