@@ -58,6 +58,16 @@ def gw(
         replicas.append(Server(settings))
     for r in replicas:
         r.wait_ready()
+    try:
+        yield gateway_of(db, replicas[0].url, replicas[1].url)
+    finally:
+        for r in replicas:
+            r.stop()
+
+
+def gateway_of(db: Database, url: str, url_b: str) -> Gateway:
+    """The servers at `url` and `url_b` over the synthetic zone: 50 active enterprises, an operator,
+    and a department principal for every supplier."""
     with db.engine.connect() as conn:
         usccs = list(
             conn.execute(
@@ -68,18 +78,14 @@ def gw(
         )
         suppliers = list(conn.execute(sa.text("SELECT DISTINCT supplier_id FROM dataset")).scalars())
     departments = {sid: bearer(new_principal(db, "department", supplier_id=sid)[1]) for sid in suppliers}
-    try:
-        yield Gateway(
-            db=db,
-            url=replicas[0].url,
-            url_b=replicas[1].url,
-            operator=bearer(new_principal(db, "operator")[1]),
-            departments=departments,
-            usccs=usccs,
-        )
-    finally:
-        for r in replicas:
-            r.stop()
+    return Gateway(
+        db=db,
+        url=url,
+        url_b=url_b,
+        operator=bearer(new_principal(db, "operator")[1]),
+        departments=departments,
+        usccs=usccs,
+    )
 
 
 def _datasets_by_department(gw: Gateway, product_id: str) -> dict[str, list[str]]:

@@ -21,9 +21,8 @@ import sqlalchemy as sa
 
 from datazone.config import Settings
 from datazone.db import Database
-from tests.access.test_gateway import Gateway, _institution
+from tests.access.test_gateway import Gateway, _institution, gateway_of
 from tests.conftest import Server
-from tests.factories import bearer, new_principal
 
 CALLS = 150
 POOL = 3
@@ -41,25 +40,8 @@ def small_gateway(
         env.setenv("DATAZONE_QUEUE_WAIT_SECONDS", "2")
         server = Server(settings)
     server.wait_ready()
-    with db.engine.connect() as conn:
-        usccs = list(
-            conn.execute(
-                sa.text(
-                    "SELECT uscc FROM zone.mr_registration WHERE _vto IS NULL AND status = 'active' ORDER BY uscc LIMIT 50"
-                )
-            ).scalars()
-        )
-        suppliers = list(conn.execute(sa.text("SELECT DISTINCT supplier_id FROM dataset")).scalars())
-    departments = {sid: bearer(new_principal(db, "department", supplier_id=sid)[1]) for sid in suppliers}
     try:
-        yield Gateway(
-            db=db,
-            url=server.url,
-            url_b=server.url,
-            operator=bearer(new_principal(db, "operator")[1]),
-            departments=departments,
-            usccs=usccs,
-        )
+        yield gateway_of(db, server.url, server.url)
     finally:
         server.stop()
 
