@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -79,7 +80,15 @@ def test_psi_writes_the_matches(gateway: PsiGateway, tmp_path: Path) -> None:
     assert f"{len(expected)} of 200 enterprises matched (oprf)" in result.output
     assert "1 duplicate USCCs joined once (line 202 repeats line 2)" in result.output
     assert "charged 5.00 yuan" in result.output
-    assert not (tmp_path / "matches.csv.psi-state.json").exists()
+    # the same command again: the same matches from the run's receipt, no new session, no charge
+    sessions = len(gateway.sessions)
+    again = invoke(
+        "psi", str(source), "--product", "dishonest-debtor-psi", "--purpose", "pre_loan", "--output", str(out)
+    )
+    assert again.exit_code == 0, again.output
+    assert len(gateway.sessions) == sessions and "charged" not in again.output.replace("charged again", "")
+    assert "nothing asked or charged again" in again.output
+    assert {r["uscc"] for r in rows(out)} == expected
 
 
 def test_psi_prints_the_matches_without_an_output(gateway: PsiGateway, tmp_path: Path) -> None:
@@ -91,7 +100,9 @@ def test_psi_prints_the_matches_without_an_output(gateway: PsiGateway, tmp_path:
     assert result.exit_code == 0, result.output
     for code in plaintext(codes):
         assert code in result.output and LABELS[code]["name"] in result.output
-    assert not list(tmp_path.glob("*.psi-state.json"))
+    # the receipt of the finished run, beside the input: no key left in it
+    [receipt] = tmp_path.glob("*.psi-state.json")
+    assert json.loads(receipt.read_text())["client_key"] is None
 
 
 def test_psi_labeled_csv_has_the_label_columns(gateway: PsiGateway, tmp_path: Path) -> None:

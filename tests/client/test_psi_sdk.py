@@ -121,8 +121,37 @@ def test_plain_intersection_equals_the_plaintext_one(gateway: PsiGateway, tmp_pa
     assert [i for i, _ in gateway.puts()] == [0, 1, 2, 3]
     assert seen[0] == (0, 250) and seen[-1] == (250, 250)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
-    assert not (tmp_path / "matches.csv.psi-state.json").exists()
+    # the state stays as the run's receipt, without the OpenMined client key it no longer needs
+    receipt = json.loads((tmp_path / "matches.csv.psi-state.json").read_text())
+    assert receipt["client_key"] is None and receipt["pending"] is None and len(receipt["chunks"]) == 4
     assert result.session_id in gateway.sessions and result.charged_fen == 500
+
+
+def test_rerun_of_a_finished_run_asks_the_zone_nothing_and_pays_nothing(
+    gateway: PsiGateway, tmp_path: Path
+) -> None:
+    """`datazone-client psi` run again on the same list and output: the same matches from the run's
+    receipt, no new session, nothing sent; another list with the same output is a new run."""
+    codes = bank_list()
+    source = write_list(tmp_path / "customers.csv", codes)
+    out = tmp_path / "matches.csv"
+    with client_for(gateway) as zone:
+        first = zone.psi("dishonest-debtor-psi", source, purpose="pre_loan", output=out)
+    sent, sessions = len(gateway.raw), len(gateway.sessions)
+    out.unlink()
+    with client_for(gateway) as zone:
+        again = zone.psi("dishonest-debtor-psi", source, purpose="pre_loan", output=out)
+    assert len(gateway.raw) == sent and len(gateway.sessions) == sessions  # nothing asked, nothing billed
+    assert [m.uscc for m in again.matched] == [m.uscc for m in first.matched]
+    assert again.session_id == first.session_id and again.resumed_chunks == 4
+    assert again.from_receipt and again.charged_fen == 0 and not first.from_receipt
+    assert [(r["line"], r["uscc"]) for r in read_rows(out)] == [(str(m.line), m.uscc) for m in first.matched]
+    # another list (one code changed) is another run: a new session, and the receipt replaced
+    other = write_list(tmp_path / "customers2.csv", [*codes[:-1], make_uscc(99999)])
+    with client_for(gateway) as zone:
+        third = zone.psi("dishonest-debtor-psi", other, purpose="pre_loan", output=out)
+    assert len(gateway.sessions) == sessions + 1 and third.session_id != first.session_id
+    assert third.charged_fen == 500
 
 
 def test_codes_given_directly_and_duplicates_joined_once(gateway: PsiGateway) -> None:
@@ -222,7 +251,10 @@ def test_dropped_connection_resumes_from_the_first_missing_chunk(
     assert {m.uscc for m in result.matched} == plaintext(codes)
     if labeled:
         assert all(m.labels == LABELS[m.uscc] for m in result.matched)
-    assert not state.exists() and len(read_rows(out)) == len(plaintext(codes))
+    # the state stays as the finished run's receipt, with no key or pending chunk left in it
+    receipt = json.loads(state.read_text())
+    assert receipt["client_key"] is None and receipt["pending"] is None
+    assert len(read_rows(out)) == len(plaintext(codes))
 
 
 def test_plain_chunk_bodies_are_identical_when_sent_again(gateway: PsiGateway, tmp_path: Path) -> None:

@@ -15,8 +15,11 @@ session's idempotency key, the input's digest and, as chunks are answered, their
 A plain session uses one OpenMined client key for all its chunks, kept in the state file,
 so a chunk sent again after a dropped connection is byte for byte the chunk sent before,
 which the gateway answers again for free; a labeled chunk keeps its blinding scalar and
-body in the state file until its answer is recorded, for the same reason. The state file
-holds nothing else secret and is deleted once the result is written.
+body in the state file until its answer is recorded, for the same reason. Once every chunk is
+answered the state file drops the key and stays as the run's receipt: running the same command
+on the same list again gives the same result from it, asking the zone nothing and paying
+nothing; a run of another list (or purpose, or product) replaces it. It holds nothing secret
+beyond what the result file holds.
 """
 
 from __future__ import annotations
@@ -238,6 +241,8 @@ class PsiResult:
     protocol: str | None = None  # the engine's protocol
     charged_fen: int | None = None
     resumed_chunks: int = 0  # chunks answered in an earlier run and taken from the state file
+    # the same run finished before: the result is its receipt's, nothing was asked or charged now
+    from_receipt: bool = False
     cache_transferred: bool = False  # unbalanced engine job: the zone's cache came in this job
     output: Path | None = None
 
@@ -317,6 +322,15 @@ class SessionState:
     # a labeled chunk sent but not yet recorded: {"index", "scalar" (hex), "body" (base64)}
     pending: dict[str, Any] | None = field(default=None, repr=False)
 
+    @property
+    def finished(self) -> bool:
+        """Every chunk is answered: the session's whole result is here, and a rerun of the same
+        run needs nothing more of the zone (nor pays again)."""
+        if self.session is None:
+            return False
+        size = int(self.session.get("max_chunk_items") or 0)
+        return size > 0 and len(self.chunks) == -(-self.items // size)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
@@ -391,7 +405,8 @@ class StateFile:
             self.path.unlink(missing_ok=True)
 
 
-def _check_resumable(state: SessionState, fresh: SessionState, path: Path | None) -> None:
+def _differences(state: SessionState, fresh: SessionState) -> list[str]:
+    """What makes this run another run than the one `state` records (none: the same run)."""
     different = [
         f"{what} {theirs!r} (now {ours!r})"
         for what, theirs, ours in (
@@ -403,6 +418,11 @@ def _check_resumable(state: SessionState, fresh: SessionState, path: Path | None
     ]
     if state.input_digest != fresh.input_digest:
         different.append(f"another list ({state.items} distinct codes then, {fresh.items} now)")
+    return different
+
+
+def _check_resumable(state: SessionState, fresh: SessionState, path: Path | None) -> None:
+    different = _differences(state, fresh)
     if different:
         raise PsiStateError(
             f"{path} belongs to an unfinished PSI run with {'; '.join(different)}, so it cannot be"
@@ -525,18 +545,25 @@ def _run_oprf(
         idempotency_key=str(uuid.uuid4()),
     )
     state = state_file.load()
+    if state is not None and state.finished and _differences(state, fresh):
+        state = None  # the receipt of a finished run of another list gives way to this run
     if state is None:
         state = fresh
         state_file.save(state)  # the idempotency key is on disk before the session is asked for
     else:
         _check_resumable(state, fresh, state_file.path)
     resumed = len(state.chunks)
-    try:
-        session = _open_session(zone, state)
-    except ZoneError as exc:
-        if state.session is None and exc.status is not None and 400 <= exc.status < 500:
-            state_file.delete()  # refused outright: there is nothing to continue
-        raise
+    from_receipt = state.finished
+    if state.finished and state.session is not None:
+        # this very run finished before: its result is all in the receipt, nothing is asked or billed
+        session = state.session
+    else:
+        try:
+            session = _open_session(zone, state)
+        except ZoneError as exc:
+            if state.session is None and exc.status is not None and 400 <= exc.status < 500:
+                state_file.delete()  # refused outright: there is nothing to continue
+            raise
     if state.session is None:
         state.session = session
         state_file.save(state)
@@ -550,6 +577,10 @@ def _run_oprf(
     elif todo:
         _plain_chunks(zone, state, state_file, listed, todo, size, progress)
 
+    if state.client_key is not None or state.pending is not None:
+        # finished: the state stays as the run's receipt, without the key it no longer needs
+        state.client_key, state.pending = None, None
+        state_file.save(state)
     result_kind = str(session["result"])
     matched: list[PsiMatch] = []
     found = 0
@@ -575,8 +606,9 @@ def _run_oprf(
         matched=matched,
         duplicates=listed.duplicates,
         session_id=str(session["session_id"]),
-        charged_fen=charged if isinstance(charged, int) else None,
+        charged_fen=0 if from_receipt else charged if isinstance(charged, int) else None,
         resumed_chunks=resumed,
+        from_receipt=from_receipt,
     )
 
 
@@ -1022,7 +1054,6 @@ def run_psi(
             cache_dir=cache_dir,
             output=output,
         )
-        state_file = StateFile(None)
     else:
         state_file = StateFile(state_path or default_state_path(output, codes_or_path, product))
         result = _run_oprf(
@@ -1031,7 +1062,6 @@ def run_psi(
     if output is not None:
         write_matches(output, result)
         result = replace(result, output=output)
-    state_file.delete()
     return result
 
 

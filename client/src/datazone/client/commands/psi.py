@@ -109,7 +109,9 @@ def psi(
     except (ConfigError, PsiStateError, InputFileError, ValueError) as exc:
         fail(EXIT_BAD_INPUT, f"error: {exc}")
     how = f"{result.mode}" + (f", {result.protocol}" if result.protocol else "")
-    if result.resumed_chunks:
+    if result.from_receipt:
+        how += f", as session {result.session_id} answered it before: nothing asked or charged again"
+    elif result.resumed_chunks:
         how += f", continued after {result.resumed_chunks} chunks already answered"
     if result.result == "size":
         out.print(
