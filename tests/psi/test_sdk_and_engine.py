@@ -5,6 +5,7 @@ revoked while it runs, end with the reason and free the worker."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -75,7 +76,12 @@ def test_sdk_oprf_path_gets_the_plaintext_intersection(zone: Zone, sdk: ZoneClie
     assert result.size == len(set(codes) & set(zone.listed)) and result.items == len(codes)
     # line numbers are the file's own (header = 1)
     assert all(codes[m.line - 2] == m.uscc for m in result.matched)
-    assert out.exists() and not out.with_name(out.name + ".psi-state.json").exists()
+    receipt = out.with_name(out.name + ".psi-state.json")
+    assert out.exists() and json.loads(receipt.read_text())["client_key"] is None
+    # the same run again, against the real gateway: the receipt's result, no new session, no charge
+    again = sdk.psi("dishonest-debtor-psi", source, purpose="pre_loan", mode="oprf", output=out)
+    assert again.from_receipt and again.charged_fen == 0 and again.session_id == result.session_id
+    assert [m.uscc for m in again.matched] == [m.uscc for m in result.matched]
 
 
 def test_sdk_labeled_path_gets_fields_for_matches_only(zone: Zone, sdk: ZoneClient, tmp_path: Path) -> None:
