@@ -156,7 +156,9 @@ def test_a_call_that_would_cross_the_cap_is_refused_whole(db: Database) -> None:
 
 
 def test_rate_limit_burst_then_refill(db: Database) -> None:
-    bank = committed_bank(db, rate_per_second=5.0, burst=5)
+    # one call a second refills slowly enough that 8 calls fit in the burst's second even on a
+    # loaded machine (at 5 a second, a slow run saw a sixth call admitted)
+    bank = committed_bank(db, rate_per_second=1.0, burst=5)
     results = [call(db, bank, units=1) for _ in range(8)]
     admitted = [r.admission for r in results if r.admission is not None]
     refused = [r.error for r in results if r.error is not None]
@@ -164,11 +166,11 @@ def test_rate_limit_burst_then_refill(db: Database) -> None:
     assert [a.headers["RateLimit-Remaining"] for a in admitted] == ["4", "3", "2", "1", "0"]
     for a in admitted:
         assert a.headers["RateLimit-Limit"] == "5"
-        assert a.headers["RateLimit-Policy"] == "5;w=1"
-        assert 0 <= int(a.headers["RateLimit-Reset"]) <= 1
+        assert a.headers["RateLimit-Policy"] == "5;w=5"
+        assert 0 <= int(a.headers["RateLimit-Reset"]) <= 5
     for e in refused:
         assert isinstance(e, RateLimited) and e.status == 429 and e.type == "rate-limited"
-        assert 0 < e.extra["retry_after"] <= 0.2
+        assert 0 < e.extra["retry_after"] <= 1.0
         h = e.extra["headers"]
         assert h["Retry-After"] == "1" and h["RateLimit-Remaining"] == "0" and h["RateLimit-Limit"] == "5"
     assert totals(db, bank.institution.id)[0] == 5  # refusals bill nothing
