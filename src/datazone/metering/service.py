@@ -559,18 +559,30 @@ def _lock_meter(session: Session, institution_id: int) -> None:
     )
 
 
-def _lock_rate(session: Session, contract_id: int) -> tuple[datetime | None, datetime]:
-    """Lock (creating if need be) the contract's rate-limit row; its GCRA state and the database's
-    clock read after the lock is held (one clock for every replica)."""
-    stmt = pg_insert(MeterRate).values(contract_id=contract_id, tat=None)
-    row = session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["contract_id"], set_={"contract_id": stmt.excluded.contract_id}
-        ).returning(MeterRate.tat, sa.func.clock_timestamp())
+# GCRA in one statement: lock (creating if need be) the contract's rate row and move its theoretical
+# arrival time one interval on, if that stays within the burst's window of the database's clock
+# (one clock for every replica); no row back means the call is over the limit
+_TAKE_RATE = sa.text(
+    "INSERT INTO meter_rate (contract_id, tat) VALUES (:contract_id, clock_timestamp() + :interval)"
+    " ON CONFLICT (contract_id) DO UPDATE SET tat = GREATEST(meter_rate.tat, clock_timestamp()) + :interval"
+    " WHERE GREATEST(meter_rate.tat, clock_timestamp()) + :interval <= clock_timestamp() + :window"
+    " RETURNING tat, clock_timestamp()"
+)
+
+
+def _take_rate(
+    session: Session, contract_id: int, *, interval: timedelta, window: timedelta
+) -> tuple[bool, datetime, datetime]:
+    """(taken, the contract's theoretical arrival time after this call or, refused, as it stands, now)."""
+    params = {"contract_id": contract_id, "interval": interval, "window": window + timedelta(microseconds=1)}
+    row = session.execute(_TAKE_RATE, params).one_or_none()
+    if row is not None:
+        return True, row[0], row[1]
+    # refused (the row is locked all the same): its state, for Retry-After and the RateLimit headers
+    tat, now = session.execute(
+        sa.select(MeterRate.tat, sa.func.clock_timestamp()).where(MeterRate.contract_id == contract_id)
     ).one()
-    tat: datetime | None = row[0]
-    now: datetime = row[1]
-    return tat, now
+    return False, tat or now, now
 
 
 def _counts(session: Session, institution_id: int, periods: Sequence[str]) -> dict[str, tuple[int, int, int]]:
@@ -610,17 +622,15 @@ def admit(
         raise ValueError("at must be timezone-aware")
     plan = _plan(session, plan_id)
     _lock_meter(session, institution_id)
-    tat, now = _lock_rate(session, contract_id)
-
     # rate limit (GCRA): each call moves the theoretical arrival time one interval on; a call is
     # allowed while that stays within `burst` intervals of now
     interval = timedelta(seconds=1 / plan.rate_per_second)
     window = interval * plan.burst
-    new_tat = max(tat or now, now) + interval
-    if new_tat - now > window + timedelta(microseconds=1):
-        wait = new_tat - now - window
+    taken, tat, now = _take_rate(session, contract_id, interval=interval, window=window)
+    if not taken:
+        wait = max(tat, now) + interval - now - window
         retry_after = math.ceil(wait.total_seconds() * 1000) / 1000
-        headers = _rate_headers(plan, limit_window=window, remaining=0, reset=(tat or now) - now, at=at)
+        headers = _rate_headers(plan, limit_window=window, remaining=0, reset=tat - now, at=at)
         headers["Retry-After"] = str(max(1, _seconds_up(wait)))
         raise RateLimited(
             f"contract {contract_id} of institution {institution_id} may make {plan.burst} calls at once "
@@ -630,9 +640,8 @@ def admit(
             contract_id=contract_id,
             headers=headers,
         )
-    session.execute(sa.update(MeterRate).where(MeterRate.contract_id == contract_id).values(tat=new_tat))
-    remaining = int((window - (new_tat - now)) / interval + 1e-9)
-    headers = _rate_headers(plan, limit_window=window, remaining=remaining, reset=new_tat - now, at=at)
+    remaining = int((window - (tat - now)) / interval + 1e-9)
+    headers = _rate_headers(plan, limit_window=window, remaining=remaining, reset=tat - now, at=at)
 
     day, month = period_of(at, "day"), period_of(at, "month")
     counts = _counts(session, institution_id, (day, month))
