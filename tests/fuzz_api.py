@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from datazone.config import Settings  # noqa: E402
-from datazone.db import Database, migrate  # noqa: E402
+from datazone.db import Database, _pgserver, migrate  # noqa: E402
 from datazone.demo.setup import prepare_demo  # noqa: E402
 from tests.conftest import Server, scratch_database  # noqa: E402
 
@@ -47,9 +47,8 @@ def zone_database(scratch: Path) -> Iterator[str]:
     server_url = os.environ.get("DATAZONE_DATABASE_URL")
     server = None
     if not server_url:
-        import pgserver
-
-        server = pgserver.get_server(scratch / "pg", cleanup_mode="stop")
+        # through datazone.db: it imports pgserver without its XDG_RUNTIME_DIR warning
+        server = _pgserver().get_server(scratch / "pg", cleanup_mode="stop")
         server_url = server.get_uri()
     try:
         with scratch_database(server_url, prefix="datazone_fuzz") as url:
