@@ -132,7 +132,7 @@ class CapacityGate:
         finally:
             self._waiting -= 1
         if outcome == "gone":
-            return  # the client left while queued: no work done for nobody, nothing billed
+            return  # the client left while queued: no work is done for it and nothing is billed
         if outcome == "timeout":
             await self._refuse(
                 scope, send, f"no place freed within {self.wait_seconds:g} s ({self.max_requests} at work)"
