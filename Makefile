@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz topology bench bench-gateway bench-psi bench-scoring bench-scoring-job bench-anonymous clean
+.PHONY: demo test lint fuzz topology bench bench-cli bench-gateway bench-psi bench-scoring bench-scoring-job bench-anonymous clean
 
 # One pip run installs both distributions of this repository, so the server's requirement on
 # datazone-client is met by client/ here and never looked up on an index.
@@ -34,6 +34,9 @@ topology: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python tests/bench_ingest.py
+
+bench-cli: $(STAMP)
+	$(VENV)/bin/python tests/bench_cli.py
 
 bench-gateway: $(STAMP)
 	$(VENV)/bin/python tests/bench_gateway.py
