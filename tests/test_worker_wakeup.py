@@ -36,14 +36,14 @@ def test_a_committed_job_wakes_the_waiting_worker_and_a_rolled_back_one_does_not
             notify_work(s, job_id="job_test_wakeup")
         started = time.monotonic()
         listener = worker.wait_for_work(db, listener, 30, stop)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 10  # woken, not timed out at 30 s (loose: a busy machine)
 
         # and one committed while it waits
         timer = threading.Timer(0.5, lambda: _notify(db))
         timer.start()
         started = time.monotonic()
         listener = worker.wait_for_work(db, listener, 30, stop)
-        assert 0.4 < time.monotonic() - started < 3
+        assert 0.4 < time.monotonic() - started < 10
         timer.join()
     finally:
         if listener is not None:

@@ -109,7 +109,8 @@ def test_probes_answer_while_request_threads_and_pooled_connections_are_all_take
                 started = time.monotonic()
                 resp = client.get(path)
                 assert resp.status_code == 200, resp.text
-                assert time.monotonic() - started < 1.5, path
+                # not behind the held pool (its time-out is 30 s); loose for a busy machine
+                assert time.monotonic() - started < 5, path
         finally:
             for conn in held:
                 conn.close()
