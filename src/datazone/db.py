@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
@@ -142,6 +144,55 @@ def notify_work(session: Session, *, job_id: str) -> None:
     session.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, job_id)))
 
 
+# An autonomous transaction: a short one of its own, outside the caller's, on a small pool of its own
+# (so it never waits for a connection the caller's own pool may be out of), in autocommit, with commits
+# that do not wait for the WAL flush. The meter's reservations use it: the caller's transaction commits
+# after its reservation, synchronously, and PostgreSQL flushes the WAL in order, so every committed
+# answer's reservation is durable too; a crash can lose only reservations of calls that never
+# committed (so the counters err high, never low). A lock held by a caller's open transaction cannot
+# make it hang: it gives up after AUTONOMOUS_LOCK_TIMEOUT_MS.
+AUTONOMOUS_LOCK_TIMEOUT_MS = 10_000
+_autonomous_engines: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+_autonomous_guard = threading.Lock()
+
+
+def autonomous_engine(engine: Engine) -> Engine:
+    """The autonomous-transaction engine beside `engine` (same database), created on first use."""
+    with _autonomous_guard:
+        side = _autonomous_engines.get(engine)
+        if side is None:
+            size = engine.pool.size() if isinstance(engine.pool, sa.QueuePool) else 10
+            side = sa.create_engine(
+                engine.url,
+                pool_pre_ping=True,
+                pool_size=max(2, size // 4),
+                max_overflow=max(2, size // 2),
+                isolation_level="AUTOCOMMIT",
+                connect_args={
+                    "application_name": "datazone-meter",
+                    "options": f"-c synchronous_commit=off -c lock_timeout={AUTONOMOUS_LOCK_TIMEOUT_MS}",
+                },
+            )
+            _autonomous_engines[engine] = side
+        return side
+
+
+@contextmanager
+def autonomous(session: Session) -> Iterator[sa.Connection]:
+    """A connection in autocommit outside `session`'s transaction (see autonomous_engine)."""
+    bind = session.get_bind()
+    engine = bind.engine if isinstance(bind, sa.Connection) else bind
+    with autonomous_engine(engine).connect() as conn:
+        yield conn
+
+
+def dispose_autonomous(engine: Engine) -> None:
+    with _autonomous_guard:
+        side = _autonomous_engines.pop(engine, None)
+    if side is not None:
+        side.dispose()
+
+
 class Database:
     """The process's database: URL, engine and session factory, created once."""
 
@@ -174,4 +225,5 @@ class Database:
             yield s
 
     def dispose(self) -> None:
+        dispose_autonomous(self.engine)
         self.engine.dispose()

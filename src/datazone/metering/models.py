@@ -50,36 +50,28 @@ class Plan(Base):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
 
-class Meter(Base):
-    """One row per institution (across all its clients): the lock every admission takes, so the
-    institution's quota and spend cap stay exact across replicas."""
-
-    __tablename__ = "meter"
-
-    institution_id: Mapped[int] = mapped_column(sa.ForeignKey("principal.id"), primary_key=True)
-
-
 class MeterRate(Base):
     """A contract's rate limiter state (GCRA: the theoretical arrival time of its next call).
 
     Kept per contract because the rate and burst come from the contract's plan: state shared across
-    an institution's contracts would let a slow private plan throttle calls under a fast one."""
+    an institution's contracts would let a slow private plan throttle calls under a fast one. No foreign
+    key: admission writes it from a transaction of its own (`meter_admit`), which cannot see a contract
+    created by the caller's own uncommitted transaction."""
 
     __tablename__ = "meter_rate"
 
-    contract_id: Mapped[int] = mapped_column(
-        sa.BigInteger, sa.ForeignKey("contract.id", ondelete="CASCADE"), primary_key=True
-    )
+    contract_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
     tat: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 class MeterCount(Base):
-    """An institution's billed units, free units and charged fen in one Shanghai day ('YYYY-MM-DD')
-    or month ('YYYY-MM'); written only under the institution's meter lock (credits only lower them)."""
+    """An institution's admitted units, free units and charged fen in one Shanghai day ('YYYY-MM-DD')
+    or month ('YYYY-MM'). Counted up by `meter_admit` (a reservation, in a transaction of its own) and
+    down again for what a call did not bill or a credit gave back. No foreign key, as for MeterRate."""
 
     __tablename__ = "meter_count"
 
-    institution_id: Mapped[int] = mapped_column(sa.ForeignKey("principal.id"), primary_key=True)
+    institution_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
     period: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
     units: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     free_units: Mapped[int] = mapped_column(sa.BigInteger, default=0)

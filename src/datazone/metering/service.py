@@ -14,23 +14,24 @@ The call pipeline (`access.service`) calls, in the request's one transaction:
 This domain imports neither contracts nor billing: the pipeline passes the contract's plan and
 the debit it posted.
 
-`admit` locks the institution's meter row (one per institution, across all its clients and every
-replica) and keeps it locked until the transaction ends, so the next call of the same institution
-decides on counters that already include this one: quotas and caps hold to the unit. The lock is
-held for the rest of the request, so call `admit` as late as the answer allows. `admit` writes
-only the contract's rate-limiter state; `record_usage` adds the units actually billed (the found
-enterprises, at most the admitted ones) to the counters, so whatever was admitted but not billed
-never reaches the meter, and a rolled-back request leaves no trace.
+`admit` decides and counts the call in one statement (`meter_admit`, in PostgreSQL) in a transaction
+of its own, committed at once: the next call of the same institution, on any replica, decides on
+counters that already include this one, so quotas and caps hold to the unit, and it waits for that one
+statement only, not for this request's commit. The admitted units are a reservation held for the
+request's transaction: `record_usage` gives back what was admitted but not billed (enterprises not
+found), and a rolled-back transaction gives back all of it. A crash between the two can leave units
+counted that were never billed: the counters err high (a refusal too early), never low.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -44,20 +45,21 @@ from sqlalchemy.orm import Session
 
 from datazone.audit import service as audit_service
 from datazone.config import get_settings
+from datazone.db import autonomous
 from datazone.errors import Conflict, DomainError, Forbidden, InvalidSpec, NotFound
 from datazone.metering.models import (
     DEFAULT_PLAN_ID,
     PERIODS,
     IdempotentAnswer,
-    Meter,
     MeterCount,
-    MeterRate,
     Plan,
     UsageEvent,
 )
 from datazone.observability import metrics
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
+
+log = logging.getLogger(__name__)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PLAN_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -515,6 +517,8 @@ class Admission:
     at: datetime
     day: str
     month: str
+    # the key of what this admission holds on the counters (see Reservation)
+    reservation_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     @property
     def charged_fen(self) -> int:
@@ -548,53 +552,67 @@ def _plan(session: Session, plan_id: str) -> Plan:
     return plan
 
 
-def _lock_meter(session: Session, institution_id: int) -> None:
-    """Lock (creating if need be) the institution's meter row: quota and spend cap are decided and
-    counted under it, so they stay exact across replicas."""
-    stmt = pg_insert(Meter).values(institution_id=institution_id)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["institution_id"], set_={"institution_id": stmt.excluded.institution_id}
-        )
-    )
-
-
-# GCRA in one statement: lock (creating if need be) the contract's rate row and move its theoretical
-# arrival time one interval on, if that stays within the burst's window of the database's clock
-# (one clock for every replica); no row back means the call is over the limit
-_TAKE_RATE = sa.text(
-    "INSERT INTO meter_rate (contract_id, tat) VALUES (:contract_id, clock_timestamp() + :interval)"
-    " ON CONFLICT (contract_id) DO UPDATE SET tat = GREATEST(meter_rate.tat, clock_timestamp()) + :interval"
-    " WHERE GREATEST(meter_rate.tat, clock_timestamp()) + :interval <= clock_timestamp() + :window"
-    " RETURNING tat, clock_timestamp()"
+# One round trip decides and counts the call (see the migration that defines meter_admit): the rate
+# limit, quota, free units and spend cap, in a transaction of its own, so the counters' locks are held
+# for that one statement and not until the caller's commit.
+_ADMIT = sa.text(
+    "SELECT outcome, next_tat, clock, used, free_taken, spent FROM meter_admit("
+    ":institution_id, :contract_id, :interval, :window, :day, :month, :units, :price,"
+    " :quota, :quota_period, :free_units, :free_period, :cap)"
 )
+# what a call held but did not bill, or a call rolled back, goes back to the counters
+_RELEASE = sa.text(
+    "UPDATE meter_count SET units = units - :units, free_units = free_units - :free, charged_fen = charged_fen - :fen"
+    " WHERE institution_id = :institution_id AND period IN (:day, :month)"
+)
+# the reservations a session's transaction holds: released if it rolls back, kept if it commits
+_HELD = "datazone.metering.held"
 
 
-def _take_rate(
-    session: Session, contract_id: int, *, interval: timedelta, window: timedelta
-) -> tuple[bool, datetime, datetime]:
-    """(taken, the contract's theoretical arrival time after this call or, refused, as it stands, now)."""
-    params = {"contract_id": contract_id, "interval": interval, "window": window + timedelta(microseconds=1)}
-    row = session.execute(_TAKE_RATE, params).one_or_none()
-    if row is not None:
-        return True, row[0], row[1]
-    # refused (the row is locked all the same): its state, for Retry-After and the RateLimit headers
-    tat, now = session.execute(
-        sa.select(MeterRate.tat, sa.func.clock_timestamp()).where(MeterRate.contract_id == contract_id)
-    ).one()
-    return False, tat or now, now
+class MeterBusy(DomainError):
+    status = 503
+    type = "meter-busy"
+    title = "The meter is busy"
 
 
-def _counts(session: Session, institution_id: int, periods: Sequence[str]) -> dict[str, tuple[int, int, int]]:
-    rows = session.execute(
-        sa.select(MeterCount.period, MeterCount.units, MeterCount.free_units, MeterCount.charged_fen).where(
-            MeterCount.institution_id == institution_id, MeterCount.period.in_(list(periods))
+@dataclass
+class Reservation:
+    """What an admission counted on the institution's day and month counters and still holds."""
+
+    institution_id: int
+    day: str
+    month: str
+    units: int
+    free_units: int
+    fen: int
+
+
+def _release(session: Session, held: Reservation, *, units: int, free_units: int, fen: int) -> None:
+    if units == 0 and free_units == 0 and fen == 0:
+        return
+    with autonomous(session) as conn:
+        conn.execute(
+            _RELEASE,
+            {"institution_id": held.institution_id, "day": held.day, "month": held.month,
+             "units": units, "free": free_units, "fen": fen},
         )
-    )
-    counts = {p: (0, 0, 0) for p in periods}
-    for period, units, free, fen in rows:
-        counts[period] = (units, free, fen)
-    return counts
+    held.units, held.free_units, held.fen = held.units - units, held.free_units - free_units, held.fen - fen
+
+
+@sa.event.listens_for(Session, "after_commit")
+def _reservations_kept(session: Session) -> None:
+    session.info.pop(_HELD, None)
+
+
+@sa.event.listens_for(Session, "after_rollback")
+def _reservations_released(session: Session) -> None:
+    for held in session.info.pop(_HELD, {}).values():
+        try:
+            _release(session, held, units=held.units, free_units=held.free_units, fen=held.fen)
+        except sa.exc.SQLAlchemyError:
+            # the rollback's own cause matters more; the counters err high (a refusal too early, never
+            # an overshoot)
+            log.exception("could not release %s units held by institution %s", held.units, held.institution_id)
 
 
 @metrics.counts_meter_decisions
@@ -612,22 +630,50 @@ def admit(
     """Admit a call for up to `units` billable units under the contract's plan, or refuse it.
 
     In order: the rate limit (GCRA per contract, in the database), the hard quota, the free
-    units and price of each unit, the monthly spend cap; all decided under the institution's meter
-    row lock, held until the transaction ends. Raises RateLimited, QuotaExceeded (429) or
-    SpendCapReached (402), each with `retry_after` and a `headers` member for the HTTP answer.
+    units and price of each unit, the monthly spend cap; decided and counted by one statement in a
+    transaction of its own (an institution's concurrent calls wait on each other for that statement
+    only), so quotas and caps hold to the unit across replicas. The units are held for `session`'s
+    transaction: what `record_usage` does not bill, or all of it if the transaction rolls back, goes
+    back to the counters. Raises RateLimited, QuotaExceeded (429) or SpendCapReached (402), each with
+    `retry_after` and a `headers` member for the HTTP answer; MeterBusy (503) if the counters stay
+    locked past the lock time-out.
     """
     if units < 0:
         raise ValueError("units must be 0 or more")
     if at.tzinfo is None:
         raise ValueError("at must be timezone-aware")
     plan = _plan(session, plan_id)
-    _lock_meter(session, institution_id)
-    # rate limit (GCRA): each call moves the theoretical arrival time one interval on; a call is
-    # allowed while that stays within `burst` intervals of now
     interval = timedelta(seconds=1 / plan.rate_per_second)
     window = interval * plan.burst
-    taken, tat, now = _take_rate(session, contract_id, interval=interval, window=window)
-    if not taken:
+    day, month = period_of(at, "day"), period_of(at, "month")
+    price = plan.unit_price_fen if plan.unit_price_fen is not None else product_price_fen
+    params = {
+        "institution_id": institution_id,
+        "contract_id": contract_id,
+        "interval": interval,
+        "window": window + timedelta(microseconds=1),
+        "day": day,
+        "month": month,
+        "units": units,
+        "price": price,
+        "quota": plan.quota_units if plan.quota_period is not None else None,
+        "quota_period": plan.quota_period,
+        "free_units": plan.free_units,
+        "free_period": plan.free_period,
+        "cap": plan.monthly_cap_fen,
+    }
+    try:
+        with autonomous(session) as conn:
+            outcome, tat, now, used, free, spent = conn.execute(_ADMIT, params).one()
+    except sa.exc.OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        raise MeterBusy(
+            f"institution {institution_id}'s meter stayed locked past the time-out; retry in a moment",
+            retry_after=1,
+            headers={"Retry-After": "1"},
+        ) from exc
+    if outcome == "rate_limit":
         wait = max(tat, now) + interval - now - window
         retry_after = math.ceil(wait.total_seconds() * 1000) / 1000
         headers = _rate_headers(plan, limit_window=window, remaining=0, reset=tat - now, at=at)
@@ -640,65 +686,55 @@ def admit(
             contract_id=contract_id,
             headers=headers,
         )
+    # rate-limit headers as if this call is taken: a quota or cap refusal quotes the same
     remaining = int((window - (tat - now)) / interval + 1e-9)
     headers = _rate_headers(plan, limit_window=window, remaining=remaining, reset=tat - now, at=at)
 
-    day, month = period_of(at, "day"), period_of(at, "month")
-    counts = _counts(session, institution_id, (day, month))
-
-    if plan.quota_units is not None and plan.quota_period is not None:
-        quota_key = day if plan.quota_period == "day" else month
-        used = counts[quota_key][0]
+    if outcome == "quota":
+        assert plan.quota_units is not None and plan.quota_period is not None
         left = max(0, plan.quota_units - used)
-        if units > left:
-            renews = period_end(at, plan.quota_period)
-            retry_after = max(1, _seconds_up(renews - at))
-            quota_headers = {**headers, "Retry-After": str(retry_after)}
-            raise QuotaExceeded(
-                f"institution {institution_id} has used {used} of the {plan.quota_units} units its plan "
-                f"{plan.id} allows a {plan.quota_period}; this call needs {units} and {left} remain"
-                f"; the quota renews at {renews.astimezone(SHANGHAI).isoformat()} (Asia/Shanghai)"
-                + ("; send a smaller batch" if left else "")
-                + " or ask the operator for a larger quota",
-                plan_id=plan.id,
-                quota_units=plan.quota_units,
-                quota_period=plan.quota_period,
-                used=used,
-                requested=units,
-                remaining=left,
-                renews_at=renews.isoformat(),
-                retry_after=retry_after,
-                headers=quota_headers,
-            )
+        renews = period_end(at, plan.quota_period)
+        retry_after = max(1, _seconds_up(renews - at))
+        raise QuotaExceeded(
+            f"institution {institution_id} has used {used} of the {plan.quota_units} units its plan "
+            f"{plan.id} allows a {plan.quota_period}; this call needs {units} and {left} remain"
+            f"; the quota renews at {renews.astimezone(SHANGHAI).isoformat()} (Asia/Shanghai)"
+            + ("; send a smaller batch" if left else "")
+            + " or ask the operator for a larger quota",
+            plan_id=plan.id,
+            quota_units=plan.quota_units,
+            quota_period=plan.quota_period,
+            used=used,
+            requested=units,
+            remaining=left,
+            renews_at=renews.isoformat(),
+            retry_after=retry_after,
+            headers={**headers, "Retry-After": str(retry_after)},
+        )
 
-    price = plan.unit_price_fen if plan.unit_price_fen is not None else product_price_fen
-    free = 0
-    if price > 0:  # the free allowance is for paid units: a free product does not use it up
-        free_key = day if plan.free_period == "day" else month
-        free = min(units, max(0, plan.free_units - counts[free_key][1]))
     charges = [0] * free + [price] * (units - free)
     charged = price * (units - free)
+    if outcome == "cap":
+        assert plan.monthly_cap_fen is not None
+        renews = period_end(at, "month")
+        retry_after = max(1, _seconds_up(renews - at))
+        raise SpendCapReached(
+            f"institution {institution_id} has spent {spent} of the {plan.monthly_cap_fen} fen its plan "
+            f"{plan.id} allows in {month}; this call would cost {charged} fen "
+            f"({units - free} units at {price} fen); the cap renews at "
+            f"{renews.astimezone(SHANGHAI).isoformat()} (Asia/Shanghai), or ask the operator to raise it",
+            plan_id=plan.id,
+            monthly_cap_fen=plan.monthly_cap_fen,
+            spent_fen=spent,
+            call_fen=charged,
+            period=month,
+            retry_after=retry_after,
+            headers={**headers, "Retry-After": str(retry_after)},
+        )
+    if outcome != "admitted":
+        raise RuntimeError(f"meter_admit answered {outcome!r}")
 
-    if plan.monthly_cap_fen is not None and charged > 0:
-        spent = counts[month][2]
-        if spent + charged > plan.monthly_cap_fen:
-            renews = period_end(at, "month")
-            retry_after = max(1, _seconds_up(renews - at))
-            raise SpendCapReached(
-                f"institution {institution_id} has spent {spent} of the {plan.monthly_cap_fen} fen its plan "
-                f"{plan.id} allows in {month}; this call would cost {charged} fen "
-                f"({units - free} units at {price} fen); the cap renews at "
-                f"{renews.astimezone(SHANGHAI).isoformat()} (Asia/Shanghai), or ask the operator to raise it",
-                plan_id=plan.id,
-                monthly_cap_fen=plan.monthly_cap_fen,
-                spent_fen=spent,
-                call_fen=charged,
-                period=month,
-                retry_after=retry_after,
-                headers={**headers, "Retry-After": str(retry_after)},
-            )
-
-    return Admission(
+    admission = Admission(
         institution_id=institution_id,
         contract_id=contract_id,
         plan_id=plan.id,
@@ -712,6 +748,10 @@ def admit(
         day=day,
         month=month,
     )
+    session.info.setdefault(_HELD, {})[admission.reservation_id] = Reservation(
+        institution_id, day, month, units, free, charged
+    )
+    return admission
 
 
 @dataclass(frozen=True)
@@ -792,28 +832,11 @@ def record_usage(
         ]
     if rows:
         session.execute(sa.insert(UsageEvent), rows)
-    if n:
-        counters = pg_insert(MeterCount).values(
-            [
-                {
-                    "institution_id": institution_id,
-                    "period": p,
-                    "units": n,
-                    "free_units": free,
-                    "charged_fen": charged,
-                }
-                for p in (admission.day, admission.month)
-            ]
-        )
-        session.execute(
-            counters.on_conflict_do_update(
-                index_elements=["institution_id", "period"],
-                set_={
-                    "units": MeterCount.units + counters.excluded.units,
-                    "free_units": MeterCount.free_units + counters.excluded.free_units,
-                    "charged_fen": MeterCount.charged_fen + counters.excluded.charged_fen,
-                },
-            )
+    # the admission counted every admitted unit: what is not billed goes back to the counters now
+    held = session.info.get(_HELD, {}).get(admission.reservation_id)
+    if held is not None:
+        _release(
+            session, held, units=held.units - n, free_units=held.free_units - free, fen=held.fen - charged
         )
     if idempotency_key is not None:
         store_answer(
@@ -876,7 +899,12 @@ class MeterReading:
 
 def meter_reading(session: Session, *, institution_id: int, period: str) -> MeterReading:
     """The institution's counters for a Shanghai day 'YYYY-MM-DD' or month 'YYYY-MM'."""
-    units, free, fen = _counts(session, institution_id, (period,))[period]
+    row = session.execute(
+        sa.select(MeterCount.units, MeterCount.free_units, MeterCount.charged_fen).where(
+            MeterCount.institution_id == institution_id, MeterCount.period == period
+        )
+    ).first()
+    units, free, fen = row if row is not None else (0, 0, 0)
     return MeterReading(period=period, units=units, free_units=free, charged_fen=fen)
 
 
