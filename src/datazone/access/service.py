@@ -11,8 +11,9 @@ audited, all in the request's one transaction: the answer is given only if that 
 No product logic does any of this on its own. Nothing is cached between requests: a
 revoked token, grant or consent refuses the very next request on every replica.
 
-The meter is taken last, after the answer is computed: the institution's meter row is
-locked from `admit` to commit, so taking it last keeps that window to a few writes.
+The meter is taken last, after the answer is computed, so a call refused by an earlier gate
+never counts against the quota: `admit` reserves the units in one statement of its own, and the
+institution's other calls wait for that statement only.
 """
 
 from __future__ import annotations
@@ -155,6 +156,9 @@ class Delivery:
     price_fen: int = 0
     successor_id: str | None = None
     departments: list[str] = field(default_factory=list)
+    # what the call was authorized on; kept so the session's (weak) identity map keeps the product
+    # and contract rows the later gates read again, instead of selecting them anew
+    authorization: Authorization | None = None
 
 
 @contextmanager
@@ -261,7 +265,8 @@ def serve(
     if stored is not None:
         # a retry: the same answer, free, and no second usage event
         return Served(stored.status, stored.body, stored.headers, True)
-    require_product_scope(session, grant=grant, product_id=product_id)
+    # held for the call, so the product gate reads it from the session's (weak) identity map
+    _listed = require_product_scope(session, grant=grant, product_id=product_id)
     with check("uscc"):
         codes = validate_usccs(usccs)
     d = deliver(session, caller=caller, product_id=product_id, codes=codes, purpose=purpose, at=at, as_of=as_of)
@@ -269,8 +274,6 @@ def serve(
     if single and not found:
         with check("zone"):
             raise EnterpriseNotFound(f"no enterprise {codes[0]} in the zone's registration data", usccs=codes)
-    # the audit entry first: the meter row lock, taken by admit(), is then held only for the
-    # metering writes and the commit
     audit_service.record(
         session,
         actor=caller,
@@ -295,6 +298,7 @@ def serve(
         session,
         institution_id=caller.id,
         contract_id=d.contract_id,
+        plan_id=d.authorization.contract.plan_id if d.authorization else None,
         product_id=d.served_id,
         price_fen=d.price_fen,
         units=len(found),
@@ -333,6 +337,7 @@ def admit(
     price_fen: int,
     units: int,
     at: datetime,
+    plan_id: str | None = None,
 ) -> metering.Admission:
     """The meter's admission of `units`, a refusal tagged with the check that closed
     (`rate_limit`, or `quota` for the quota and the spend cap)."""
@@ -341,7 +346,7 @@ def admit(
             session,
             institution_id=institution_id,
             contract_id=contract_id,
-            plan_id=contract_service.plan_id_of(session, contract_id=contract_id),
+            plan_id=plan_id or contract_service.plan_id_of(session, contract_id=contract_id),
             product_id=product_id,
             product_price_fen=price_fen,
             units=units,
@@ -443,6 +448,8 @@ class Authorization:
     contract: Any
     grants: list[Any]
     datasets: list[str]
+    # the departments whose data the call uses (the suppliers of `datasets`)
+    departments: list[str]
 
 
 def authorize(
@@ -489,7 +496,7 @@ def authorize(
             raise ValueError(f"datasets {unknown} are not sources of product {served.id!r}")
         datasets = sorted(set(datasets))
     with check("data"):
-        lifecycle_service.require_in_use(session, dataset_ids=datasets)
+        suppliers = lifecycle_service.require_in_use(session, dataset_ids=datasets)
     with check("grant"):
         grants = grant_service.require_grants(
             session,
@@ -499,7 +506,9 @@ def authorize(
             purpose=purpose,
             at=at,
         )
-    return Authorization(requested, served, spec, contract, list(grants), list(datasets))
+    return Authorization(
+        requested, served, spec, contract, list(grants), list(datasets), sorted(set(suppliers.values()))
+    )
 
 
 def deliver(
@@ -555,7 +564,8 @@ def deliver(
         answers=answers,
         price_fen=spec.price_fen,
         successor_id=served.successor_id,
-        departments=product_service.product_departments(session, product=served),
+        departments=auth.departments,
+        authorization=auth,
     )
 
 
@@ -565,13 +575,14 @@ def _policy(rule: masking.FieldRule, clearance: int) -> str:
     return probe.applied.get(rule.name, "withheld")
 
 
-def require_product_scope(session: Session, *, grant: AccessGrant, product_id: str) -> None:
+def require_product_scope(session: Session, *, grant: AccessGrant, product_id: str) -> Any:
     """The token must carry the product's scope; an id the catalog does not hold is a 404 that
-    names the catalog, not a scope the bank should go and request."""
+    names the catalog, not a scope the bank should go and request. Returns the product."""
     with check("product"):
-        product_service.get_product(session, product_id=product_id)
+        product = product_service.get_product(session, product_id=product_id)
     with check("scope"):
         resource.require_scope(grant, product_id)
+    return product
 
 
 def record_refusal(

@@ -678,7 +678,6 @@ def query(
         ) from None
     asked = [q.bucket for q in queries]
     held = read_buckets(session, table_id=table.id, buckets=asked)
-    # the audit entry first: the meter row lock, taken by admit(), is then held only for the metering writes
     audit_service.record(
         session,
         actor=caller,

@@ -161,9 +161,10 @@ class DataNotInUse(Forbidden):
     title = "Data not in use"
 
 
-def require_in_use(session: Session, *, dataset_ids: list[str]) -> None:
+def require_in_use(session: Session, *, dataset_ids: list[str]) -> dict[str, str]:
     """Refuse (403 data-not-in-use) unless every dataset is admitted or deprecated and its
-    supplier is not blacklisted; the problem names each dataset that fails and why.
+    supplier is not blacklisted; the problem names each dataset that fails and why. Returns
+    {dataset id: supplier id}: the departments whose data the call uses.
 
     Two primary-key lookups, nothing cached: a retirement or a blacklisting holds from
     the very next request on every replica.
@@ -217,6 +218,7 @@ def require_in_use(session: Session, *, dataset_ids: list[str]) -> None:
             errors=errors,
             dataset_ids=refused,
         )
+    return {dataset_id: states[dataset_id].supplier_id for dataset_id in wanted}
 
 
 # --- suppliers ---------------------------------------------------------------------------

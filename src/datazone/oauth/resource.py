@@ -26,7 +26,6 @@ from datazone.config import Settings
 from datazone.errors import Forbidden, Unauthorized
 from datazone.oauth import keys
 from datazone.oauth import service as oauth_service
-from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 
 # clock skew tolerated on exp, iat and nbf
@@ -130,16 +129,16 @@ def authenticate_access_token(
     claims = _decode(session, token)
     _check_claims(claims, settings, now)
     jti = str(claims["jti"])
-    if oauth_service.is_token_revoked(session, jti=jti):
+    holder = oauth_service.token_holder(session, jti=jti, client_id=str(claims["client_id"]))
+    if holder.revoked:
         raise InvalidToken("the token was revoked; get a new one")
-    client = oauth_service.get_client(session, client_id=str(claims["client_id"]))
-    if client is None or client.institution_id != claims["institution_id"]:
+    client, institution = holder.client, holder.institution
+    if client is None or institution is None or client.institution_id != claims["institution_id"]:
         raise InvalidToken("the token's client is unknown to this zone")
     if client.revoked_at is not None:
         raise InvalidToken(
             f"the token's client {client.client_id} was revoked at {client.revoked_at.isoformat()}"
         )
-    institution = principal_service.get_principal(session, principal_id=client.institution_id)
     if institution.suspended_at is not None:
         raise InvalidToken(
             f"institution {institution.name!r} is suspended since {institution.suspended_at.isoformat()}"

@@ -361,6 +361,30 @@ def is_token_revoked(session: Session, *, jti: str) -> bool:
     return session.scalar(sa.select(sa.exists().where(RevokedToken.jti == jti))) is True
 
 
+@dataclass(frozen=True)
+class TokenHolder:
+    """What an access token's use rests on, read fresh on every call: whether the token was revoked,
+    its client and the client's institution (None when the client is unknown)."""
+
+    revoked: bool
+    client: OAuthClient | None
+    institution: Principal | None
+
+
+def token_holder(session: Session, *, jti: str, client_id: str) -> TokenHolder:
+    """The token's revocation, client and institution in one query (every product call asks)."""
+    revoked = sa.exists().where(RevokedToken.jti == jti).label("revoked")
+    row = session.execute(
+        sa.select(OAuthClient, Principal, revoked)
+        .join(Principal, Principal.id == OAuthClient.institution_id)
+        .where(OAuthClient.client_id == client_id)
+        .execution_options(populate_existing=True)
+    ).first()
+    if row is None:
+        return TokenHolder(is_token_revoked(session, jti=jti), None, None)
+    return TokenHolder(bool(row.revoked), row.OAuthClient, row.Principal)
+
+
 def use_assertion(session: Session, *, client_id: str, jti: str, expires_at: datetime) -> bool:
     """Record a client assertion's jti; False when it was used before (a replay)."""
     inserted = session.execute(
