@@ -23,15 +23,20 @@ from datazone.principal.service import a_kind
 _bearer = HTTPBearer(auto_error=False)
 
 
-def app_settings(request: Request) -> Settings:
+# async: an attribute read needs no worker thread (a sync dependency takes a hop to one)
+async def app_settings(request: Request) -> Settings:
     """The settings the app was created with (tests give each app its own)."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_db(request: Request) -> Database:
+def database_of(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
+
+
+async def get_db(request: Request) -> Database:
+    return database_of(request)
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -41,7 +46,7 @@ def get_session(request: Request) -> Iterator[Session]:
     scope exits after sending, so a client could see 200 for a change that was not yet
     committed (or that then failed to commit), and its next request could miss it.
     """
-    with get_db(request).unit_of_work() as session:
+    with database_of(request).unit_of_work() as session:
         yield session
 
 

@@ -530,7 +530,7 @@ def _seconds_up(delta: timedelta) -> int:
 
 
 def _rate_headers(
-    plan: Plan, *, limit_window: timedelta, remaining: int, reset: timedelta, at: datetime
+    plan: PlanTerms, *, limit_window: timedelta, remaining: int, reset: timedelta, at: datetime
 ) -> dict[str, str]:
     """RateLimit-* per draft-ietf-httpapi-ratelimit-headers: the burst is the limit, refilled at the
     plan's rate; the policy lists the rate window and, with a quota, the quota's period."""
@@ -545,11 +545,44 @@ def _rate_headers(
     }
 
 
-def _plan(session: Session, plan_id: str) -> Plan:
+@dataclass(frozen=True)
+class PlanTerms:
+    """The terms admission reads from a plan."""
+
+    id: str
+    rate_per_second: float
+    burst: int
+    quota_units: int | None
+    quota_period: str | None
+    free_units: int
+    free_period: str
+    unit_price_fen: int | None
+    monthly_cap_fen: int | None
+
+
+# A plan is never changed once created (new terms are a new plan, which a contract then names), so
+# its terms may be kept in memory: nothing a revocation must override lives here. Keyed by database
+# too, for a process that talks to several (the tests).
+_PLAN_TERMS: dict[tuple[str, str], PlanTerms] = {}
+_PLAN_TERMS_MAX = 4096
+
+
+def _plan(session: Session, plan_id: str) -> PlanTerms:
+    database = str(session.get_bind().engine.url)
+    terms = _PLAN_TERMS.get((database, plan_id))
+    if terms is not None:
+        return terms
     plan = session.get(Plan, plan_id)
     if plan is None:  # a contract's foreign key makes this unreachable short of a damaged database
         raise NotFound(f"no plan {plan_id!r}")
-    return plan
+    terms = PlanTerms(
+        plan.id, plan.rate_per_second, plan.burst, plan.quota_units, plan.quota_period, plan.free_units,
+        plan.free_period, plan.unit_price_fen, plan.monthly_cap_fen,
+    )
+    if len(_PLAN_TERMS) >= _PLAN_TERMS_MAX:
+        _PLAN_TERMS.clear()
+    _PLAN_TERMS[(database, plan_id)] = terms
+    return terms
 
 
 # One round trip decides and counts the call (see the migration that defines meter_admit): the rate
