@@ -19,6 +19,7 @@ institution's other calls wait for that statement only.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -39,7 +40,6 @@ from datazone.grant import service as grant_service
 from datazone.lifecycle import service as lifecycle_service
 from datazone.masking import service as masking
 from datazone.metering import service as metering
-from datazone.metering.models import UsageEvent
 from datazone.oauth import resource
 from datazone.oauth.resource import AccessGrant
 from datazone.observability import metrics
@@ -175,7 +175,11 @@ def validate_usccs(usccs: Sequence[str]) -> list[str]:
     """Upper-case and validate every code; list every bad one with why."""
     codes = [u.strip().upper() for u in usccs]
     errors = []
+    # a batch is checked in bulk first; only a code that fails is explained
+    valid = uscc_rules.valid_mask(codes) if len(codes) > 1 else [False]
     for i, code in enumerate(codes):
+        if valid[i]:
+            continue
         why = uscc_rules.explain_invalid(code)
         if why is not None:
             errors.append({"location": f"usccs.{i}" if len(codes) > 1 else "uscc", "problem": why})
@@ -186,7 +190,7 @@ def validate_usccs(usccs: Sequence[str]) -> list[str]:
             errors=errors,
             check="uscc",
         )
-    dupes = sorted({c for c in codes if codes.count(c) > 1})
+    dupes = sorted(code for code, n in Counter(codes).items() if n > 1)
     if dupes:
         raise InvalidSpec(f"a batch lists each enterprise once; repeated: {', '.join(dupes)}", check="uscc")
     return codes
@@ -376,7 +380,7 @@ def bill(
     headers: dict[str, str],
     at: datetime,
     call_id: uuid.UUID | None = None,
-) -> list[UsageEvent]:
+) -> list[metering.BilledUnit]:
     """The last gate of every channel: the ledger debit for what the admitted call charges
     (billing), then its usage events, meter counts and kept answer (metering), in the call's
     transaction. Metering and billing do not call each other: this is the one place that orders them.

@@ -802,6 +802,30 @@ def charge_of(admission: Admission, *, units: int) -> Charge:
     return Charge(units=units, free_units=min(units, admission.free_units), fen=sum(admission.charges_fen[:units]))
 
 
+@dataclass(frozen=True, slots=True)
+class BilledUnit:
+    """One usage event as written: `quantity` units of a call at one price."""
+
+    id: uuid.UUID
+    call_id: uuid.UUID
+    uscc: str | None
+    price_fen: int
+    free: bool
+    quantity: int
+
+
+# A call's usage events in one statement however many there are (a batch bills up to 1,000): the
+# per-event values travel as arrays, with no ORM object or parameter set per event.
+_INSERT_EVENTS = sa.text(
+    "INSERT INTO usage_event (id, call_id, at, institution_id, client_id, contract_id, plan_id, product_id,"
+    " purpose, uscc, price_fen, free, quantity, idempotency_key, debit_id)"
+    " SELECT e.id, :call_id, :at, :institution_id, :client_id, :contract_id, :plan_id, :product_id, :purpose,"
+    " e.uscc, e.price_fen, e.free, e.quantity, :idempotency_key, :debit_id"
+    " FROM unnest(CAST(:ids AS uuid[]), CAST(:usccs AS text[]), CAST(:prices AS bigint[]),"
+    " CAST(:frees AS boolean[]), CAST(:quantities AS bigint[])) AS e(id, uscc, price_fen, free, quantity)"
+)
+
+
 def record_usage(
     session: Session,
     *,
@@ -819,14 +843,14 @@ def record_usage(
     body: dict[str, Any],
     headers: dict[str, str],
     at: datetime,
-) -> list[UsageEvent]:
+) -> list[BilledUnit]:
     """Record the billed call: one usage event per billed enterprise (or, for units naming no
     enterprise, one event of N units per price), the meter counters, and the answer kept under
     the idempotency key. The ledger debit (`debit_id`) is posted by the call pipeline
     (`access.service.bill`), which owns the order of metering and billing.
 
     `usccs_billed` may be fewer than the admitted units (enterprises not found are not billed):
-    only what is billed reaches the meter. Returns the events (already written; not in the session).
+    only what is billed reaches the meter. Returns what was written, one BilledUnit per usage event.
     """
     if institution_id != admission.institution_id or product_id != admission.product_id:
         raise ValueError("record_usage must bill the institution and product that were admitted")
@@ -836,7 +860,7 @@ def record_usage(
     free, charged = charge.free_units, charge.fen
     if (debit_id is None) != (charged == 0):
         raise ValueError(f"a call charging {charged} fen needs a ledger debit exactly when it charges anything")
-    common = {
+    common: dict[str, Any] = {
         "call_id": call_id,
         "at": at,
         "institution_id": institution_id,
@@ -848,23 +872,32 @@ def record_usage(
         "idempotency_key": idempotency_key,
         "debit_id": debit_id,
     }
-    rows: list[dict[str, Any]]
+    units: list[BilledUnit]
     if n and all(u is None for u in usccs_billed):
         # units that name no enterprise (a PSI set of up to millions of items, anonymous queries):
         # one event for the free units and one for the paid, each carrying its quantity
         paid = n - free
-        rows = [
-            {**common, "id": uuid.uuid4(), "uscc": None, "price_fen": price, "free": is_free, "quantity": q}
+        units = [
+            BilledUnit(uuid.uuid4(), call_id, None, price, is_free, q)
             for q, price, is_free in ((free, 0, True), (paid, admission.unit_price_fen, False))
             if q > 0
         ]
     else:
-        rows = [
-            {**common, "id": uuid.uuid4(), "uscc": uscc, "price_fen": charges[i], "free": i < free, "quantity": 1}
-            for i, uscc in enumerate(usccs_billed)
+        units = [
+            BilledUnit(uuid.uuid4(), call_id, uscc, charges[i], i < free, 1) for i, uscc in enumerate(usccs_billed)
         ]
-    if rows:
-        session.execute(sa.insert(UsageEvent), rows)
+    if units:
+        session.execute(
+            _INSERT_EVENTS,
+            {
+                **common,
+                "ids": [u.id for u in units],
+                "usccs": [u.uscc for u in units],
+                "prices": [u.price_fen for u in units],
+                "frees": [u.free for u in units],
+                "quantities": [u.quantity for u in units],
+            },
+        )
     # the admission counted every admitted unit: what is not billed goes back to the counters now
     held = session.info.get(_HELD, {}).get(admission.reservation_id)
     if held is not None:
@@ -881,7 +914,7 @@ def record_usage(
             body=body,
             headers=headers,
         )
-    return [UsageEvent(**row) for row in rows]
+    return units
 
 
 @dataclass(frozen=True)
