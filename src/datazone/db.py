@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,16 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+HELD_ROWS = "datazone.held_rows"
+
+
+def hold(session: Session, objects: Iterable[Any]) -> None:
+    """Keep `objects` referenced for the session's life. Its identity map holds rows weakly, so a row
+    read once and then dropped is selected again by the next `session.get`; a row the call path reads
+    again (a dataset checked by the data gate, then read by the product engine) is held instead."""
+    session.info.setdefault(HELD_ROWS, []).extend(objects)
 
 
 # Workers LISTEN on this channel and job creation NOTIFYs it (PostgreSQL delivers the

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from datazone.dataset import zone
 from datazone.dataset.models import Dataset, DatasetVersion
 from datazone.dataset.schemas import DatasetSpec
+from datazone.db import hold
 from datazone.errors import Conflict, InvalidSpec, NotFound
 from datazone.principal.models import Principal
 from datazone.supplier import service as supplier_service
@@ -237,10 +238,14 @@ def admission_states(session: Session, *, dataset_ids: list[str]) -> dict[str, A
     """Admission state of each named dataset that exists, in one query (the use gate runs it per call)."""
     if not dataset_ids:
         return {}
-    q = sa.select(Dataset.id, Dataset.supplier_id, Dataset.admission_state, Dataset.successor_id).where(
-        Dataset.id.in_(set(dataset_ids))
+    # whole rows, held by the session: the product engine reads the same datasets next, from the session
+    datasets = list(
+        session.scalars(
+            sa.select(Dataset).where(Dataset.id.in_(set(dataset_ids))).execution_options(populate_existing=True)
+        )
     )
-    return {r[0]: AdmissionState(r[0], r[1], r[2], r[3]) for r in session.execute(q)}
+    hold(session, datasets)
+    return {d.id: AdmissionState(d.id, d.supplier_id, d.admission_state, d.successor_id) for d in datasets}
 
 
 def set_admission_state(
