@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,59 @@ def _replayed(read: list[Message], receive: Receive) -> Receive:
     return replay
 
 
+class Places:
+    """`total` places and a first-come queue for them, each step O(1).
+
+    asyncio.Semaphore scans its whole queue on each `locked()` and removes a waiter from the
+    middle of it: with a thousand requests queued, each new one cost about 0.4 ms of the event
+    loop, and a burst of them held up every other request (the probes too) for a fifth of a
+    second. Here a freed place goes straight to the first waiter still waiting; a waiter that
+    gave up stays in the queue, marked cancelled, until a release skips it or a clean-up drops it.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.free = total
+        self.queue: deque[asyncio.Future[None]] = deque()
+        self.waiting = 0  # waiters in the queue that have not given up
+
+    def take(self) -> bool:
+        """Take a place at once if one is free (none is while anyone waits: a release hands it on)."""
+        if self.free:
+            self.free -= 1
+            return True
+        return False
+
+    def wait(self) -> asyncio.Future[None]:
+        """Join the queue: the future is done when a place is handed to it."""
+        place = asyncio.get_running_loop().create_future()
+        self.queue.append(place)
+        self.waiting += 1
+        return place
+
+    def give_up(self, place: asyncio.Future[None]) -> None:
+        """Leave the queue (timed out, or the client left); a place handed over meanwhile goes on."""
+        self.waiting -= 1
+        if place.done():
+            self.release()
+            return
+        place.cancel()
+        if len(self.queue) > 2 * self.waiting + 64:
+            # many gave up while no place freed: drop them, amortized O(1) per waiter
+            self.queue = deque(w for w in self.queue if not w.cancelled())
+
+    def admitted(self) -> None:
+        """A waiter whose future is done now holds its place."""
+        self.waiting -= 1
+
+    def release(self) -> None:
+        while self.queue:
+            place = self.queue.popleft()
+            if not place.done():
+                place.set_result(None)
+                return
+        self.free += 1
+
+
 def busy_problem(*, retry_after: int, detail: str, path: str, base: str = PROBLEM_BASE) -> bytes:
     return json.dumps(
         {
@@ -116,21 +170,23 @@ class CapacityGate:
         self.max_queued = max_queued
         self.wait_seconds = wait_seconds
         self.ungated = frozenset(ungated)
-        self._places = asyncio.Semaphore(max_requests)
-        self._waiting = 0
+        self.places = Places(max_requests)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.ungated:
             await self.app(scope, receive, send)
             return
-        if self._places.locked() and self._waiting >= self.max_queued:
-            await self._refuse(scope, send, f"{self.max_requests} requests at work and {self._waiting} waiting")
+        if self.places.take():
+            # the common case: a place is free, so nothing to wait for and no client to watch
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.places.release()
             return
-        self._waiting += 1
-        try:
-            outcome, read = await self._wait_for_place(receive)
-        finally:
-            self._waiting -= 1
+        if self.places.waiting >= self.max_queued:
+            await self._refuse(scope, send, f"{self.max_requests} requests at work and {self.places.waiting} waiting")
+            return
+        outcome, read = await self._wait_for_place(receive)
         if outcome == "gone":
             return  # the client left while queued: no work is done for it and nothing is billed
         if outcome == "timeout":
@@ -141,14 +197,14 @@ class CapacityGate:
         try:
             await self.app(scope, _replayed(read, receive), send)
         finally:
-            self._places.release()
+            self.places.release()
 
     async def _wait_for_place(self, receive: Receive) -> tuple[str, list[Message]]:
-        """Wait for a place, watching the client meanwhile: "admitted" (holding a place), "timeout"
-        or "gone" (it disconnected), and the messages read from it while watching."""
+        """Wait in the queue for a place, watching the client meanwhile: "admitted" (holding a place),
+        "timeout" or "gone" (it disconnected), and the messages read from it while watching."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_seconds
-        place = asyncio.ensure_future(self._places.acquire())
+        place = self.places.wait()
         watch: asyncio.Future[Message] | None = asyncio.ensure_future(receive())
         read: list[Message] = []
         outcome = "timeout"
@@ -173,10 +229,10 @@ class CapacityGate:
         finally:
             if watch is not None and not watch.done():
                 watch.cancel()
-            if not place.done():
-                place.cancel()
-            elif outcome != "admitted" and not place.cancelled():
-                self._places.release()  # the place came as we gave up: hand it on
+            if outcome == "admitted":
+                self.places.admitted()
+            else:
+                self.places.give_up(place)  # a place that came as we gave up is handed on
         return outcome, read
 
     async def _refuse(self, scope: Scope, send: Send, why: str) -> None:
