@@ -200,12 +200,6 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         response.headers.update(exc.headers or {})
         return response
 
-    # async: a liveness probe must not wait for a thread behind saturated product calls
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers (no database check)."""
-        return {"status": "ok", "version": __version__}
-
     app.include_router(supplier_router)
     app.include_router(dataset_router)
     app.include_router(ingest_router)
