@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datazone import __version__
@@ -120,8 +120,16 @@ class RequestObservation:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        request_id = request_id_for(headers.get("x-request-id"), headers.get("traceparent"))
+        # one pass over the raw headers, for the two this middleware reads
+        x_request_id: str | None = None
+        traceparent: str | None = None
+        for key, value in scope["headers"]:
+            name = key.lower()
+            if name == b"x-request-id" and x_request_id is None:
+                x_request_id = value.decode("latin-1")
+            elif name == b"traceparent" and traceparent is None:
+                traceparent = value.decode("latin-1")
+        request_id = request_id_for(x_request_id, traceparent)
         # set, never reset: the request's task ends with it, and the 500 handler outside this
         # middleware still names the request
         bind_request_id(request_id)
