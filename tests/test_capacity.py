@@ -4,12 +4,14 @@ queue, the wait, clients that leave while queued, and the body a queued request 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from typing import Any
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from datazone import capacity
 from datazone.capacity import Capacity, CapacityGate, Places
 from datazone.config import Settings
 
@@ -227,3 +229,16 @@ def test_a_place_handed_over_as_its_waiter_gives_up_goes_to_the_next() -> None:
         assert places.free == 1 and places.waiting == 0
 
     run(scenario())
+
+
+def test_the_collector_is_settled_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capacity, "_collector_settled", False)
+    threshold = gc.get_threshold()
+    try:
+        capacity.settle_garbage_collector()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0 and gc.get_threshold()[2] == capacity.FULL_COLLECTION_EVERY
+        capacity.settle_garbage_collector()  # a second app in the same process freezes nothing more
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.set_threshold(*threshold)

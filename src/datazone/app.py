@@ -23,7 +23,7 @@ from datazone.audit.api import router as audit_router
 from datazone.audit.sealer import AuditSealer
 from datazone.billing.api import router as billing_router
 from datazone.boundary import InputBoundary, UnhandledErrors
-from datazone.capacity import Capacity, CapacityGate, busy_problem, freeze_start_up_heap
+from datazone.capacity import Capacity, CapacityGate, busy_problem, settle_garbage_collector
 from datazone.config import Settings, get_settings
 from datazone.consent.api import router as consent_router
 from datazone.contract.api import router as contract_router
@@ -98,7 +98,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         )
         sealer.start()
         observability.start(app, app.state.db, settings)
-        freeze_start_up_heap()
+        settle_garbage_collector()
         try:
             yield
         finally:
