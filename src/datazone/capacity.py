@@ -117,11 +117,9 @@ def _replayed(read: list[Message], receive: Receive) -> Receive:
 class Places:
     """`total` places and a first-come queue for them, each step O(1).
 
-    asyncio.Semaphore scans its whole queue on each `locked()` and removes a waiter from the
-    middle of it: with a thousand requests queued, each new one cost about 0.4 ms of the event
-    loop, and a burst of them held up every other request (the probes too) for a fifth of a
-    second. Here a freed place goes straight to the first waiter still waiting; a waiter that
-    gave up stays in the queue, marked cancelled, until a release skips it or a clean-up drops it.
+    Unlike asyncio.Semaphore, a waiter is a plain future, not a task of its own, and one that gives
+    up is not removed from the middle of the queue: it stays there, cancelled, until a release
+    skips it or a clean-up drops it. A freed place goes straight to the first waiter still waiting.
     """
 
     def __init__(self, total: int) -> None:
