@@ -4,13 +4,15 @@ queue, the wait, clients that leave while queued, and the body a queued request 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from typing import Any
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from datazone.capacity import Capacity, CapacityGate
+from datazone import capacity
+from datazone.capacity import Capacity, CapacityGate, Places
 from datazone.config import Settings
 
 
@@ -156,3 +158,87 @@ def test_sizes_come_from_one_setting_each_and_nonsense_is_refused(tmp_path: Any)
         Capacity.of(Settings(home=tmp_path, db_pool_size=4, max_requests=5))
     with pytest.raises(ValueError, match="must be more than DATAZONE_MAX_REQUESTS"):
         Capacity.of(Settings(home=tmp_path, db_pool_size=8, threads=8))
+
+
+def test_under_concurrency_never_more_than_the_places_inside_and_every_place_comes_back() -> None:
+    """Many requests at once, some taking a free place at once and some queued, some leaving and
+    some timing out: never more inside than the places, and all of them free at the end."""
+
+    async def scenario() -> None:
+        inside = 0
+        most_inside = 0
+
+        async def route(scope: Scope, receive: Receive, send: Send) -> None:
+            nonlocal inside, most_inside
+            inside += 1
+            most_inside = max(most_inside, inside)
+            for _ in range(int(scope["path"][1:]) % 4):
+                await asyncio.sleep(0)
+            inside -= 1
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        gate = CapacityGate(route, max_requests=3, max_queued=50, wait_seconds=5)
+        clients = [Client(f"/{i}") for i in range(200)]
+        tasks = [asyncio.ensure_future(gate(c.scope, c.receive, c.send)) for c in clients]
+        for c in clients[::7]:
+            c.gone.set()  # some leave, whether queued or not
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        assert most_inside == 3
+        statuses = {c.status for c in clients}
+        assert statuses <= {200, 503, None} and 200 in statuses and 503 in statuses  # 200 came, 150 past the queue
+        assert gate.places.free == 3 and gate.places.waiting == 0
+        # and the gate works as new afterwards: three at once without queueing
+        late = [Client(f"/{1000 + i}") for i in range(3)]
+        await asyncio.wait_for(asyncio.gather(*(gate(c.scope, c.receive, c.send) for c in late)), 5)
+        assert [c.status for c in late] == [200, 200, 200]
+
+    run(scenario())
+
+
+def test_a_queued_request_that_times_out_leaves_no_trace_in_the_queue() -> None:
+    async def scenario() -> None:
+        route = Route()
+        gate = CapacityGate(route, max_requests=1, max_queued=1000, wait_seconds=0.05)
+        first = Client("/first")
+        held = asyncio.ensure_future(gate(first.scope, first.receive, first.send))
+        await settle()
+        late = [Client(f"/late{i}") for i in range(300)]
+        await asyncio.wait_for(asyncio.gather(*(gate(c.scope, c.receive, c.send) for c in late)), 10)
+        assert {c.status for c in late} == {503}
+        # those who gave up do not pile up in the queue while no place frees
+        assert gate.places.waiting == 0 and len(gate.places.queue) <= 64
+        route.release.set()
+        await asyncio.wait_for(held, 5)
+        assert gate.places.free == 1
+
+    run(scenario())
+
+
+def test_a_place_handed_over_as_its_waiter_gives_up_goes_to_the_next() -> None:
+    async def scenario() -> None:
+        places = Places(1)
+        assert places.take() and not places.take()
+        first, second = places.wait(), places.wait()
+        places.release()  # handed to `first`...
+        assert first.done() and not second.done()
+        places.give_up(first)  # ...which left meanwhile: the place goes on to `second`
+        assert second.done() and places.free == 0
+        places.admitted()
+        places.release()
+        assert places.free == 1 and places.waiting == 0
+
+    run(scenario())
+
+
+def test_the_collector_is_settled_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capacity, "_collector_settled", False)
+    threshold = gc.get_threshold()
+    try:
+        capacity.settle_garbage_collector()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0 and gc.get_threshold()[2] == capacity.FULL_COLLECTION_EVERY
+        capacity.settle_garbage_collector()  # a second app in the same process freezes nothing more
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.set_threshold(*threshold)

@@ -23,7 +23,7 @@ from datazone.audit.api import router as audit_router
 from datazone.audit.sealer import AuditSealer
 from datazone.billing.api import router as billing_router
 from datazone.boundary import InputBoundary, UnhandledErrors
-from datazone.capacity import Capacity, CapacityGate, busy_problem
+from datazone.capacity import Capacity, CapacityGate, busy_problem, settle_garbage_collector
 from datazone.config import Settings, get_settings
 from datazone.consent.api import router as consent_router
 from datazone.contract.api import router as contract_router
@@ -98,6 +98,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         )
         sealer.start()
         observability.start(app, app.state.db, settings)
+        settle_garbage_collector()
         try:
             yield
         finally:
@@ -198,12 +199,6 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         # a 405's Allow header says which methods the path takes
         response.headers.update(exc.headers or {})
         return response
-
-    # async: a liveness probe must not wait for a thread behind saturated product calls
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers (no database check)."""
-        return {"status": "ok", "version": __version__}
 
     app.include_router(supplier_router)
     app.include_router(dataset_router)

@@ -49,13 +49,6 @@ async def send_problem(base: str, send: Send, error: DomainError, *, instance: s
     await send({"type": "http.response.body", "body": payload})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 def nul_in_body(body: bytes, content_type: str) -> str | None:
     """Where a NUL character is in a text body, or None."""
     raw_nul = body.find(b"\x00")
@@ -90,19 +83,31 @@ class InputBoundary:
             )
             return
 
-        most = limits.body_limit(scope["method"], path)
-        too_large = BodyTooLarge(
-            f"a {scope['method']} to this route may send at most {most} bytes; "
-            "send fewer items per request (see the README's Limits)",
-            limit=most,
-        )
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > most:
-            await send_problem(self.problem_base, send, too_large, instance=path)
+        declared: bytes | None = None
+        chunked = False
+        # one pass over the headers; the first of a repeated header counts
+        content_type: str | None = None
+        for key, value in scope.get("headers", ()):
+            name = key.lower()
+            if name == b"content-length" and declared is None:
+                declared = bytes(value)
+            elif name == b"content-type" and content_type is None:
+                content_type = bytes(value).decode("latin-1").lower()
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared is None and not chunked:
+            # no Content-Length and no Transfer-Encoding: a request without a body (RFC 9112
+            # section 6.3), most GETs and every probe; nothing to count or read, so no wrapper
+            await self.app(scope, receive, send)
             return
 
-        content_type = (_header(scope, b"content-type") or "").lower()
-        if content_type.startswith(_TEXT_BODIES):
+        method: str = scope["method"]
+        most = limits.body_limit(method, path)
+        if declared is not None and declared.strip().isdigit() and int(declared) > most:
+            await send_problem(self.problem_base, send, _too_large(method, most), instance=path)
+            return
+
+        if content_type is not None and content_type.startswith(_TEXT_BODIES):
             # a text body is read whole (at most `most` bytes) so a NUL is refused before the app
             # parses it; binary bodies (PSI chunks) stream through, counted
             chunks: list[bytes] = []
@@ -116,7 +121,7 @@ class InputBoundary:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > most:
-                    await send_problem(self.problem_base, send, too_large, instance=path)
+                    await send_problem(self.problem_base, send, _too_large(method, most), instance=path)
                     return
                 chunks.append(chunk)
                 more = message.get("more_body", False)
@@ -141,7 +146,7 @@ class InputBoundary:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > most:
-                    raise too_large
+                    raise _too_large(method, most)
             return message
 
         async def sending(message: Message) -> None:
@@ -151,10 +156,18 @@ class InputBoundary:
 
         try:
             await self.app(scope, counted, sending)
-        except BodyTooLarge:
+        except BodyTooLarge as too_large:
             if started:
                 raise
             await send_problem(self.problem_base, send, too_large, instance=path)
+
+
+def _too_large(method: str, most: int) -> BodyTooLarge:
+    return BodyTooLarge(
+        f"a {method} to this route may send at most {most} bytes; "
+        "send fewer items per request (see the README's Limits)",
+        limit=most,
+    )
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:

@@ -1,5 +1,5 @@
 """/livez and /readyz: fast, honest about what is not ready, and never stuck behind busy request
-threads or a drained database pool."""
+threads, a drained database pool or a full capacity gate."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from datazone.app import create_app
 from datazone.config import Settings
 from datazone.db import Database
 from datazone.oauth import keys
+from datazone.observability.gateway import Readiness
+from datazone.observability.probes import side_engine
 from tests.conftest import free_port, fresh_database, problem
 
 
@@ -122,3 +124,64 @@ def test_probes_answer_while_request_threads_and_pooled_connections_are_all_take
 def test_probes_are_in_the_api_document(db: Database, settings: Settings, path: str) -> None:
     with TestClient(create_app(db=db, settings=settings)) as client:
         assert path in client.get("/openapi.json").json()["paths"]
+
+
+def test_probes_answer_while_the_gate_is_full_and_the_pool_is_held(db: Database, settings: Settings) -> None:
+    """One place, no queue: the place taken by a held request, the pool drained. A product call is
+    shed at once (503 gateway-busy); the probes still answer, each from the event loop."""
+    app = create_app(db=db, settings=settings.model_copy(update={"max_requests": 1, "max_queued_requests": 0}))
+    release = threading.Event()
+    entered = threading.Event()
+
+    @app.get("/test-hold")
+    def hold() -> dict[str, str]:
+        entered.set()
+        release.wait(30)
+        return {}
+
+    with TestClient(app) as client:
+        holder = threading.Thread(target=client.get, args=("/test-hold",))
+        holder.start()
+        assert entered.wait(10)
+        pool = db.engine.pool
+        held = [db.engine.connect() for _ in range(pool.size() + pool._max_overflow)]  # type: ignore[attr-defined]
+        try:
+            shed = client.get("/v1/catalog/dcat")
+            assert shed.status_code == 503 and problem(shed)["type"].endswith("/gateway-busy")
+            for path in ("/livez", "/healthz", "/readyz", "/readyz", "/livez"):
+                resp = client.get(path)
+                assert resp.status_code == 200, (path, resp.text)
+                assert resp.json()["status"] in ("ok", "ready")
+        finally:
+            for conn in held:
+                conn.close()
+            release.set()
+            holder.join(10)
+
+
+def test_readiness_is_answered_from_its_last_check_and_renewed_within_its_bound(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A result younger than `fresh_for` is answered as it is; an older one starts a new check, so a
+    change (here the schema falling behind) shows within about `fresh_for` plus one check."""
+    with fresh_database(database_url) as zone:
+        settings = _settings(tmp_path, zone.url)
+        engine = side_engine(zone.url, timeout_seconds=1.0)
+        readiness = Readiness(engine, settings, fresh_for=0.2)
+        try:
+
+            async def scenario() -> None:
+                assert await readiness.current() == {}
+                first_check = readiness.checked_at
+                assert await readiness.current() == {} and readiness.checked_at == first_check  # from the last check
+                with zone.engine.begin() as conn:
+                    conn.execute(sa.text("UPDATE alembic_version SET version_num = 'older_revision'"))
+                # hang detector only: the bound is 0.2 s plus one check; 30 s leaves room for a busy machine
+                with anyio.fail_after(30):
+                    while "schema" not in await readiness.current():
+                        await anyio.sleep(0.05)
+                readiness.stop()
+
+            anyio.run(scenario)
+        finally:
+            engine.dispose()

@@ -78,9 +78,18 @@ WORKER_JOB_SECONDS = Histogram(
 _current_call: ContextVar[tuple[str, str] | None] = ContextVar("datazone_product_call", default=None)
 
 
+# the series of each (method, route template, status) seen, looked up once: `labels()` takes a
+# lock and checks its arguments on every call; the keys are bounded as the labels are
+_request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
 def observe_request(*, method: str, route: str, status: int, seconds: float) -> None:
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_LATENCY.labels(method, route).observe(seconds)
+    series = _request_series.get((method, route, status))
+    if series is None:
+        series = (HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(method, route))
+        _request_series[(method, route, status)] = series
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def count_refusal(*, check: str | None, status: int) -> None:
