@@ -102,10 +102,11 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
             cached = job.protocol == "unbalanced" and job.cache_id is not None and (
                 engine_cache_dir(settings, job.cache_id) / "ready"
             ).exists()
+            unbalanced = job.protocol == "unbalanced"
             # the unbalanced protocol's online phase needs only its cache, not the slice
             if cached:
                 psi_engine.write_items_csv(items_csv, [])
-            else:
+            elif unbalanced:  # its cache is built from the slice before the job's link
                 with psi_engine.items_csv_writer(items_csv) as out:
                     service.copy_slice(s, spec=spec, out=out)
             tls = None
@@ -135,18 +136,34 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
                 tls=tls,
             )
             ticket_sha256, protocol = bytes(job.ticket_sha256), cast("psi_engine.Protocol", job.protocol)
-        if cache_dir is not None and secret_file is not None:
-            ensure_engine_cache(cache_dir, items_csv=items_csv, secret_file=secret_file)
-        proc = psi_engine.ZoneSideProcess(
-            link=link,
-            ticket_sha256=ticket_sha256,
-            protocol=protocol,
-            items_csv=items_csv,
-            workdir=workdir,
-            unbalanced_cache=cache_dir,
-            secret_key_file=secret_file,
-        )
-        proc.start()
+            if not unbalanced:
+                # the engine's child brings the link up while the slice is copied (about 2 s for a
+                # million), so the institution, which starts at once, does not wait for the copy
+                proc = psi_engine.ZoneSideProcess(
+                    link=link, ticket_sha256=ticket_sha256, protocol=protocol, items_csv=items_csv,
+                    workdir=workdir, items_pending=True,
+                )
+                proc.start()
+                try:
+                    with psi_engine.items_csv_writer(items_csv) as out:
+                        service.copy_slice(s, spec=spec, out=out)
+                    proc.items_written()
+                except BaseException:
+                    proc.close("the zone could not write its slice")
+                    raise
+        if unbalanced:
+            if cache_dir is not None and secret_file is not None:
+                ensure_engine_cache(cache_dir, items_csv=items_csv, secret_file=secret_file)
+            proc = psi_engine.ZoneSideProcess(
+                link=link,
+                ticket_sha256=ticket_sha256,
+                protocol=protocol,
+                items_csv=items_csv,
+                workdir=workdir,
+                unbalanced_cache=cache_dir,
+                secret_key_file=secret_file,
+            )
+            proc.start()
         status, reason, transferred, credit = "failed", None, False, False
         while True:
             try:

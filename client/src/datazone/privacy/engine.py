@@ -785,18 +785,31 @@ class ZoneSideProcess(_SideProcess):
         workdir: Path,
         unbalanced_cache: Path | None = None,
         secret_key_file: Path | None = None,
+        items_pending: bool = False,
     ) -> None:
         protocol = _check_protocol(protocol)
         if len(ticket_sha256) != 32:
             raise ValueError("ticket_sha256 must be the 32-byte SHA-256 digest of the job's ticket")
-        items = _check_items_csv(items_csv, "items_csv")
-        if protocol != "unbalanced" and _count_items(items) == 0:
-            raise ValueError(f"items_csv {items_csv} holds no items: a PSI job needs a non-empty slice")
+        self._items_pending = items_pending
+        if items_pending:
+            # the link comes up while the caller writes the items; `items_written()` lets the PSI start
+            if protocol == "unbalanced":
+                raise ValueError("items_pending is for rr22, ecdh and kkrt: unbalanced jobs run on a built cache")
+            items = items_csv.resolve()
+            if not items.parent.is_dir():
+                raise ValueError(f"the directory of items_csv {items_csv} does not exist")
+            _items_ready_marker(items).unlink(missing_ok=True)
+        else:
+            items = _check_items_csv(items_csv, "items_csv")
+            if protocol != "unbalanced" and _count_items(items) == 0:
+                raise ValueError(f"items_csv {items_csv} holds no items: a PSI job needs a non-empty slice")
+        self._items = items
         params: dict[str, Any] = {
             "link": _link_params(link),
             "ticket_sha256": ticket_sha256.hex(),
             "protocol": protocol,
             "items_csv": str(items),
+            "items_ready": str(_items_ready_marker(items)) if items_pending else None,
         }
         if protocol == "unbalanced":
             if unbalanced_cache is None or secret_key_file is None:
@@ -813,6 +826,17 @@ class ZoneSideProcess(_SideProcess):
             params["zone_items"] = int(record["items"])
             params["secret_key_file"] = str(secret_key_file.resolve())
         self._process = _EngineProcess("zone", params, workdir)
+
+    def items_written(self) -> None:
+        """The items file of an `items_pending` job is complete: checked here, then the child,
+        which has been bringing the link up meanwhile, goes on to the PSI. Raises ValueError
+        for a file that is not write_items_csv's or holds no items (then close() the job)."""
+        if not self._items_pending:
+            raise RuntimeError("items_written() is for a job created with items_pending=True")
+        items = _check_items_csv(self._items, "items_csv")
+        if _count_items(items) == 0:
+            raise ValueError(f"items_csv {items} holds no items: a PSI job needs a non-empty slice")
+        _items_ready_marker(items).write_text("ready\n")
 
     def wait(self, timeout: float | None = None) -> ZoneReport | None:
         report = self._process.wait(timeout)
@@ -1284,6 +1308,19 @@ def _ub_config(
     )
 
 
+def _items_ready_marker(items_csv: Path) -> Path:
+    return items_csv.with_name(items_csv.name + ".ready")
+
+
+def _wait_for_items(marker: Path, link: LinkSpec) -> None:
+    """Wait, at most the receive timeout, for the parent to say the items file is complete."""
+    deadline = time.monotonic() + link.recv_timeout_s
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise EngineError(f"the zone's items for job {link.job_id} were not ready within {link.recv_timeout_s:g} s")
+        time.sleep(_RENDEZVOUS_POLL_SECONDS)
+
+
 def _staged_input(run_dir: Path, items_csv: Path) -> Path:
     """A link to the items inside the run directory, so the engine's `<input>.meta` lands there too."""
     staged = run_dir / "items.csv"
@@ -1324,6 +1361,9 @@ def _zone_side_here(p: dict[str, Any], links: list[Any]) -> ZoneReport:
     cache_id = p.get("cache_id")
     transfer = protocol == "unbalanced" and hello.get("cache") != cache_id
     _send(context, 1, json.dumps({"protocol": protocol, "transfer_cache": transfer, "cache": cache_id}))
+    if p.get("items_ready"):
+        _mark_phase(run_dir, "waiting for the zone's items")
+        _wait_for_items(Path(p["items_ready"]), link)
     # The engine wants an output path; with receiver rank 1 it leaves it unwritten.
     output = run_dir / "zone-output.csv"
     _mark_phase(run_dir, "psi")
