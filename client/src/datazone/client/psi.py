@@ -203,9 +203,14 @@ def read_institution_list(
 def _all_valid(raw: Sequence[object]) -> list[str] | None:
     """The codes normalized when every one is a valid USCC, checked at once (a million codes in
     well under a second); None when one is not, and `find_invalid` then names each bad one."""
-    if len(raw) < BULK_CHECK_FROM or not all(isinstance(c, str) for c in raw):
+    if len(raw) < BULK_CHECK_FROM:
         return None
-    normalized = [normalize(c) for c in raw]  # type: ignore[arg-type]  # all str, checked above
+    try:
+        normalized: list[str] = [c.strip().upper() for c in raw]  # type: ignore[attr-defined]  # `normalize`, inlined
+    except AttributeError:  # not text: find_invalid says which
+        return None
+    if not all(type(c) is str for c in normalized):
+        return None
     return normalized if bool(uscc.valid_mask(normalized).all()) else None
 
 

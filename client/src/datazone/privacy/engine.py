@@ -1070,14 +1070,17 @@ def _is_link_failure(exc: BaseException) -> bool:
     return any(marker in text for marker in ("timeout", "channel", "brpc", "rpc", "send", "recv", "link"))
 
 
-def _rendezvous(link: LinkSpec, rank: int, *, deadline: float) -> None:
+def _rendezvous(link: LinkSpec, rank: int, *, deadline: float) -> bool | None:
     """Meet the peer by plain TCP on the zone's link port so both sides start the engine's link
     at the same moment. brpc marks a peer that was not listening at its first call as down
     and looks again only after 3 s, so a side that starts its link even half a second before
     the other waits those 3 s. The zone listens on its port until the institution calls (or a
     peer that does not know this rendezvous, e.g. a bank on SecretFlow's own library, whose
     first call ends the wait); the institution calls until the zone answers. Timing only: it
-    carries nothing of the job, and the ticket is checked on the link as before."""
+    carries nothing of the job, and the ticket is checked on the link as before.
+
+    True once the peer came, False if it did not before `deadline`, None if the zone cannot
+    listen before its engine (the engine's own retries then take the whole connect timeout)."""
     host, _, port = link.zone_address.rpartition(":")
     address = (host.strip("[]"), int(port))
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -1085,7 +1088,7 @@ def _rendezvous(link: LinkSpec, rank: int, *, deadline: float) -> None:
         try:
             listener = socket.create_server(address, family=family)  # SO_REUSEADDR: the engine binds next
         except OSError:
-            return  # not an address of this machine (behind NAT): the engine's own retries do
+            return None  # not an address of this machine (behind NAT): the engine's own retries do
         with listener:
             listener.settimeout(_RENDEZVOUS_POLL_SECONDS)
             while time.monotonic() < deadline:
@@ -1099,16 +1102,17 @@ def _rendezvous(link: LinkSpec, rank: int, *, deadline: float) -> None:
                         if _recv_exactly(conn, len(_RENDEZVOUS_HELLO)) == _RENDEZVOUS_HELLO:
                             conn.sendall(_RENDEZVOUS_GO)
                             conn.recv(1)  # the institution closes first: the TIME_WAIT is its, not on our port
-                return
-        return
+                return True
+        return False
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(address, timeout=_RENDEZVOUS_READ_SECONDS) as conn:
                 conn.sendall(_RENDEZVOUS_HELLO)
                 _recv_exactly(conn, len(_RENDEZVOUS_GO))
-            return  # "go", or a zone without the rendezvous: its engine listens already
+            return True  # "go", or a zone without the rendezvous: its engine listens already
         except OSError:
             time.sleep(_RENDEZVOUS_POLL_SECONDS)
+    return False
 
 
 def _recv_exactly(conn: socket.socket, size: int) -> bytes:
@@ -1157,7 +1161,9 @@ def _connect(link: LinkSpec, rank: int) -> Any:
 
     def connect() -> None:
         try:
-            _rendezvous(link, rank, deadline=time.monotonic() + link.connect_timeout_s)
+            if _rendezvous(link, rank, deadline=time.monotonic() + link.connect_timeout_s) is False:
+                outcome["never"] = True  # nobody came within the connect timeout
+                return
             outcome["context"] = spu_link.create_brpc(desc, rank)
         except Exception as exc:
             outcome["error"] = exc
@@ -1172,7 +1178,7 @@ def _connect(link: LinkSpec, rank: int) -> Any:
         + (", with TLS: check that each side trusts the other's certificate" if link.tls else "")
         + ")"
     )
-    if worker.is_alive():
+    if worker.is_alive() or outcome.get("never"):
         raise never
     error = outcome.get("error")
     if error is not None:
