@@ -15,7 +15,7 @@ from datazone.db import Database, notify_work
 
 def test_a_committed_job_wakes_the_waiting_worker_and_a_rolled_back_one_does_not(db: Database) -> None:
     stop = threading.Event()
-    listener = worker._listen(db)
+    listener = worker.listen_for_work(db)
     assert listener is not None
     try:
         # nothing created: the worker waits out its interval

@@ -64,7 +64,7 @@ def run_forever(
 ) -> None:
     name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
     stop = stop or threading.Event()
-    listener = _listen(db)
+    listener = listen_for_work(db)
     try:
         while not stop.is_set():
             try:
@@ -77,7 +77,7 @@ def run_forever(
             listener.close()
 
 
-def _listen(db: Database) -> psycopg.Connection[Any] | None:
+def listen_for_work(db: Database) -> psycopg.Connection[Any] | None:
     """A connection LISTENing for new jobs, or None (the worker then waits out its interval)."""
     try:
         conn = psycopg.connect(libpq_url(db.url), autocommit=True)
@@ -97,7 +97,7 @@ def wait_for_work(
     while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
         if listener is None:
             stop.wait(left)
-            return _listen(db)
+            return listen_for_work(db)
         try:
             # in slices of a second, so `stop` is seen promptly
             if any(True for _ in listener.notifies(timeout=min(1.0, left), stop_after=1)):

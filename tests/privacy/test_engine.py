@@ -206,6 +206,69 @@ def test_rr22_gives_the_institution_the_plaintext_intersection_and_the_zone_only
     assert_log_holds_no_item(tmp_path / "institution" / engine.ENGINE_LOG, items)
 
 
+def test_a_zone_side_started_before_its_items_runs_once_they_are_written(tmp_path: Path, sets: Sets) -> None:
+    """The zone's worker starts the engine (and the link) first and copies its slice meanwhile."""
+    link = new_link()
+    items = tmp_path / "slice" / "zone.csv"
+    items.parent.mkdir()
+    with engine.ZoneSideProcess(
+        link=link,
+        ticket_sha256=hashlib.sha256(b"ticket-of-the-job").digest(),
+        protocol="rr22",
+        items_csv=items,
+        workdir=tmp_path / "zone",
+        items_pending=True,
+    ) as zone:
+        zone.start()
+        outcome: dict[str, engine.InstitutionReport] = {}
+        institution = threading.Thread(
+            target=lambda: outcome.setdefault(
+                "report",
+                engine.run_institution_side(
+                    link=link,
+                    ticket="ticket-of-the-job",
+                    protocol="rr22",
+                    items_csv=sets.institution_csv,
+                    output_csv=tmp_path / "intersection.csv",
+                    workdir=tmp_path / "institution",
+                ),
+            )
+        )
+        institution.start()
+        assert zone.wait(timeout=1.0) is None  # the link is up or coming; the PSI waits for the items
+        assert not (tmp_path / "intersection.csv").exists()
+        engine.write_items_csv(items, sorted(sets.zone))
+        zone.items_written()
+        institution.join(60)
+        report = zone.wait(30)
+    assert report is not None and report.zone_items == len(sets.zone)
+    assert outcome["report"].intersection == len(sets.expected)
+    assert read_codes(tmp_path / "intersection.csv") == sets.expected
+    assert_clean(tmp_path / "zone")
+
+
+def test_a_zone_side_whose_items_are_empty_is_refused_when_they_are_written(tmp_path: Path) -> None:
+    items = tmp_path / "zone.csv"
+    with engine.ZoneSideProcess(
+        link=new_link(),
+        ticket_sha256=hashlib.sha256(b"t").digest(),
+        protocol="rr22",
+        items_csv=items,
+        workdir=tmp_path / "zone",
+        items_pending=True,
+    ) as zone:
+        zone.start()
+        engine.write_items_csv(items, [])
+        with pytest.raises(ValueError, match="holds no items"):
+            zone.items_written()
+    assert_clean(tmp_path / "zone")
+    with pytest.raises(ValueError, match="unbalanced"):
+        engine.ZoneSideProcess(
+            link=new_link(), ticket_sha256=bytes(32), protocol="unbalanced", items_csv=items,
+            workdir=tmp_path / "zone", items_pending=True,
+        )
+
+
 @pytest.mark.parametrize("protocol", ["ecdh", "kkrt"])
 def test_ecdh_and_kkrt_give_the_plaintext_intersection(
     tmp_path: Path, sets: Sets, protocol: engine.Protocol

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -198,6 +198,14 @@ def slice_items(session: Session, *, spec: ProductSpec) -> tuple[Slice, list[str
     pop = psi_spec(spec).population
     version, items = dataset_service.population(session, dataset_id=pop.dataset, where=pop.where)
     return _slice(spec, version), items
+
+
+def copy_slice(session: Session, *, spec: ProductSpec, out: BinaryIO) -> int:
+    """The slice's enterprises written to `out`, one a line, streamed from PostgreSQL by COPY
+    (an engine job's input, without a Python object per enterprise); returns how many."""
+    pop = psi_spec(spec).population
+    _, items = dataset_service.copy_population(session, dataset_id=pop.dataset, where=pop.where, out=out)
+    return items
 
 
 # ---------------------------------------------------------------- artifacts

@@ -102,8 +102,13 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
             cached = job.protocol == "unbalanced" and job.cache_id is not None and (
                 engine_cache_dir(settings, job.cache_id) / "ready"
             ).exists()
+            unbalanced = job.protocol == "unbalanced"
             # the unbalanced protocol's online phase needs only its cache, not the slice
-            psi_engine.write_items_csv(items_csv, [] if cached else service.slice_items(s, spec=spec)[1])
+            if cached:
+                psi_engine.write_items_csv(items_csv, [])
+            elif unbalanced:  # its cache is built from the slice before the job's link
+                with psi_engine.items_csv_writer(items_csv) as out:
+                    service.copy_slice(s, spec=spec, out=out)
             tls = None
             if job.institution_certificate_pem and job.zone_certificate_pem:
                 zone_key = service.job_zone_key(s, settings=settings, job=job)
@@ -131,18 +136,34 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
                 tls=tls,
             )
             ticket_sha256, protocol = bytes(job.ticket_sha256), cast("psi_engine.Protocol", job.protocol)
-        if cache_dir is not None and secret_file is not None:
-            ensure_engine_cache(cache_dir, items_csv=items_csv, secret_file=secret_file)
-        proc = psi_engine.ZoneSideProcess(
-            link=link,
-            ticket_sha256=ticket_sha256,
-            protocol=protocol,
-            items_csv=items_csv,
-            workdir=workdir,
-            unbalanced_cache=cache_dir,
-            secret_key_file=secret_file,
-        )
-        proc.start()
+            if not unbalanced:
+                # the engine's child brings the link up while the slice is copied (about 2 s for a
+                # million), so the institution, which starts at once, does not wait for the copy
+                proc = psi_engine.ZoneSideProcess(
+                    link=link, ticket_sha256=ticket_sha256, protocol=protocol, items_csv=items_csv,
+                    workdir=workdir, items_pending=True,
+                )
+                proc.start()
+                try:
+                    with psi_engine.items_csv_writer(items_csv) as out:
+                        service.copy_slice(s, spec=spec, out=out)
+                    proc.items_written()
+                except BaseException:
+                    proc.close("the zone could not write its slice")
+                    raise
+        if unbalanced:
+            if cache_dir is not None and secret_file is not None:
+                ensure_engine_cache(cache_dir, items_csv=items_csv, secret_file=secret_file)
+            proc = psi_engine.ZoneSideProcess(
+                link=link,
+                ticket_sha256=ticket_sha256,
+                protocol=protocol,
+                items_csv=items_csv,
+                workdir=workdir,
+                unbalanced_cache=cache_dir,
+                secret_key_file=secret_file,
+            )
+            proc.start()
         status, reason, transferred, credit = "failed", None, False, False
         while True:
             try:
@@ -176,6 +197,8 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
             if status == "succeeded" and job.protocol == "unbalanced":
                 # what the link found, not what the institution claimed when it created the job
                 job.have_cache = not transferred
+        # the job is settled for the institution; the engine's child may still be closing its link
+        proc.close("the job ended")
         log.info("PSI job %s %s", job_id, status)
         return status
     except Exception as exc:
@@ -253,7 +276,8 @@ def ensure_engine_caches(db: Database, settings: Settings) -> list[str]:
             with db.unit_of_work() as s:
                 spec = service.product_spec(s, product_id=product_id)
                 items_csv = work / "zone.csv"
-                psi_engine.write_items_csv(items_csv, service.slice_items(s, spec=spec)[1])
+                with psi_engine.items_csv_writer(items_csv) as out:
+                    service.copy_slice(s, spec=spec, out=out)
                 secret_file = work / "ub.key"
                 psi_engine.write_private(secret_file, service.unbalanced_secret(s, settings=settings, epoch=epoch))
             if ensure_engine_cache(cache_dir, items_csv=items_csv, secret_file=secret_file):

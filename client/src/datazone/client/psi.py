@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from datazone.client.enterprises import find_invalid, flatten, normalize
+from datazone import uscc
+from datazone.client.enterprises import BULK_CHECK_FROM, find_invalid, flatten, normalize
 from datazone.client.errors import BadUSCC, ConfigError, InvalidUSCCs, ZoneError
 from datazone.client.sheets import InputFileError, read_listed_codes
 from datazone.purposes import Purpose
@@ -145,8 +146,9 @@ class InstitutionList:
     def digest(self) -> str:
         """Identifies the list in the local state file (never sent: a list's hash would fingerprint it)."""
         h = hashlib.sha256(b"datazone/psi/state/v1\n")
-        for code in self.codes:
-            h.update(code.encode("ascii") + b"\n")
+        if self.codes:
+            # the same bytes as one update per code followed by a newline, in one call
+            h.update(("\n".join(self.codes) + "\n").encode("ascii"))
         return h.hexdigest()
 
 
@@ -171,19 +173,24 @@ def read_institution_list(
         lines = list(range(1, len(raw) + 1))
         unreadable = {}
         source = "the list"
-    bad = {i: BadUSCC(i, raw[i], why) for i, why in unreadable.items()}
-    for b in find_invalid(raw):
-        bad.setdefault(b.position, b)
-    if bad:
-        ordered = [bad[i] for i in sorted(bad)]
-        raise InvalidListedUSCCs(ordered, len(raw), lines=[lines[b.position] for b in ordered], source=source)
+    normalized = _all_valid(raw) if not unreadable else None
+    if normalized is None:
+        bad = {i: BadUSCC(i, raw[i], why) for i, why in unreadable.items()}
+        for b in find_invalid(raw):
+            bad.setdefault(b.position, b)
+        if bad:
+            ordered = [bad[i] for i in sorted(bad)]
+            raise InvalidListedUSCCs(ordered, len(raw), lines=[lines[b.position] for b in ordered], source=source)
+        normalized = [normalize(c) for c in raw]
     if not raw:
         raise InputFileError(f"{source} lists no USCCs")
+    if len(set(normalized)) == len(normalized):
+        return InstitutionList(normalized, lines, [], source)  # no duplicate: nothing to drop
     first: dict[str, int] = {}
     codes: list[str] = []
     kept_lines: list[int] = []
     duplicates: list[Duplicate] = []
-    for code, line in zip((normalize(c) for c in raw), lines, strict=True):
+    for code, line in zip(normalized, lines, strict=True):
         if code in first:
             duplicates.append(Duplicate(line, first[code]))
             continue
@@ -191,6 +198,20 @@ def read_institution_list(
         codes.append(code)
         kept_lines.append(line)
     return InstitutionList(codes, kept_lines, duplicates, source)
+
+
+def _all_valid(raw: Sequence[object]) -> list[str] | None:
+    """The codes normalized when every one is a valid USCC, checked at once (a million codes in
+    well under a second); None when one is not, and `find_invalid` then names each bad one."""
+    if len(raw) < BULK_CHECK_FROM:
+        return None
+    try:
+        normalized: list[str] = [c.strip().upper() for c in raw]  # type: ignore[attr-defined]  # `normalize`, inlined
+    except AttributeError:  # not text: find_invalid says which
+        return None
+    if not all(type(c) is str for c in normalized):
+        return None
+    return normalized if bool(uscc.valid_mask(normalized).all()) else None
 
 
 def choose_mode(mode: str | PsiMode, items: int, peer_address: str | None) -> PsiMode:
@@ -261,6 +282,11 @@ def write_matches(path: Path, result: PsiResult) -> int:
                 writer.writerow(["product", "items", "intersection_size"])
                 writer.writerow([result.product, result.items, result.size])
                 rows = 1
+            elif not any(m.labels for m in result.matched):
+                # the engine's result: line and code only, written at once rather than row by row
+                out.write("line,uscc\r\n")
+                out.write("".join(f"{m.line},{m.uscc}\r\n" for m in result.matched))
+                rows = len(result.matched)
             else:
                 flat = [dict(flatten(m.labels or {})) for m in result.matched]
                 fields: dict[str, None] = {}
@@ -774,7 +800,7 @@ def _job_status(zone: ZoneClient, job_id: str, *, settle_s: float) -> dict[str, 
         status = _json_object(zone._call("GET", path), f"GET {path}")
         if status.get("status") in ("succeeded", "failed", "expired") or time.monotonic() >= deadline:
             return status
-        time.sleep(0.25)  # the real clock even when a test stubs the retry waits: this polls a process
+        time.sleep(0.1)  # the real clock even when a test stubs the retry waits: this polls a process
 
 
 def _run_engine(
@@ -904,9 +930,7 @@ def _run_engine(
         progress(total, total)
     size_only = job.get("result") == "size"
     matched = [
-        PsiMatch(line, code)
-        for code, line in zip(listed.codes, listed.lines, strict=True)
-        if code in found and not size_only
+        PsiMatch(line, code) for code, line in zip(listed.codes, listed.lines, strict=True) if code in found
     ]
     charged = job.get("charged_fen")
     return PsiResult(
@@ -915,8 +939,8 @@ def _run_engine(
         mode=PsiMode.engine.value,
         result="size" if size_only else "intersection",
         items=total,
-        size=len(found & set(listed.codes)),
-        matched=matched,
+        size=len(matched),
+        matched=[] if size_only else matched,
         duplicates=listed.duplicates,
         job_id=job_id,
         protocol=str(job["protocol"]),
@@ -1004,6 +1028,11 @@ def _earlier_engine_result(
 
 
 def _read_engine_output(path: Path) -> set[str]:
+    text = path.read_text(encoding="utf-8")
+    header, _, body = text.partition("\n")
+    if header == "uscc" and "," not in body and '"' not in body:
+        # the engine's plain output (a header, then one code a line): split at once
+        return {normalize(code) for code in body.split("\n") if code}
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "uscc" not in reader.fieldnames:

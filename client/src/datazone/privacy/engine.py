@@ -45,16 +45,17 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, BinaryIO, Literal, TypeVar, cast, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -103,6 +104,11 @@ _CONNECT_GRACE_SECONDS = 10.0
 _TERMINATE_GRACE_SECONDS = 3.0
 _STOP_SECONDS = 3.0
 _LINGER_SECONDS = 2.0
+# the plain-TCP meeting before the link (see _rendezvous)
+_RENDEZVOUS_HELLO = b"datazone-link/1 ready\n"
+_RENDEZVOUS_GO = b"go\n"
+_RENDEZVOUS_POLL_SECONDS = 0.02
+_RENDEZVOUS_READ_SECONDS = 2.0
 _POLL_SECONDS = 0.05
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CACHE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # institutions name directories after it
@@ -331,26 +337,65 @@ def write_items_csv(path: Path, items: Iterable[str]) -> int:
     items were written. An item that is empty or holds a comma, quote or line
     break is refused by its position, never by its value.
     """
-    seen: set[str] = set()
+    listed = list(items)
+    body = _items_body(listed)
+    if body is None:
+        path.unlink(missing_ok=True)  # no earlier file passes for this one
+        _refuse_first_bad(listed)
+        raise AssertionError("_items_body refused the items but _refuse_first_bad found none")
+    text, count = body
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
             out.write(KEY_COLUMN + "\n")
-            for position, item in enumerate(items, start=1):
-                if not isinstance(item, str) or not item or any(c in item for c in ',"\r\n'):
-                    raise ValueError(
-                        f"item {position} is empty, not text, or holds a comma, quote or line break; "
-                        "pass one bare code per item"
-                    )
-                if item not in seen:
-                    seen.add(item)
-                    out.write(item + "\n")
+            out.write(text)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return len(seen)
+    return count
+
+
+@contextlib.contextmanager
+def items_csv_writer(path: Path) -> Iterator[BinaryIO]:
+    """The engine's input file (mode 0600) with its header written, open for the caller to add
+    distinct plain items, one a line, as bytes (a database's COPY output); removed on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(KEY_COLUMN.encode() + b"\n")
+            yield out
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _items_body(listed: list[str]) -> tuple[str, int] | None:
+    """The CSV's lines after the header and how many, checked on the joined text at once (a
+    million items in a fraction of a second, against seconds item by item); None if any item
+    is not plain text, and `_refuse_first_bad` then names the first."""
+    try:
+        distinct = dict.fromkeys(listed)  # first appearance kept, in order
+        text = "\n".join(distinct)  # TypeError if an item is not text
+    except TypeError:
+        return None
+    if not distinct:
+        return "", 0
+    if "" in distinct or any(c in text for c in ',"\r') or text.count("\n") != len(distinct) - 1:
+        return None  # an empty item, a comma, quote or carriage return, or a line break inside an item
+    return text + "\n", len(distinct)
+
+
+def _refuse_first_bad(listed: list[str]) -> None:
+    for position, item in enumerate(listed, start=1):
+        if not isinstance(item, str) or not item or any(c in item for c in ',"\r\n'):
+            raise ValueError(
+                f"item {position} is empty, not text, or holds a comma, quote or line break; "
+                "pass one bare code per item"
+            )
 
 
 def _count_items(items_csv: Path) -> int:
@@ -517,6 +562,8 @@ class _EngineProcess:
             with self._lock:
                 if self._outcome is None and self._exited():
                     self._finish()
+                elif self._outcome is None and self._kind == "zone":
+                    self._take_lingering_result()
                 if self._outcome is not None:
                     return self._result()
             remaining = _POLL_SECONDS if deadline is None else deadline - time.monotonic()
@@ -537,7 +584,24 @@ class _EngineProcess:
             self._finish()
             return True
 
+    def _take_lingering_result(self) -> None:
+        """The zone's child stays on a while after its successful result (see `_child_main`): that
+        result is final once written, so the caller has it now and `close()` reaps the child."""
+        assert self._run_dir is not None
+        try:
+            outcome = json.loads((self._run_dir / "result.json").read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(outcome, dict) and outcome.get("ok"):
+            self._outcome = outcome
+
     def _finish(self) -> None:
+        outcome = self._reap()
+        if self._outcome is None:
+            self._outcome = outcome
+
+    def _reap(self) -> dict[str, Any]:
+        """Kill what is left of the child's group, reap it, delete its run directory: its outcome."""
         assert self._proc is not None and self._run_dir is not None
         self._signal_group(signal.SIGKILL)  # engine leftovers (a `sort` mid-run) die with the job
         returncode = self._proc.wait()
@@ -560,7 +624,7 @@ class _EngineProcess:
             outcome = {"ok": True, "report": closing}
         if not isinstance(outcome, dict):
             outcome = self._outcome_without_result(returncode, phase)
-        self._outcome = outcome
+        return cast(dict[str, Any], outcome)
 
     def _outcome_without_result(self, returncode: int, phase: str) -> dict[str, Any]:
         if self._cancel_reason is not None:
@@ -614,8 +678,16 @@ class _EngineProcess:
             pass
 
     def close(self, reason: str) -> None:
-        """Stop the child if it still runs (see cancel), and in any case reap it and delete its run directory."""
-        if self._proc is None or self._outcome is not None:
+        """Stop the child if it still runs (see cancel), and in any case reap it and delete its run directory.
+
+        A child that already gave its result and lingers (the zone's) is left its time to close first."""
+        if self._proc is None:
+            return
+        if self._outcome is not None:
+            with self._lock:
+                if self._proc.returncode is None:
+                    self._wait_exit(_LINGER_SECONDS + _TERMINATE_GRACE_SECONDS)
+                    self._reap()
             return
         if not self.cancel(reason):
             with self._lock:
@@ -673,6 +745,10 @@ class _SideProcess:
     def cancel(self, reason: str) -> bool:
         return self._process.cancel(reason)
 
+    def close(self, reason: str) -> None:
+        """Reap the child (stopping it with `reason` if it still runs); what leaving the `with` block does."""
+        self._process.close(reason)
+
     @property
     def running(self) -> bool:
         return self._process.running
@@ -709,18 +785,31 @@ class ZoneSideProcess(_SideProcess):
         workdir: Path,
         unbalanced_cache: Path | None = None,
         secret_key_file: Path | None = None,
+        items_pending: bool = False,
     ) -> None:
         protocol = _check_protocol(protocol)
         if len(ticket_sha256) != 32:
             raise ValueError("ticket_sha256 must be the 32-byte SHA-256 digest of the job's ticket")
-        items = _check_items_csv(items_csv, "items_csv")
-        if protocol != "unbalanced" and _count_items(items) == 0:
-            raise ValueError(f"items_csv {items_csv} holds no items: a PSI job needs a non-empty slice")
+        self._items_pending = items_pending
+        if items_pending:
+            # the link comes up while the caller writes the items; `items_written()` lets the PSI start
+            if protocol == "unbalanced":
+                raise ValueError("items_pending is for rr22, ecdh and kkrt: unbalanced jobs run on a built cache")
+            items = items_csv.resolve()
+            if not items.parent.is_dir():
+                raise ValueError(f"the directory of items_csv {items_csv} does not exist")
+            _items_ready_marker(items).unlink(missing_ok=True)
+        else:
+            items = _check_items_csv(items_csv, "items_csv")
+            if protocol != "unbalanced" and _count_items(items) == 0:
+                raise ValueError(f"items_csv {items_csv} holds no items: a PSI job needs a non-empty slice")
+        self._items = items
         params: dict[str, Any] = {
             "link": _link_params(link),
             "ticket_sha256": ticket_sha256.hex(),
             "protocol": protocol,
             "items_csv": str(items),
+            "items_ready": str(_items_ready_marker(items)) if items_pending else None,
         }
         if protocol == "unbalanced":
             if unbalanced_cache is None or secret_key_file is None:
@@ -737,6 +826,17 @@ class ZoneSideProcess(_SideProcess):
             params["zone_items"] = int(record["items"])
             params["secret_key_file"] = str(secret_key_file.resolve())
         self._process = _EngineProcess("zone", params, workdir)
+
+    def items_written(self) -> None:
+        """The items file of an `items_pending` job is complete: checked here, then the child,
+        which has been bringing the link up meanwhile, goes on to the PSI. Raises ValueError
+        for a file that is not write_items_csv's or holds no items (then close() the job)."""
+        if not self._items_pending:
+            raise RuntimeError("items_written() is for a job created with items_pending=True")
+        items = _check_items_csv(self._items, "items_csv")
+        if _count_items(items) == 0:
+            raise ValueError(f"items_csv {items} holds no items: a PSI job needs a non-empty slice")
+        _items_ready_marker(items).write_text("ready\n")
 
     def wait(self, timeout: float | None = None) -> ZoneReport | None:
         report = self._process.wait(timeout)
@@ -970,6 +1070,61 @@ def _is_link_failure(exc: BaseException) -> bool:
     return any(marker in text for marker in ("timeout", "channel", "brpc", "rpc", "send", "recv", "link"))
 
 
+def _rendezvous(link: LinkSpec, rank: int, *, deadline: float) -> bool | None:
+    """Meet the peer by plain TCP on the zone's link port so both sides start the engine's link
+    at the same moment. brpc marks a peer that was not listening at its first call as down
+    and looks again only after 3 s, so a side that starts its link even half a second before
+    the other waits those 3 s. The zone listens on its port until the institution calls (or a
+    peer that does not know this rendezvous, e.g. a bank on SecretFlow's own library, whose
+    first call ends the wait); the institution calls until the zone answers. Timing only: it
+    carries nothing of the job, and the ticket is checked on the link as before.
+
+    True once the peer came, False if it did not before `deadline`, None if the zone cannot
+    listen before its engine (the engine's own retries then take the whole connect timeout)."""
+    host, _, port = link.zone_address.rpartition(":")
+    address = (host.strip("[]"), int(port))
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    if rank == 0:
+        try:
+            listener = socket.create_server(address, family=family)  # SO_REUSEADDR: the engine binds next
+        except OSError:
+            return None  # not an address of this machine (behind NAT): the engine's own retries do
+        with listener:
+            listener.settimeout(_RENDEZVOUS_POLL_SECONDS)
+            while time.monotonic() < deadline:
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.settimeout(_RENDEZVOUS_READ_SECONDS)
+                    with contextlib.suppress(OSError):
+                        if _recv_exactly(conn, len(_RENDEZVOUS_HELLO)) == _RENDEZVOUS_HELLO:
+                            conn.sendall(_RENDEZVOUS_GO)
+                            conn.recv(1)  # the institution closes first: the TIME_WAIT is its, not on our port
+                return True
+        return False
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(address, timeout=_RENDEZVOUS_READ_SECONDS) as conn:
+                conn.sendall(_RENDEZVOUS_HELLO)
+                _recv_exactly(conn, len(_RENDEZVOUS_GO))
+            return True  # "go", or a zone without the rendezvous: its engine listens already
+        except OSError:
+            time.sleep(_RENDEZVOUS_POLL_SECONDS)
+    return False
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        block = conn.recv(size - len(data))
+        if not block:
+            break
+        data += block
+    return data
+
+
 def _connect(link: LinkSpec, rank: int) -> Any:
     """Bring the brpc link up, or raise PeerNeverConnected after about connect_timeout_s."""
     from spu.libspu import link as spu_link
@@ -1006,6 +1161,9 @@ def _connect(link: LinkSpec, rank: int) -> Any:
 
     def connect() -> None:
         try:
+            if _rendezvous(link, rank, deadline=time.monotonic() + link.connect_timeout_s) is False:
+                outcome["never"] = True  # nobody came within the connect timeout
+                return
             outcome["context"] = spu_link.create_brpc(desc, rank)
         except Exception as exc:
             outcome["error"] = exc
@@ -1020,7 +1178,7 @@ def _connect(link: LinkSpec, rank: int) -> Any:
         + (", with TLS: check that each side trusts the other's certificate" if link.tls else "")
         + ")"
     )
-    if worker.is_alive():
+    if worker.is_alive() or outcome.get("never"):
         raise never
     error = outcome.get("error")
     if error is not None:
@@ -1156,6 +1314,19 @@ def _ub_config(
     )
 
 
+def _items_ready_marker(items_csv: Path) -> Path:
+    return items_csv.with_name(items_csv.name + ".ready")
+
+
+def _wait_for_items(marker: Path, link: LinkSpec) -> None:
+    """Wait, at most the receive timeout, for the parent to say the items file is complete."""
+    deadline = time.monotonic() + link.recv_timeout_s
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise EngineError(f"the zone's items for job {link.job_id} were not ready within {link.recv_timeout_s:g} s")
+        time.sleep(_RENDEZVOUS_POLL_SECONDS)
+
+
 def _staged_input(run_dir: Path, items_csv: Path) -> Path:
     """A link to the items inside the run directory, so the engine's `<input>.meta` lands there too."""
     staged = run_dir / "items.csv"
@@ -1196,6 +1367,9 @@ def _zone_side_here(p: dict[str, Any], links: list[Any]) -> ZoneReport:
     cache_id = p.get("cache_id")
     transfer = protocol == "unbalanced" and hello.get("cache") != cache_id
     _send(context, 1, json.dumps({"protocol": protocol, "transfer_cache": transfer, "cache": cache_id}))
+    if p.get("items_ready"):
+        _mark_phase(run_dir, "waiting for the zone's items")
+        _wait_for_items(Path(p["items_ready"]), link)
     # The engine wants an output path; with receiver rank 1 it leaves it unwritten.
     output = run_dir / "zone-output.csv"
     _mark_phase(run_dir, "psi")
@@ -1310,15 +1484,19 @@ def _institution_side_here(p: dict[str, Any], links: list[Any]) -> InstitutionRe
 
 def _write_plain_output(engine_output: Path, destination: Path) -> None:
     """The engine quotes every field; give the caller write_items_csv's plain format (mode 0600)."""
+    text = engine_output.read_text(encoding="utf-8")
+    if "," in text:  # more than one field a line: unquote each line's ends, as ever
+        plain = "".join(line.rstrip("\r\n").strip('"') + "\n" for line in text.splitlines())
+    else:
+        # one quoted field a line (items hold no quote, comma or line break): unquote at once
+        plain = text.replace('"', "").replace("\r", "")
+        if plain and not plain.endswith("\n"):
+            plain += "\n"
     partial = destination.with_name(destination.name + ".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
-    with (
-        os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out,
-        engine_output.open(encoding="utf-8") as lines,
-    ):
-        for line in lines:
-            out.write(line.rstrip("\r\n").strip('"') + "\n")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+        out.write(plain)
     partial.replace(destination)
     engine_output.unlink()
 
