@@ -51,9 +51,6 @@ class Delivery:
     price_fen: int = 0
     successor_id: str | None = None
     departments: list[str] = field(default_factory=list)
-    # what the call was authorized on; kept so the session's (weak) identity map keeps the product
-    # and contract rows the later gates read again, instead of selecting them anew
-    authorization: Authorization | None = None
 
 
 class Lookup(Channel[Served]):
@@ -70,6 +67,7 @@ class Lookup(Channel[Served]):
         self.single = single
         self.as_of = as_of
         self.codes: list[str] = []
+        self.found: list[str] = []
         self.delivery: Delivery | None = None
 
     def subject(self, session: Session, call: Call) -> Subject:
@@ -87,7 +85,7 @@ class Lookup(Channel[Served]):
     def compute(self, session: Session, call: Call, auth: Authorization) -> Computed:
         as_of = self.as_of or call.at.astimezone(SHANGHAI).date()
         d = self.delivery = deliver(session, auth=auth, codes=self.codes, purpose=self.purpose, at=call.at, as_of=as_of)
-        found = [c for c in self.codes if d.answers[c] is not None]
+        found = self.found = [c for c in self.codes if d.answers[c] is not None]
         if self.single and not found:
             with check("zone"):
                 raise EnterpriseNotFound(f"no enterprise {self.codes[0]} in the zone's registration data", usccs=self.codes)
@@ -114,8 +112,8 @@ class Lookup(Channel[Served]):
             if d.successor_id:
                 headers["Link"] = f'</v1/catalog/products/{d.successor_id}>; rel="successor-version"'
         body = _answer_body(d, single=self.single, charged_fen=admission.charged_fen)
-        found = [c for c in self.codes if d.answers[c] is not None]
-        return Answer(Served(200, body, headers), 200, body, headers, billed=found)
+        # one usage event per enterprise found: the ones not in the zone are not billed
+        return Answer(Served(200, body, headers), 200, body, headers, billed=self.found)
 
 
 def serve(
@@ -172,7 +170,6 @@ def deliver(
         price_fen=spec.price_fen,
         successor_id=served.successor_id,
         departments=auth.departments,
-        authorization=auth,
     )
 
 

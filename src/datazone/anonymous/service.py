@@ -625,6 +625,8 @@ class AnonymousQueries(Channel[Answered]):
     zone through the OPRF)."""
 
     kind = "anonymous"
+    # the live table the checks found to answer from
+    table: AnonymousTable
 
     def __init__(
         self, *, settings: Settings, product_id: str, purpose: Purpose, prefix_bits: int, queries: Sequence[QueryIn]

@@ -446,6 +446,10 @@ class OpenSession(Channel[Opened]):
     so nobody enumerates the zone for free) and billed now, in full."""
 
     kind = "psi"
+    # what the checks found to open the session under
+    epoch: PsiKeyEpoch
+    slice: Slice
+    clearance: int
 
     def __init__(self, *, settings: Settings, product_id: str, purpose: Purpose, set_size: int, labeled: bool) -> None:
         self.settings = settings
@@ -477,7 +481,7 @@ class OpenSession(Channel[Opened]):
         self.slice = slice_of(session, spec=auth.spec)
         kind = "labels" if self.labeled else "setup"
         # a label table is sealed at the contract's clearance; a plain setup holds no labels
-        self.clearance: int = auth.contract.clearance if self.labeled else 0
+        self.clearance = auth.contract.clearance if self.labeled else 0
         artifact = find_artifact(
             session,
             product_id=auth.served.id,
@@ -769,6 +773,10 @@ class EngineJob(Channel[CreatedJob]):
     first created, as it is now, and is charged nothing (`_replayed_job`)."""
 
     kind = "psi"
+    # what the checks found to queue the job under
+    epoch: PsiKeyEpoch
+    slice: Slice
+    zone_address: str
 
     def __init__(
         self,
