@@ -1,4 +1,4 @@
-"""The product API for institutions: thin routes over `access.service.serve`.
+"""The product API for institutions: thin routes running the lookup channel through the call pipeline.
 
 Callers present an OAuth2 access token (client credentials, POST /oauth/token). The
 answer, its usage events and its audit entry commit before the response is sent: an
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from datazone.access import service
+from datazone.access import gates, pipeline, service
 from datazone.access.schemas import BatchAnswerOut, BatchIn, ProductAnswerOut
 from datazone.db import Database
 from datazone.deps import DbDep, SessionDep, SettingsDep
@@ -74,6 +75,10 @@ class Idempotency:
     key: str | None
     fingerprint: str | None
 
+    def call(self, grant: AccessGrant) -> pipeline.Call:
+        """The pipeline's call of `grant`'s holder, now, under this key."""
+        return pipeline.Call(grant, datetime.now(UTC), self.key, self.fingerprint)
+
     @classmethod
     def of(cls, request: Request, body: bytes, key: str | None) -> Idempotency:
         if key is None:
@@ -107,7 +112,10 @@ def refusals_audited(
     subject_of: SubjectLookup | None = None,
 ) -> Iterator[None]:
     """Audit a refusal raised in the block, in a transaction of its own (the request's rolls
-    back), then let it go on to become the problem response. The call is counted, served or refused."""
+    back), then let it go on to become the problem response. The call is counted, served or refused.
+
+    For the routes around a call that are no pipeline channel (a model's registration, a PSI
+    session's setup and chunks); the pipeline's channels are audited by `pipeline.run_audited`."""
     try:
         with metrics.product_call(product_id):
             yield
@@ -115,7 +123,7 @@ def refusals_audited(
         with db.unit_of_work() as audit_session:
             if subject_of is not None:
                 product_id, purpose = subject_of(audit_session)
-            service.record_refusal(
+            gates.record_refusal(
                 audit_session,
                 caller=grant.institution,
                 product_id=product_id or "-",
@@ -138,17 +146,12 @@ def _serve(
     single: bool,
     idempotency: Idempotency,
 ) -> JSONResponse:
-    with refusals_audited(db, grant, product_id=product_id, purpose=purpose.value, usccs=usccs):
-        served = service.serve(
-            session,
-            grant=grant,
-            product_id=product_id,
-            usccs=usccs,
-            purpose=purpose,
-            single=single,
-            idempotency_key=idempotency.key,
-            fingerprint=idempotency.fingerprint,
-        )
+    served = pipeline.run_audited(
+        db,
+        session,
+        idempotency.call(grant),
+        service.Lookup(product_id=product_id, usccs=usccs, purpose=purpose, single=single),
+    )
     # commit the answer with its usage events and audit entry before a byte of it is sent
     session.commit()
     return JSONResponse(served.body, status_code=served.status, headers=served.headers)

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
-from datazone.access.api import GrantDep, IdempotencyDep, refusals_audited
+from datazone.access import pipeline
+from datazone.access.api import GrantDep, IdempotencyDep
 from datazone.anonymous import service
 from datazone.anonymous.schemas import ParametersOut, QueriesIn, QueriesOut
 from datazone.deps import DbDep, SessionDep, SettingsDep
@@ -38,18 +39,18 @@ def ask(
     idempotency: IdempotencyDep,
 ) -> JSONResponse:
     """Evaluate each blinded point and return its bucket's sealed table (one billed unit a query)."""
-    with refusals_audited(db, grant, product_id=product_id, purpose=body.purpose.value):
-        answered = service.query(
-            session,
+    answered = pipeline.run_audited(
+        db,
+        session,
+        idempotency.call(grant),
+        service.AnonymousQueries(
             settings=settings,
-            grant=grant,
             product_id=product_id,
             purpose=body.purpose,
             prefix_bits=body.prefix_bits,
             queries=body.queries,
-            idempotency_key=idempotency.key,
-            fingerprint=idempotency.fingerprint,
-        )
+        ),
+    )
     # the answer, its usage events and its audit entry commit before a byte of it is sent
     session.commit()
     return JSONResponse(answered.body, headers=answered.headers)

@@ -8,7 +8,7 @@ k candidates (privacy/anonymous_query.py, docs/anonymous-query.md).
 
 Tables are built by the worker (`build_table`), per product, key epoch and data versions,
 never in a request. A query takes the same control-plane checks as any product call
-(`access.service.authorize`, channel "anonymous"), then its own: the live table's parameters,
+(`access.pipeline`, channel "anonymous"), then its own: the live table's parameters,
 the product's query limit, every bucket and point. Each query is one OPRF evaluation and one
 billed unit counted against the quota, so nobody enumerates the zone through the OPRF.
 """
@@ -28,7 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from datazone.access import service as access_service
+from datazone.access import gates, pipeline
+from datazone.access.gates import Authorization
+from datazone.access.pipeline import Answer, Audited, Call, Channel, Computed, Subject
 from datazone.anonymous.models import AnonymousBucket, AnonymousTable
 from datazone.anonymous.schemas import QueryIn
 from datazone.audit import service as audit_service
@@ -541,12 +543,12 @@ def parameters_body(table: AnonymousTable, *, product_id: str, spec: ProductSpec
 
 def parameters(session: Session, *, grant: AccessGrant, product_id: str) -> dict[str, Any]:
     """The live table's parameters: what an institution needs to prepare its queries."""
-    access_service.require_product_scope(session, grant=grant, product_id=product_id)
-    with access_service.check("product"):
-        _, served = access_service.resolve_product(session, product_id=product_id)
+    gates.require_product_scope(session, grant=grant, product_id=product_id)
+    with gates.check("product"):
+        _, served = gates.resolve_product(session, product_id=product_id)
         spec = product_service.spec_of(served)
         if spec.channel != "anonymous":
-            raise access_service.NotServedByAnonymousQuery(
+            raise gates.NotServedByAnonymousQuery(
                 f"product {served.id!r} is not served by anonymous query (it is a {spec.channel} product)",
                 product=served.id,
             )
@@ -617,6 +619,115 @@ def _replay(session: Session, stored: metering.StoredAnswer) -> Answered:
     return Answered(body, stored.headers, True)
 
 
+class AnonymousQueries(Channel[Answered]):
+    """A request of anonymous queries against the product's live bucket table: one OPRF
+    evaluation, one billed unit counted against the quota, a query (so nobody enumerates the
+    zone through the OPRF)."""
+
+    kind = "anonymous"
+    # the live table the checks found to answer from
+    table: AnonymousTable
+
+    def __init__(
+        self, *, settings: Settings, product_id: str, purpose: Purpose, prefix_bits: int, queries: Sequence[QueryIn]
+    ) -> None:
+        self.settings = settings
+        self.product_named = product_id
+        self.purpose = purpose
+        self.prefix_bits = prefix_bits
+        self.queries = queries
+        self.points: list[bytes] = []
+        self.kept: dict[str, Any] = {}
+        self.entries: dict[int, bytes] = {}
+
+    def subject(self, session: Session, call: Call) -> Subject:
+        assert self.product_named is not None
+        return Subject(self.product_named, self.purpose)
+
+    def replayed(self, session: Session, call: Call, stored: metering.StoredAnswer) -> Answered:
+        return _replay(session, stored)
+
+    def check(self, session: Session, call: Call, auth: Authorization) -> None:
+        anon, queries, prefix_bits = anonymous_spec(auth.spec), self.queries, self.prefix_bits
+        if auth.contract.clearance < anon.clearance:
+            raise ClearanceAboveContract(
+                f"product {auth.served.id!r} answers at clearance {anon.clearance}, above your contract's "
+                f"{auth.contract.clearance}: ask the operator for a contract of clearance {anon.clearance}",
+                check="contract",
+            )
+        table = self.table = _served_table(session, product=auth.served)
+        assert table.prefix_bits is not None
+        if prefix_bits != table.prefix_bits:
+            current = parameters_body(table, product_id=auth.served.id, spec=auth.spec)
+            raise ParametersChanged(
+                f"the buckets of {auth.served.id!r} now use prefix_bits {table.prefix_bits} (table {table.id}, "
+                f"k {table.k}), not {prefix_bits}; fetch GET /v1/anonymous/{auth.served.id}, recompute the buckets "
+                "and send again; nothing was charged",
+                current=current,
+                check="anonymous_parameters",
+            )
+        if len(queries) > anon.max_queries:
+            raise TooManyQueries(
+                f"{len(queries)} queries in one request; product {auth.served.id!r} answers at most "
+                f"{anon.max_queries}: split them over several requests",
+                limit=anon.max_queries,
+                errors=[{"location": "queries", "problem": f"{len(queries)} queries, at most {anon.max_queries}"}],
+                check="anonymous_query",
+            )
+        self.points = _check_queries(queries, buckets=1 << table.prefix_bits)
+
+    def compute(self, session: Session, call: Call, auth: Authorization) -> Computed:
+        table, queries = self.table, self.queries
+        key = aq.product_key(psi_service.epoch_key(session, settings=self.settings, epoch=table.epoch), auth.served.id)
+        try:
+            evaluated = oprf.evaluate(key, self.points)
+        except oprf.MalformedPoints as exc:
+            raise _malformed(
+                [(i, "point", "not a point on P-256 (its x has no y on the curve)") for i in exc.indices], len(queries)
+            ) from None
+        asked = [q.bucket for q in queries]
+        held = read_buckets(session, table_id=table.id, buckets=asked)
+        self.entries = {b: entries for b, (_, entries) in held.items()}
+        self.kept = {
+            "product": auth.served.id,
+            "table": table.id,
+            "epoch": table.epoch,
+            "prefix_bits": table.prefix_bits,
+            "k": table.k,
+            "answers": [
+                {"bucket": b, "point": aq.b64encode(p), "candidates": held[b][0]}
+                for b, p in zip(asked, evaluated, strict=True)
+            ],
+        }
+        audit = Audited(
+            action="anonymous.query",
+            entity_count=len(queries),
+            detail={
+                "requested": auth.requested.id,
+                "table": table.id,
+                "epoch": table.epoch,
+                "prefix_bits": table.prefix_bits,
+                # the zone learns the buckets anyway: they are what it may know
+                "buckets": asked,
+            },
+        )
+        # every evaluation is a unit, billed and counted against the quota
+        return Computed(audit, units=len(queries))
+
+    def answer(
+        self, session: Session, call: Call, auth: Authorization, admission: metering.Admission
+    ) -> Answer[Answered]:
+        answers = self.kept.pop("answers")
+        kept = {**self.kept, "charged_fen": admission.charged_fen, "answers": answers}
+        headers = dict(admission.headers)
+        if auth.served.state == "deprecated":
+            headers["Deprecation"] = "true"
+        body = {**kept, "answers": [{**a, "entries": aq.b64encode(self.entries[a["bucket"]])} for a in answers]}
+        # kept for a replay without the bucket tables (read back from the table): a request of a
+        # hundred full-answer buckets would otherwise store tens of megabytes
+        return Answer(Answered(body, headers, False), 200, kept, headers, units=len(self.queries))
+
+
 def query(
     session: Session,
     *,
@@ -631,117 +742,8 @@ def query(
     at: datetime | None = None,
 ) -> Answered:
     """Check, evaluate, meter and record one request of anonymous queries (one unit each)."""
-    at = at or utcnow()
-    caller = grant.institution
-    stored = access_service.replay(
-        session, institution_id=caller.id, idempotency_key=idempotency_key, fingerprint=fingerprint
+    call = Call(grant, at or utcnow(), idempotency_key, fingerprint)
+    channel = AnonymousQueries(
+        settings=settings, product_id=product_id, purpose=purpose, prefix_bits=prefix_bits, queries=queries
     )
-    if stored is not None:
-        return _replay(session, stored)
-    access_service.require_product_scope(session, grant=grant, product_id=product_id)
-    auth = access_service.authorize(
-        session, caller=caller, product_id=product_id, purpose=purpose, at=at, channel="anonymous"
-    )
-    anon = anonymous_spec(auth.spec)
-    if auth.contract.clearance < anon.clearance:
-        raise ClearanceAboveContract(
-            f"product {auth.served.id!r} answers at clearance {anon.clearance}, above your contract's "
-            f"{auth.contract.clearance}: ask the operator for a contract of clearance {anon.clearance}",
-            check="contract",
-        )
-    table = _served_table(session, product=auth.served)
-    assert table.prefix_bits is not None
-    if prefix_bits != table.prefix_bits:
-        current = parameters_body(table, product_id=auth.served.id, spec=auth.spec)
-        raise ParametersChanged(
-            f"the buckets of {auth.served.id!r} now use prefix_bits {table.prefix_bits} (table {table.id}, "
-            f"k {table.k}), not {prefix_bits}; fetch GET /v1/anonymous/{auth.served.id}, recompute the buckets "
-            "and send again; nothing was charged",
-            current=current,
-            check="anonymous_parameters",
-        )
-    if len(queries) > anon.max_queries:
-        raise TooManyQueries(
-            f"{len(queries)} queries in one request; product {auth.served.id!r} answers at most "
-            f"{anon.max_queries}: split them over several requests",
-            limit=anon.max_queries,
-            errors=[{"location": "queries", "problem": f"{len(queries)} queries, at most {anon.max_queries}"}],
-            check="anonymous_query",
-        )
-    points = _check_queries(queries, buckets=1 << table.prefix_bits)
-    key = aq.product_key(psi_service.epoch_key(session, settings=settings, epoch=table.epoch), auth.served.id)
-    try:
-        evaluated = oprf.evaluate(key, points)
-    except oprf.MalformedPoints as exc:
-        raise _malformed(
-            [(i, "point", "not a point on P-256 (its x has no y on the curve)") for i in exc.indices], len(queries)
-        ) from None
-    asked = [q.bucket for q in queries]
-    held = read_buckets(session, table_id=table.id, buckets=asked)
-    audit_service.record(
-        session,
-        actor=caller,
-        action="anonymous.query",
-        object_type="product",
-        object_id=auth.served.id,
-        purpose=purpose.value,
-        entity_count=len(queries),
-        supplier_ids=product_service.product_departments(session, product=auth.served),
-        institution_id=caller.id,
-        detail={
-            "requested": auth.requested.id,
-            "table": table.id,
-            "epoch": table.epoch,
-            "prefix_bits": table.prefix_bits,
-            # the zone learns the buckets anyway: they are what it may know
-            "buckets": asked,
-            "contract_id": auth.contract.id,
-            "grant_ids": sorted({g.id for g in auth.grants}),
-            "client_id": grant.client_id,
-        },
-    )
-    # every evaluation is a unit, billed and counted against the quota
-    admission = access_service.admit(
-        session,
-        institution_id=caller.id,
-        contract_id=auth.contract.id,
-        product_id=auth.served.id,
-        price_fen=auth.spec.price_fen,
-        units=len(queries),
-        at=at,
-    )
-    answers: list[dict[str, Any]] = [
-        {"bucket": b, "point": aq.b64encode(p), "candidates": held[b][0]} for b, p in zip(asked, evaluated, strict=True)
-    ]
-    kept = {
-        "product": auth.served.id,
-        "table": table.id,
-        "epoch": table.epoch,
-        "prefix_bits": table.prefix_bits,
-        "k": table.k,
-        "charged_fen": admission.charged_fen,
-        "answers": answers,
-    }
-    headers = dict(admission.headers)
-    if auth.served.state == "deprecated":
-        headers["Deprecation"] = "true"
-    access_service.bill(
-        session,
-        admission=admission,
-        institution_id=caller.id,
-        client_id=grant.client_id,
-        product_id=auth.served.id,
-        purpose=purpose.value,
-        usccs_billed=[None] * len(queries),
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-        status=200,
-        # kept for a replay without the bucket tables (read back from the table): a request of a
-        # hundred full-answer buckets would otherwise store tens of megabytes
-        body=kept,
-        headers=headers,
-        at=at,
-    )
-    body = {**kept, "answers": [{**a, "entries": aq.b64encode(held[a["bucket"]][1])} for a in answers]}
-    return Answered(body, headers, False)
-
+    return pipeline.run(session, call, channel)

@@ -1,7 +1,7 @@
 """Billing: the ledger of debits (what calls charged) and credits (reversals of debits), and the
 monthly statements drawn from it.
 
-A debit is posted by the call pipeline (`access.service.bill`) in the call's own transaction; entries are never
+A debit is posted by the call pipeline (`access.gates.bill`) in the call's own transaction; entries are never
 changed or deleted, so a statement's totals are the sums of its month's entries, and a credit
 reverses (part of) a debit without touching it.
 """

@@ -1,7 +1,7 @@
 """Metering: plans, admission of product calls (rate limit, quota, free units, price, spend cap),
 usage events, and idempotent answers.
 
-The call pipeline (`access.service`) calls, in the request's one transaction:
+The call pipeline (`access.pipeline`) calls, in the request's one transaction:
 
     fp = fingerprint(method, path, query, body)
     stored = begin_idempotent(session, institution_id=.., key=.., fingerprint=fp)   # replay if not None
@@ -9,7 +9,7 @@ The call pipeline (`access.service`) calls, in the request's one transaction:
                       product_price_fen=.., units=<batch size>, at=..)
     ... compute the answer ...
     charge = charge_of(admission, units=<found>)      # the pipeline posts the ledger debit for it
-    record_usage(session, admission=admission, debit_id=.., ..., usccs_billed=<found enterprises>, ...)
+    record_usage(session, call=BilledCall(admission, ..., usccs_billed=<found enterprises>, ...), debit_id=..)
 
 This domain imports neither contracts nor billing: the pipeline passes the contract's plan and
 the debit it posted.
@@ -826,33 +826,45 @@ _INSERT_EVENTS = sa.text(
 )
 
 
-def record_usage(
-    session: Session,
-    *,
-    admission: Admission,
-    call_id: uuid.UUID,
-    debit_id: int | None,
-    institution_id: int,
-    client_id: str,
-    product_id: str,
-    purpose: str,
-    usccs_billed: Sequence[str | None],
-    idempotency_key: str | None,
-    fingerprint: str | None,
-    status: int,
-    body: dict[str, Any],
-    headers: dict[str, str],
-    at: datetime,
-) -> list[BilledUnit]:
+@dataclass(frozen=True)
+class BilledCall:
+    """What one admitted call bills, as the call pipeline hands it to the ledger (its debit) and to
+    `record_usage` (its usage events, meter counts and kept answer): one object, not a dozen keywords.
+
+    `usccs_billed` names the enterprises billed, or holds None for each unit that names none (a PSI
+    set, anonymous queries). `body`, `status` and `headers` are the answer kept under the
+    idempotency key for a retry. A job names its own `call_id`, so its charge can be found again."""
+
+    admission: Admission
+    institution_id: int
+    client_id: str
+    product_id: str
+    purpose: str
+    usccs_billed: Sequence[str | None]
+    idempotency_key: str | None
+    fingerprint: str | None
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+    at: datetime
+    call_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    @property
+    def charge(self) -> Charge:
+        return charge_of(self.admission, units=len(self.usccs_billed))
+
+
+def record_usage(session: Session, *, call: BilledCall, debit_id: int | None) -> list[BilledUnit]:
     """Record the billed call: one usage event per billed enterprise (or, for units naming no
     enterprise, one event of N units per price), the meter counters, and the answer kept under
     the idempotency key. The ledger debit (`debit_id`) is posted by the call pipeline
-    (`access.service.bill`), which owns the order of metering and billing.
+    (`access.gates.bill`), which owns the order of metering and billing.
 
     `usccs_billed` may be fewer than the admitted units (enterprises not found are not billed):
     only what is billed reaches the meter. Returns what was written, one BilledUnit per usage event.
     """
-    if institution_id != admission.institution_id or product_id != admission.product_id:
+    admission, usccs_billed, at = call.admission, call.usccs_billed, call.at
+    if call.institution_id != admission.institution_id or call.product_id != admission.product_id:
         raise ValueError("record_usage must bill the institution and product that were admitted")
     n = len(usccs_billed)
     charge = charge_of(admission, units=n)
@@ -861,15 +873,15 @@ def record_usage(
     if (debit_id is None) != (charged == 0):
         raise ValueError(f"a call charging {charged} fen needs a ledger debit exactly when it charges anything")
     common: dict[str, Any] = {
-        "call_id": call_id,
+        "call_id": call.call_id,
         "at": at,
-        "institution_id": institution_id,
-        "client_id": client_id,
+        "institution_id": call.institution_id,
+        "client_id": call.client_id,
         "contract_id": admission.contract_id,
         "plan_id": admission.plan_id,
-        "product_id": product_id,
-        "purpose": str(purpose),
-        "idempotency_key": idempotency_key,
+        "product_id": call.product_id,
+        "purpose": str(call.purpose),
+        "idempotency_key": call.idempotency_key,
         "debit_id": debit_id,
     }
     units: list[BilledUnit]
@@ -878,13 +890,14 @@ def record_usage(
         # one event for the free units and one for the paid, each carrying its quantity
         paid = n - free
         units = [
-            BilledUnit(uuid.uuid4(), call_id, None, price, is_free, q)
+            BilledUnit(uuid.uuid4(), call.call_id, None, price, is_free, q)
             for q, price, is_free in ((free, 0, True), (paid, admission.unit_price_fen, False))
             if q > 0
         ]
     else:
         units = [
-            BilledUnit(uuid.uuid4(), call_id, uscc, charges[i], i < free, 1) for i, uscc in enumerate(usccs_billed)
+            BilledUnit(uuid.uuid4(), call.call_id, uscc, charges[i], i < free, 1)
+            for i, uscc in enumerate(usccs_billed)
         ]
     if units:
         session.execute(
@@ -904,15 +917,15 @@ def record_usage(
         _release(
             session, held, units=held.units - n, free_units=held.free_units - free, fen=held.fen - charged
         )
-    if idempotency_key is not None:
+    if call.idempotency_key is not None:
         store_answer(
             session,
-            institution_id=institution_id,
-            key=idempotency_key,
-            fingerprint=fingerprint or "",
-            status=status,
-            body=body,
-            headers=headers,
+            institution_id=call.institution_id,
+            key=call.idempotency_key,
+            fingerprint=call.fingerprint or "",
+            status=call.status,
+            body=call.body,
+            headers=call.headers,
         )
     return units
 

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Header, Path
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
+from datazone.access import pipeline
 from datazone.access.api import GrantDep, IdempotencyDep, raw_body, refusals_audited
 from datazone.config import Settings
 from datazone.db import Database
@@ -55,18 +56,18 @@ def open_session(
     idempotency: IdempotencyDep,
 ) -> JSONResponse:
     """Open a PSI session for a set of `set_size` enterprises (billed now, per item)."""
-    with refusals_audited(db, grant, product_id=body.product, purpose=body.purpose.value):
-        opened = service.open_session(
-            session,
+    opened = pipeline.run_audited(
+        db,
+        session,
+        idempotency.call(grant),
+        service.OpenSession(
             settings=settings,
-            grant=grant,
             product_id=body.product,
             purpose=body.purpose,
             set_size=body.set_size,
             labeled=body.labeled,
-            idempotency_key=idempotency.key,
-            fingerprint=idempotency.fingerprint,
-        )
+        ),
+    )
     session.commit()
     return JSONResponse(opened.body, status_code=201, headers=opened.headers)
 
@@ -152,11 +153,12 @@ def create_job(
     """Queue a PSI on SecretFlow's engine (billed now); join it with the returned ticket over the
     engine's link. The same Idempotency-Key and body again returns the same job, charged nothing
     more, with `Idempotent-Replayed: true` (and a fresh ticket while no worker has taken it)."""
-    with refusals_audited(db, grant, product_id=body.product, purpose=body.purpose.value):
-        created = service.create_job(
-            session,
+    created = pipeline.run_audited(
+        db,
+        session,
+        idempotency.call(grant),
+        service.EngineJob(
             settings=settings,
-            grant=grant,
             product_id=body.product,
             purpose=body.purpose,
             set_size=body.set_size,
@@ -164,9 +166,8 @@ def create_job(
             protocol=body.protocol,
             institution_certificate_pem=body.institution_certificate_pem,
             have_cache=body.have_cache,
-            idempotency_key=idempotency.key,
-            fingerprint=idempotency.fingerprint,
-        )
+        ),
+    )
     out = {**service.job_body(created.job), "ticket": created.ticket}
     session.commit()
     return JSONResponse(

@@ -2,8 +2,8 @@
 the HTTP-native sessions (OpenMined's wire format, labeled or not) and engine jobs.
 
 Every PSI call takes the same control-plane checks as a product lookup
-(`access.service.authorize`), then PSI's own: the set's floor and limit. A session declares
-its set size and is billed for it when it opens (one usage event per item: each item is
+(`access.pipeline`), then PSI's own: the set's floor and limit. A session declares
+its set size and is billed for it when it opens (priced per item: each item is
 one OPRF evaluation, so nobody can enumerate the zone for free); its chunks are then
 answered under the session's epoch. Grants are checked again on every chunk, so a revoked
 grant stops a session at its next chunk.
@@ -28,7 +28,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from datazone import keyring
-from datazone.access import service as access_service
+from datazone.access import gates, pipeline
+from datazone.access.gates import Authorization
+from datazone.access.pipeline import Answer, Audited, Call, Channel, Computed, Subject
 from datazone.audit import service as audit_service
 from datazone.billing import service as billing_service
 from datazone.config import Settings
@@ -41,6 +43,7 @@ from datazone.metering import service as metering
 from datazone.oauth import resource
 from datazone.oauth.resource import AccessGrant
 from datazone.principal.models import Principal
+from datazone.privacy import engine as psi_engine
 from datazone.privacy import labels as label_tables
 from datazone.privacy import openmined, oprf
 from datazone.product import engine
@@ -387,13 +390,13 @@ def engine_caches_wanted(session: Session, *, settings: Settings) -> list[tuple[
 # ---------------------------------------------------------------- sessions
 
 
-def _limit(auth: access_service.Authorization) -> int:
+def _limit(auth: Authorization) -> int:
     psi = psi_spec(auth.spec)
     contract_limit = getattr(auth.contract, "psi_max_set", None)
     return min(psi.max_set, contract_limit) if contract_limit else psi.max_set
 
 
-def _check_set_size(set_size: int, *, auth: access_service.Authorization) -> None:
+def _check_set_size(set_size: int, *, auth: Authorization) -> None:
     psi = psi_spec(auth.spec)
     if set_size < psi.min_set:
         raise SetBelowFloor(
@@ -412,52 +415,6 @@ def _check_set_size(set_size: int, *, auth: access_service.Authorization) -> Non
             set_size=set_size,
             check="psi_set",
         )
-
-
-def _admit_set(
-    session: Session, *, grant: AccessGrant, auth: access_service.Authorization, set_size: int, at: datetime
-) -> metering.Admission:
-    """A set is priced per item: each item is one OPRF evaluation or engine comparison."""
-    return access_service.admit(
-        session,
-        institution_id=grant.institution.id,
-        contract_id=auth.contract.id,
-        product_id=auth.served.id,
-        price_fen=auth.spec.price_fen,
-        units=set_size,
-        at=at,
-    )
-
-
-def _record_set(
-    session: Session,
-    *,
-    admission: metering.Admission,
-    grant: AccessGrant,
-    purpose: Purpose,
-    set_size: int,
-    body: dict[str, Any],
-    idempotency_key: str | None = None,
-    fingerprint: str | None = None,
-    call_id: uuid.UUID | None = None,
-) -> None:
-    """One usage event per item of the set, none naming an enterprise (the zone never sees them)."""
-    access_service.bill(
-        session,
-        admission=admission,
-        institution_id=grant.institution.id,
-        client_id=grant.client_id,
-        product_id=admission.product_id,
-        purpose=purpose.value,
-        usccs_billed=[None] * set_size,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-        status=201,
-        body=body,
-        headers=dict(admission.headers),
-        at=admission.at,
-        call_id=call_id,
-    )
 
 
 @dataclass(frozen=True)
@@ -492,6 +449,105 @@ def session_body(row: PsiSession, *, chunks_done: Sequence[int] = ()) -> dict[st
     }
 
 
+class OpenSession(Channel[Opened]):
+    """A session for a set of `set_size` items: priced per item (each is one OPRF evaluation,
+    so nobody enumerates the zone for free) and billed now, in full."""
+
+    kind = "psi"
+    # what the checks found to open the session under
+    epoch: PsiKeyEpoch
+    slice: Slice
+    clearance: int
+
+    def __init__(self, *, settings: Settings, product_id: str, purpose: Purpose, set_size: int, labeled: bool) -> None:
+        self.settings = settings
+        self.product_named = product_id
+        self.purpose = purpose
+        self.set_size = set_size
+        self.labeled = labeled
+        self.row: PsiSession | None = None
+
+    def subject(self, session: Session, call: Call) -> Subject:
+        assert self.product_named is not None
+        return Subject(self.product_named, self.purpose)
+
+    def replayed(self, session: Session, call: Call, stored: metering.StoredAnswer) -> Opened:
+        row = session.get(PsiSession, stored.body["session_id"])
+        assert row is not None
+        return Opened(row, True, stored.headers, stored.body)
+
+    def check(self, session: Session, call: Call, auth: Authorization) -> None:
+        psi = psi_spec(auth.spec)
+        if self.labeled and not psi.labels:
+            raise InvalidSpec(
+                f"product {auth.served.id!r} has no labels: open the session with labeled=false", check="psi_set"
+            )
+        if self.set_size < 1:
+            raise InvalidSpec("set_size must be at least 1", check="psi_set")
+        _check_set_size(self.set_size, auth=auth)
+        self.epoch = current_epoch(session, settings=self.settings)
+        self.slice = slice_of(session, spec=auth.spec)
+        kind = "labels" if self.labeled else "setup"
+        # a label table is sealed at the contract's clearance; a plain setup holds no labels
+        self.clearance = auth.contract.clearance if self.labeled else 0
+        artifact = find_artifact(
+            session,
+            product_id=auth.served.id,
+            kind=kind,
+            epoch=self.epoch.id,
+            slice_key=self.slice.key,
+            clearance=self.clearance,
+        )
+        if artifact is None or artifact.state != "ready":
+            raise SetupBuilding(
+                f"the zone is preparing {auth.served.id!r} for slice {self.slice.key} under key epoch {self.epoch.id}; "
+                "nothing was charged: try again shortly",
+                headers={"Retry-After": "30"},
+                check="psi_setup",
+            )
+
+    def compute(self, session: Session, call: Call, auth: Authorization) -> Computed:
+        at = call.at
+        row = self.row = PsiSession(
+            id="psi_" + secrets.token_urlsafe(18),
+            institution_id=call.caller.id,
+            client_id=call.grant.client_id,
+            product_id=auth.served.id,
+            purpose=self.purpose.value,
+            contract_id=auth.contract.id,
+            epoch=self.epoch.id,
+            slice_key=self.slice.key,
+            result=psi_spec(auth.spec).result.value,
+            labeled=self.labeled,
+            clearance=self.clearance,
+            set_size=self.set_size,
+            items_received=0,
+            max_chunk_items=self.settings.psi_chunk_items,
+            charged_fen=0,
+            created_at=at,
+            expires_at=at + timedelta(minutes=self.settings.psi_session_minutes),
+        )
+        session.add(row)
+        session.flush()
+        audit = Audited(
+            action="psi.session.open",
+            entity_count=self.set_size,
+            detail={"session_id": row.id, "epoch": self.epoch.id, "slice": self.slice.key, "labeled": self.labeled},
+        )
+        return Computed(audit, units=self.set_size)
+
+    def answer(
+        self, session: Session, call: Call, auth: Authorization, admission: metering.Admission
+    ) -> Answer[Opened]:
+        row = self.row
+        assert row is not None
+        row.charged_fen = admission.charged_fen
+        body = session_body(row)
+        headers = dict(admission.headers)
+        # one event of N units per price, none naming an enterprise (the zone never sees them)
+        return Answer(Opened(row, False, headers, body), 201, body, headers, units=self.set_size)
+
+
 def open_session(
     session: Session,
     *,
@@ -506,95 +562,9 @@ def open_session(
     at: datetime | None = None,
 ) -> Opened:
     """Check, price and open a session for a set of `set_size` items; billed now, in full."""
-    at = at or utcnow()
-    caller = grant.institution
-    stored = access_service.replay(
-        session, institution_id=caller.id, idempotency_key=idempotency_key, fingerprint=fingerprint
-    )
-    if stored is not None:
-        row = session.get(PsiSession, stored.body["session_id"])
-        assert row is not None
-        return Opened(row, True, stored.headers, stored.body)
-    with access_service.check("scope"):
-        resource.require_scope(grant, product_id)
-    auth = access_service.authorize(session, caller=caller, product_id=product_id, purpose=purpose, at=at, channel="psi")
-    psi = psi_spec(auth.spec)
-    if labeled and not psi.labels:
-        raise InvalidSpec(
-            f"product {auth.served.id!r} has no labels: open the session with labeled=false", check="psi_set"
-        )
-    if set_size < 1:
-        raise InvalidSpec("set_size must be at least 1", check="psi_set")
-    _check_set_size(set_size, auth=auth)
-    epoch = current_epoch(session, settings=settings)
-    slice_ = slice_of(session, spec=auth.spec)
-    kind, clearance = ("labels", auth.contract.clearance) if labeled else ("setup", 0)
-    artifact = find_artifact(
-        session, product_id=auth.served.id, kind=kind, epoch=epoch.id, slice_key=slice_.key, clearance=clearance
-    )
-    if artifact is None or artifact.state != "ready":
-        raise SetupBuilding(
-            f"the zone is preparing {auth.served.id!r} for slice {slice_.key} under key epoch {epoch.id}; "
-            "nothing was charged: try again shortly",
-            headers={"Retry-After": "30"},
-            check="psi_setup",
-        )
-    departments = product_service.product_departments(session, product=auth.served)
-    row = PsiSession(
-        id="psi_" + secrets.token_urlsafe(18),
-        institution_id=caller.id,
-        client_id=grant.client_id,
-        product_id=auth.served.id,
-        purpose=purpose.value,
-        contract_id=auth.contract.id,
-        epoch=epoch.id,
-        slice_key=slice_.key,
-        result=psi.result.value,
-        labeled=labeled,
-        clearance=clearance,
-        set_size=set_size,
-        items_received=0,
-        max_chunk_items=settings.psi_chunk_items,
-        charged_fen=0,
-        created_at=at,
-        expires_at=at + timedelta(minutes=settings.psi_session_minutes),
-    )
-    session.add(row)
-    session.flush()
-    audit_service.record(
-        session,
-        actor=caller,
-        action="psi.session.open",
-        object_type="product",
-        object_id=auth.served.id,
-        purpose=purpose.value,
-        entity_count=set_size,
-        supplier_ids=departments,
-        institution_id=caller.id,
-        detail={
-            "session_id": row.id,
-            "epoch": epoch.id,
-            "slice": slice_.key,
-            "labeled": labeled,
-            "contract_id": auth.contract.id,
-            "grant_ids": sorted({g.id for g in auth.grants}),
-            "client_id": grant.client_id,
-        },
-    )
-    admission = _admit_set(session, grant=grant, auth=auth, set_size=set_size, at=at)
-    row.charged_fen = admission.charged_fen
-    body = session_body(row)
-    _record_set(
-        session,
-        admission=admission,
-        grant=grant,
-        purpose=purpose,
-        set_size=set_size,
-        body=body,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-    )
-    return Opened(row, False, dict(admission.headers), body)
+    call = Call(grant, at or utcnow(), idempotency_key, fingerprint)
+    channel = OpenSession(settings=settings, product_id=product_id, purpose=purpose, set_size=set_size, labeled=labeled)
+    return pipeline.run(session, call, channel)
 
 
 def get_session(session: Session, *, institution_id: int, session_id: str, for_update: bool = False) -> PsiSession:
@@ -620,11 +590,11 @@ def chunks_done(session: Session, *, session_id: str) -> list[int]:
     )
 
 
-def _recheck(session: Session, *, grant: AccessGrant, row: PsiSession, at: datetime) -> access_service.Authorization:
+def _recheck(session: Session, *, grant: AccessGrant, row: PsiSession, at: datetime) -> Authorization:
     """Token scope, contract, product state, data and grants, again: a revocation stops a session."""
-    with access_service.check("scope"):
+    with gates.check("scope"):
         resource.require_scope(grant, row.product_id)
-    return access_service.authorize(
+    return gates.authorize(
         session, caller=grant.institution, product_id=row.product_id, purpose=Purpose(row.purpose), at=at, channel="psi"
     )
 
@@ -805,6 +775,136 @@ def slice_size(session: Session, *, spec: ProductSpec) -> int:
     return dataset_service.population_size(session, dataset_id=pop.dataset, where=pop.where)
 
 
+class EngineJob(Channel[CreatedJob]):
+    """A PSI on SecretFlow's engine, queued for a worker to run the zone's side; priced per item
+    of the institution's set and billed now. A retry under the same Idempotency-Key gets the job
+    first created, as it is now, and is charged nothing (`_replayed_job`)."""
+
+    kind = "psi"
+    # what the checks found to queue the job under
+    epoch: PsiKeyEpoch
+    slice: Slice
+    zone_address: str
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        product_id: str,
+        purpose: Purpose,
+        set_size: int,
+        peer_address: str,
+        protocol: str = "auto",
+        institution_certificate_pem: str | None = None,
+        have_cache: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.product_named = product_id
+        self.purpose = purpose
+        self.set_size = set_size
+        self.peer_address = peer_address
+        self.protocol = protocol
+        self.institution_certificate_pem = institution_certificate_pem
+        self.have_cache = have_cache
+        self.job: PsiJob | None = None
+        self.ticket = ""
+
+    def subject(self, session: Session, call: Call) -> Subject:
+        assert self.product_named is not None
+        return Subject(self.product_named, self.purpose)
+
+    def replayed(self, session: Session, call: Call, stored: metering.StoredAnswer) -> CreatedJob:
+        return _replayed_job(session, institution_id=call.caller.id, stored=stored)
+
+    def check(self, session: Session, call: Call, auth: Authorization) -> None:
+        psi = psi_spec(auth.spec)
+        problems = []
+        if self.protocol not in PROTOCOLS:
+            problems.append(
+                {"location": "protocol", "problem": f"one of {', '.join(PROTOCOLS)}, not {self.protocol!r}"}
+            )
+        if (why := _address_problem(self.peer_address)) is not None:
+            problems.append({"location": "peer_address", "problem": why + ": where your engine side listens"})
+        if problems:
+            raise InvalidSpec(
+                "; ".join(f"{p['location']}: {p['problem']}" for p in problems), errors=problems, check="psi_job"
+            )
+        if psi.result is not PsiResult.intersection:
+            raise EngineResultNotAllowed(
+                f"product {auth.served.id!r} reveals the intersection's size only, and the engine would give you "
+                "the intersection itself: open an HTTP session (POST /v1/psi/sessions) instead",
+                check="psi_job",
+            )
+        _check_set_size(self.set_size, auth=auth)
+        self.epoch = current_epoch(session, settings=self.settings)
+        self.slice = slice_of(session, spec=auth.spec)
+        if self.protocol == "auto":
+            self.protocol = psi_engine.choose_protocol(
+                zone_items=slice_size(session, spec=auth.spec), institution_items=self.set_size
+            )
+        self.zone_address = f"{self.settings.psi_link_host}:{_zone_port(session, settings=self.settings)}"
+
+    def compute(self, session: Session, call: Call, auth: Authorization) -> Computed:
+        settings, at, protocol = self.settings, call.at, self.protocol
+        self.ticket = secrets.token_urlsafe(32)
+        zone_cert = zone_key = None
+        if self.institution_certificate_pem:
+            zone_cert, zone_key = _link_certificate(job_host=settings.psi_link_host)
+        job = self.job = PsiJob(
+            id="job_" + secrets.token_urlsafe(15),
+            institution_id=call.caller.id,
+            client_id=call.grant.client_id,
+            product_id=auth.served.id,
+            purpose=self.purpose.value,
+            contract_id=auth.contract.id,
+            protocol=protocol,
+            set_size=self.set_size,
+            epoch=self.epoch.id,
+            slice_key=self.slice.key,
+            cache_id=_cache_id(auth.served.id, self.slice.key, self.epoch.id) if protocol == "unbalanced" else None,
+            have_cache=self.have_cache,
+            peer_address=self.peer_address,
+            zone_address=self.zone_address,
+            ticket_sha256=hashlib.sha256(self.ticket.encode()).digest(),
+            institution_certificate_pem=self.institution_certificate_pem,
+            zone_certificate_pem=zone_cert,
+            zone_key_encrypted=_sealer(settings).encrypt(zone_key) if zone_key else None,
+            status="queued",
+            charged_fen=0,
+            created_at=at,
+            expires_at=at + timedelta(seconds=settings.psi_link_timeout_seconds),
+        )
+        session.add(job)
+        session.flush()
+        audit = Audited(
+            action="psi.job.create",
+            entity_count=self.set_size,
+            detail={"job_id": job.id, "protocol": protocol, "epoch": self.epoch.id, "slice": self.slice.key},
+        )
+        return Computed(audit, units=self.set_size)
+
+    def answer(
+        self, session: Session, call: Call, auth: Authorization, admission: metering.Admission
+    ) -> Answer[CreatedJob]:
+        job = self.job
+        assert job is not None
+        job.charged_fen = admission.charged_fen
+        # the job names its call, so its charge can be found again to credit it
+        job.call_id = uuid.uuid4()
+        headers = dict(admission.headers)
+        # the NOTIFY is delivered at commit, with the job
+        notify_work(session, job_id=job.id)
+        return Answer(
+            CreatedJob(job, self.ticket, 201, headers),
+            201,
+            # what a retry needs to find the job again (never the ticket: only its hash is kept)
+            {"job_id": job.id},
+            headers,
+            units=self.set_size,
+            call_id=job.call_id,
+        )
+
+
 def create_job(
     session: Session,
     *,
@@ -821,111 +921,19 @@ def create_job(
     fingerprint: str | None = None,
     at: datetime | None = None,
 ) -> CreatedJob:
-    """Check, price and queue a PSI on SecretFlow's engine; a worker runs the zone's side.
-
-    The same Idempotency-Key with the same request returns the job first created, as it is now,
-    and charges nothing (`_replayed_job`)."""
-    from datazone.privacy import engine as psi_engine
-
-    at = at or utcnow()
-    caller = grant.institution
-    stored = access_service.replay(
-        session, institution_id=caller.id, idempotency_key=idempotency_key, fingerprint=fingerprint
-    )
-    if stored is not None:
-        return _replayed_job(session, institution_id=caller.id, stored=stored)
-    with access_service.check("scope"):
-        resource.require_scope(grant, product_id)
-    auth = access_service.authorize(session, caller=caller, product_id=product_id, purpose=purpose, at=at, channel="psi")
-    psi = psi_spec(auth.spec)
-    problems = []
-    if protocol not in PROTOCOLS:
-        problems.append({"location": "protocol", "problem": f"one of {', '.join(PROTOCOLS)}, not {protocol!r}"})
-    if (why := _address_problem(peer_address)) is not None:
-        problems.append({"location": "peer_address", "problem": why + ": where your engine side listens"})
-    if problems:
-        raise InvalidSpec(
-            "; ".join(f"{p['location']}: {p['problem']}" for p in problems), errors=problems, check="psi_job"
-        )
-    if psi.result is not PsiResult.intersection:
-        raise EngineResultNotAllowed(
-            f"product {auth.served.id!r} reveals the intersection's size only, and the engine would give you "
-            "the intersection itself: open an HTTP session (POST /v1/psi/sessions) instead",
-            check="psi_job",
-        )
-    _check_set_size(set_size, auth=auth)
-    epoch = current_epoch(session, settings=settings)
-    slice_ = slice_of(session, spec=auth.spec)
-    if protocol == "auto":
-        protocol = psi_engine.choose_protocol(zone_items=slice_size(session, spec=auth.spec), institution_items=set_size)
-    zone_address = f"{settings.psi_link_host}:{_zone_port(session, settings=settings)}"
-    ticket = secrets.token_urlsafe(32)
-    zone_cert = zone_key = None
-    if institution_certificate_pem:
-        zone_cert, zone_key = _link_certificate(job_host=settings.psi_link_host)
-    job = PsiJob(
-        id="job_" + secrets.token_urlsafe(15),
-        institution_id=caller.id,
-        client_id=grant.client_id,
-        product_id=auth.served.id,
-        purpose=purpose.value,
-        contract_id=auth.contract.id,
-        protocol=protocol,
-        set_size=set_size,
-        epoch=epoch.id,
-        slice_key=slice_.key,
-        cache_id=_cache_id(auth.served.id, slice_.key, epoch.id) if protocol == "unbalanced" else None,
-        have_cache=have_cache,
-        peer_address=peer_address,
-        zone_address=zone_address,
-        ticket_sha256=hashlib.sha256(ticket.encode()).digest(),
-        institution_certificate_pem=institution_certificate_pem,
-        zone_certificate_pem=zone_cert,
-        zone_key_encrypted=_sealer(settings).encrypt(zone_key) if zone_key else None,
-        status="queued",
-        charged_fen=0,
-        created_at=at,
-        expires_at=at + timedelta(seconds=settings.psi_link_timeout_seconds),
-    )
-    session.add(job)
-    session.flush()
-    audit_service.record(
-        session,
-        actor=caller,
-        action="psi.job.create",
-        object_type="product",
-        object_id=auth.served.id,
-        purpose=purpose.value,
-        entity_count=set_size,
-        supplier_ids=product_service.product_departments(session, product=auth.served),
-        institution_id=caller.id,
-        detail={
-            "job_id": job.id,
-            "protocol": protocol,
-            "epoch": epoch.id,
-            "slice": slice_.key,
-            "contract_id": auth.contract.id,
-            "grant_ids": sorted({g.id for g in auth.grants}),
-            "client_id": grant.client_id,
-        },
-    )
-    admission = _admit_set(session, grant=grant, auth=auth, set_size=set_size, at=at)
-    job.charged_fen = admission.charged_fen
-    job.call_id = uuid.uuid4()
-    _record_set(
-        session,
-        admission=admission,
-        grant=grant,
+    """Check, price and queue a PSI on SecretFlow's engine; a worker runs the zone's side."""
+    call = Call(grant, at or utcnow(), idempotency_key, fingerprint)
+    channel = EngineJob(
+        settings=settings,
+        product_id=product_id,
         purpose=purpose,
         set_size=set_size,
-        # what a retry needs to find the job again (never the ticket: only its hash is kept)
-        body={"job_id": job.id},
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-        call_id=job.call_id,
+        peer_address=peer_address,
+        protocol=protocol,
+        institution_certificate_pem=institution_certificate_pem,
+        have_cache=have_cache,
     )
-    notify_work(session, job_id=job.id)
-    return CreatedJob(job, ticket, 201, dict(admission.headers))
+    return pipeline.run(session, call, channel)
 
 
 def _cache_id(product_id: str, slice_key: str, epoch: int) -> str:
@@ -1010,7 +1018,7 @@ def job_refusal(session: Session, *, job: PsiJob, at: datetime | None = None) ->
 
     try:
         institution = principal_service.get_principal(session, principal_id=job.institution_id)
-        access_service.authorize(
+        gates.authorize(
             session,
             caller=institution,
             product_id=job.product_id,

@@ -7,19 +7,17 @@ job or registration is audited in a transaction of its own.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 
+from datazone.access import pipeline
 from datazone.access.api import GrantDep, IdempotencyDep, refusals_audited
-from datazone.db import Database
 from datazone.deps import DbDep, ReviewerDep, SessionDep, SettingsDep
-from datazone.errors import DomainError, Forbidden, Unauthorized
+from datazone.errors import Forbidden, Unauthorized
 from datazone.oauth import resource
 from datazone.oauth.resource import AccessGrant
 from datazone.principal import service as principal_service
@@ -81,22 +79,6 @@ def caller(
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
-
-
-def _model_refusals_audited(
-    db: Database, grant: AccessGrant, model_id: str, usccs: list[str]
-) -> AbstractContextManager[None]:
-    """A refused score or job is audited under its model's product and purpose (none when the
-    model is not the caller's)."""
-
-    def model_product(audit_session: Session) -> tuple[str | None, str | None]:
-        try:
-            model = service.get_model(audit_session, model_id=model_id, institution_id=grant.institution.id)
-        except DomainError:
-            return None, None
-        return model.product_id, model.purpose
-
-    return refusals_audited(db, grant, usccs=usccs, subject_of=model_product)
 
 
 # ---------------------------------------------------------------- models
@@ -173,16 +155,9 @@ def score(
     idempotency: IdempotencyDep,
 ) -> JSONResponse:
     """One enterprise's encrypted score (billed, counted against its cap, audited)."""
-    with _model_refusals_audited(db, grant, body.model, [body.uscc]):
-        scored = service.score_one(
-            session,
-            settings=settings,
-            grant=grant,
-            model_id=body.model,
-            uscc=body.uscc,
-            idempotency_key=idempotency.key,
-            fingerprint=idempotency.fingerprint,
-        )
+    scored = pipeline.run_audited(
+        db, session, idempotency.call(grant), service.OneScore(settings=settings, model_id=body.model, uscc=body.uscc)
+    )
     # the score commits with its usage event, tally and audit entry before a byte of it is sent
     session.commit()
     return JSONResponse(scored.body, status_code=scored.status, headers=scored.headers)
@@ -201,16 +176,12 @@ def create_job(
     idempotency: IdempotencyDep,
 ) -> JSONResponse:
     """Queue a batch of enterprises for scoring (the found ones billed now); the same Idempotency-Key returns the same job."""
-    with _model_refusals_audited(db, grant, body.model, body.usccs):
-        created = service.create_job(
-            session,
-            settings=settings,
-            grant=grant,
-            model_id=body.model,
-            usccs=body.usccs,
-            idempotency_key=idempotency.key,
-            fingerprint=idempotency.fingerprint,
-        )
+    created = pipeline.run_audited(
+        db,
+        session,
+        idempotency.call(grant),
+        service.BatchScoring(settings=settings, model_id=body.model, usccs=body.usccs),
+    )
     out = service.job_view(created.job)
     session.commit()
     return JSONResponse(out, status_code=created.status, headers=created.headers)

@@ -6,7 +6,7 @@ zone checks the registration in full (every problem listed at once) and keeps on
 ciphertexts and the public key; an operator with the reviewer role approves or rejects it.
 Only an approved model scores.
 
-A score takes the same control-plane checks as a product lookup (`access.service.authorize`,
+A score takes the same control-plane checks as a product lookup (`access.pipeline`,
 narrowed to the datasets the model's features read), the consent the product requires, and
 the per-enterprise cap (`cap_scores` per institution and product in any `cap_days`), counted
 in `scoring_tally` under an advisory lock per institution so two concurrent requests cannot
@@ -46,11 +46,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from datazone import keyring
-from datazone.access import service as access_service
+from datazone.access import gates, pipeline
+from datazone.access.gates import Authorization, EnterpriseNotFound, Served, check, validate_usccs
+from datazone.access.pipeline import Answer, Audited, Call, Channel, Computed, Result, Subject
 from datazone.audit import service as audit_service
 from datazone.billing import service as billing_service
 from datazone.config import Settings
-from datazone.consent import service as consent_service
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import SHANGHAI
 from datazone.db import notify_work
@@ -568,10 +569,10 @@ def register_model(
     product_id, purpose, problems = _document_problems(document)
     if product_id is None or purpose is None:
         raise InvalidScoringModel(problems)
-    with access_service.check("scope"):
+    with check("scope"):
         resource.require_scope(grant, product_id)
     # the product, contract, channel and purpose first; the data and grants per feature below
-    auth = access_service.authorize(
+    auth = gates.authorize(
         session, caller=caller, product_id=product_id, purpose=purpose, at=at, channel="scoring", datasets=[]
     )
     spec = auth.spec
@@ -648,7 +649,7 @@ def register_model(
         raise InvalidScoringModel(problems, **extra)
     assert circuit is not None
     # the data's lifecycle and the grants again, now over exactly what the model reads
-    auth = access_service.authorize(
+    auth = gates.authorize(
         session,
         caller=caller,
         product_id=product_id,
@@ -847,28 +848,25 @@ def _require_approved(model: ScoringModel) -> None:
 
 @dataclass(frozen=True)
 class ModelAuthorization:
-    auth: access_service.Authorization
+    auth: Authorization
     spec: ProductSpec
     spec_sha256: str
     datasets: list[str]
     names: list[str]
 
 
-def authorize_model(
-    session: Session, *, model: ScoringModel, caller: Principal, at: datetime
-) -> ModelAuthorization:
-    """The control-plane checks for a score with this model, narrowed to the datasets it reads."""
-    names = [f["name"] for f in model.features]
+def model_subject(session: Session, *, model: ScoringModel) -> Subject:
+    """What a score with this model is about: its product and purpose, narrowed to the datasets
+    its features read."""
     spec = product_service.spec_of(product_service.get_product(session, product_id=model.product_id))
-    auth = access_service.authorize(
-        session,
-        caller=caller,
-        product_id=model.product_id,
-        purpose=Purpose(model.purpose),
-        at=at,
-        channel="scoring",
-        datasets=model_datasets(spec, names),
-    )
+    names = [f["name"] for f in model.features]
+    return Subject(model.product_id, Purpose(model.purpose), model_datasets(spec, names))
+
+
+def model_authorization(model: ScoringModel, auth: Authorization) -> ModelAuthorization:
+    """The model's view of an authorized call; refused when the product no longer offers one of
+    its features."""
+    names = [f["name"] for f in model.features]
     missing = [n for n in names if n not in feature_bounds(auth.spec)]
     if missing:
         raise ModelNotApproved(
@@ -878,6 +876,24 @@ def authorize_model(
             check="scoring_model",
         )
     return ModelAuthorization(auth, auth.spec, auth.served.spec_sha256, auth.datasets, names)
+
+
+def authorize_model(
+    session: Session, *, model: ScoringModel, caller: Principal, at: datetime
+) -> ModelAuthorization:
+    """The control-plane checks for a score with this model, narrowed to the datasets it reads
+    (a job's worker takes them again before every chunk)."""
+    subject = model_subject(session, model=model)
+    auth = gates.authorize(
+        session,
+        caller=caller,
+        product_id=subject.product_id,
+        purpose=subject.purpose,
+        at=at,
+        channel="scoring",
+        datasets=subject.datasets,
+    )
+    return model_authorization(model, auth)
 
 
 # ---------------------------------------------------------------- caps
@@ -972,6 +988,129 @@ def _tally(
 # ---------------------------------------------------------------- one score, online
 
 
+class _ModelCall(Channel[Result]):
+    """A call with one of the caller's scoring models: its product and purpose are the model's."""
+
+    kind = "scoring"
+
+    def __init__(self, *, settings: Settings, model_id: str, usccs: Sequence[str]) -> None:
+        self.settings = settings
+        self.model_id = model_id
+        self.named = usccs
+        self._model: ScoringModel | None = None
+
+    def model(self, session: Session, call: Call) -> ScoringModel:
+        if self._model is None:
+            self._model = get_model(session, model_id=self.model_id, institution_id=call.caller.id)
+        return self._model
+
+    def subject(self, session: Session, call: Call) -> Subject:
+        return model_subject(session, model=self.model(session, call))
+
+    def model_checks(self, session: Session, call: Call, auth: Authorization) -> ModelAuthorization:
+        """The model approved and every feature still offered."""
+        model = self.model(session, call)
+        _require_approved(model)
+        return model_authorization(model, auth)
+
+
+class OneScore(_ModelCall[Served]):
+    """One enterprise's encrypted score: computed, sealed, capped, billed one unit."""
+
+    def __init__(self, *, settings: Settings, model_id: str, uscc: str) -> None:
+        super().__init__(settings=settings, model_id=model_id, usccs=[uscc])
+        self.code = ""
+        self.ma: ModelAuthorization | None = None
+        self.scored: dict[str, Any] = {}
+
+    def replayed(self, session: Session, call: Call, stored: metering.StoredAnswer) -> Served:
+        return Served(stored.status, stored.body, stored.headers, True)
+
+    def enterprises(self, session: Session, call: Call, auth: Authorization) -> Sequence[str]:
+        # consent is checked before the zone looks the enterprise up, as for lookups
+        with check("uscc"):
+            self.code = validate_usccs(self.named)[0]
+        return [self.code]
+
+    def check(self, session: Session, call: Call, auth: Authorization) -> None:
+        self.ma = self.model_checks(session, call, auth)
+        check_caps(
+            session,
+            institution_id=call.caller.id,
+            product_id=auth.served.id,
+            offer=scoring_spec(auth.spec),
+            usccs=[self.code],
+            at=call.at,
+        )
+
+    def compute(self, session: Session, call: Call, auth: Authorization) -> Computed:
+        ma, model, code = self.ma, self.model(session, call), self.code
+        assert ma is not None
+        as_of = _today(call.at)
+        features = compute_features(
+            session, spec=ma.spec, datasets=ma.datasets, names=ma.names, usccs=[code], as_of=as_of
+        )
+        if code not in features.rows:
+            with check("zone"):
+                raise EnterpriseNotFound(f"no enterprise {code} in the zone's registration data", usccs=[code])
+        circuit = circuit_of(model, spec=ma.spec, spec_sha256=ma.spec_sha256)
+        encrypted = circuit.encrypted_scores([features.rows[code]])
+        factors, fresh = factors_for(
+            session, settings=self.settings, public=circuit.public, count=circuit.packed_count(1)
+        )
+        if fresh:
+            log.info(
+                "scoring factor pool of key %s was empty: %d computed on the request path",
+                model.key_fingerprint,
+                fresh,
+            )
+        packed = circuit.seal(encrypted, factors=factors, resolution=model.resolution)
+        # counted against the cap from now on (a refusal at admission rolls it back with the call)
+        _tally(
+            session,
+            institution_id=call.caller.id,
+            product_id=auth.served.id,
+            model_id=model.id,
+            usccs=[code],
+            at=call.at,
+            job_id=None,
+        )
+        self.scored = {
+            "model": model.id,
+            "uscc": code,
+            "found": True,
+            "ciphertext": paillier.encode_ciphertext(circuit.public, packed[0]),
+            "count": 1,
+            "slot_bits": circuit.slot_bits,
+            "slots": circuit.slots,
+            "resolution": model.resolution,
+            "scale": model.scale,
+            "kind": model.kind,
+            "as_of": as_of.isoformat(),
+            "data_versions": features.data_versions,
+        }
+        audit = Audited(
+            # a data access like any product answer: departments see it among the uses of their data
+            action=audit_service.DATA_ACCESS,
+            entities=[code],
+            supplier_ids=product_service.product_departments(session, product=auth.served),
+            detail={
+                "channel": "scoring",
+                "model": model.id,
+                "data_versions": features.data_versions,
+                "fresh_factors": fresh,
+            },
+        )
+        return Computed(audit, units=1)
+
+    def answer(
+        self, session: Session, call: Call, auth: Authorization, admission: metering.Admission
+    ) -> Answer[Served]:
+        body = {**self.scored, "charged_fen": admission.charged_fen}
+        headers = dict(admission.headers)
+        return Answer(Served(200, body, headers), 200, body, headers, billed=[self.code])
+
+
 def score_one(
     session: Session,
     *,
@@ -982,134 +1121,10 @@ def score_one(
     idempotency_key: str | None = None,
     fingerprint: str | None = None,
     at: datetime | None = None,
-) -> access_service.Served:
+) -> Served:
     """Check, compute, seal, meter and record one enterprise's encrypted score."""
-    at = at or utcnow()
-    caller = grant.institution
-    stored = access_service.replay(
-        session, institution_id=caller.id, idempotency_key=idempotency_key, fingerprint=fingerprint
-    )
-    if stored is not None:
-        return access_service.Served(stored.status, stored.body, stored.headers, True)
-    model = get_model(session, model_id=model_id, institution_id=caller.id)
-    with access_service.check("scope"):
-        resource.require_scope(grant, model.product_id)
-    _require_approved(model)
-    ma = authorize_model(session, model=model, caller=caller, at=at)
-    with access_service.check("uscc"):
-        code = access_service.validate_usccs([uscc])[0]
-    if ma.spec.consent_required:
-        with access_service.check("consent"):
-            consent_service.require_consents(
-                session,
-                institution_id=caller.id,
-                usccs=[code],
-                purpose=model.purpose,
-                product_id=model.product_id,
-                at=at,
-            )
-    as_of = _today(at)
-    features = compute_features(
-        session, spec=ma.spec, datasets=ma.datasets, names=ma.names, usccs=[code], as_of=as_of
-    )
-    if code not in features.rows:
-        with access_service.check("zone"):
-            raise access_service.EnterpriseNotFound(
-                f"no enterprise {code} in the zone's registration data", usccs=[code]
-            )
-    circuit = circuit_of(model, spec=ma.spec, spec_sha256=ma.spec_sha256)
-    encrypted = circuit.encrypted_scores([features.rows[code]])
-    factors, fresh = factors_for(
-        session, settings=settings, public=circuit.public, count=circuit.packed_count(1)
-    )
-    if fresh:
-        log.info(
-            "scoring factor pool of key %s was empty: %d computed on the request path",
-            model.key_fingerprint,
-            fresh,
-        )
-    packed = circuit.seal(encrypted, factors=factors, resolution=model.resolution)
-    # the cap last, so its lock is held only for the writes and the commit (a refusal rolls the
-    # claimed factor back into the pool)
-    check_caps(
-        session,
-        institution_id=caller.id,
-        product_id=ma.auth.served.id,
-        offer=scoring_spec(ma.spec),
-        usccs=[code],
-        at=at,
-    )
-    audit_service.record(
-        session,
-        actor=caller,
-        # a data access like any product answer: departments see it among the uses of their data
-        action=audit_service.DATA_ACCESS,
-        object_type="product",
-        object_id=ma.auth.served.id,
-        purpose=model.purpose,
-        entities=[code],
-        supplier_ids=product_service.product_departments(session, product=ma.auth.served),
-        institution_id=caller.id,
-        detail={
-            "channel": "scoring",
-            "model": model.id,
-            "data_versions": features.data_versions,
-            "contract_id": ma.auth.contract.id,
-            "grant_ids": sorted({g.id for g in ma.auth.grants}),
-            "fresh_factors": fresh,
-            "client_id": grant.client_id,
-        },
-    )
-    admission = access_service.admit(
-        session,
-        institution_id=caller.id,
-        contract_id=ma.auth.contract.id,
-        product_id=ma.auth.served.id,
-        price_fen=ma.spec.price_fen,
-        units=1,
-        at=at,
-    )
-    _tally(
-        session,
-        institution_id=caller.id,
-        product_id=ma.auth.served.id,
-        model_id=model.id,
-        usccs=[code],
-        at=at,
-        job_id=None,
-    )
-    body = {
-        "model": model.id,
-        "uscc": code,
-        "found": True,
-        "ciphertext": paillier.encode_ciphertext(circuit.public, packed[0]),
-        "count": 1,
-        "slot_bits": circuit.slot_bits,
-        "slots": circuit.slots,
-        "resolution": model.resolution,
-        "scale": model.scale,
-        "kind": model.kind,
-        "as_of": as_of.isoformat(),
-        "data_versions": features.data_versions,
-        "charged_fen": admission.charged_fen,
-    }
-    headers = dict(admission.headers)
-    access_service.bill(
-        session,
-        admission=admission,
-        institution_id=caller.id,
-        client_id=grant.client_id,
-        product_id=ma.auth.served.id,
-        purpose=model.purpose,
-        usccs_billed=[code],
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-        status=200,
-        body=body,
-        headers=headers,
-        at=at,
-    )
-    return access_service.Served(200, body, headers)
+    call = Call(grant, at or utcnow(), idempotency_key, fingerprint)
+    return pipeline.run(session, call, OneScore(settings=settings, model_id=model_id, uscc=uscc))
 
 
 # ---------------------------------------------------------------- batch jobs
@@ -1138,7 +1153,7 @@ def job_view(job: ScoringJob) -> dict[str, Any]:
     }
 
 
-def batch_limit(auth: access_service.Authorization) -> int:
+def batch_limit(auth: Authorization) -> int:
     product_limit = scoring_spec(auth.spec).max_batch
     contract_limit = getattr(auth.contract, "scoring_max_batch", None)
     return min(product_limit, contract_limit) if contract_limit else product_limit
@@ -1185,6 +1200,123 @@ def _validate_codes(usccs: Sequence[str]) -> list[str]:
     return codes
 
 
+class BatchScoring(_ModelCall[CreatedJob]):
+    """A batch of enterprises queued for a worker to score: the found ones billed and counted
+    against their caps now; nothing is written on any refusal."""
+
+    def __init__(self, *, settings: Settings, model_id: str, usccs: Sequence[str]) -> None:
+        super().__init__(settings=settings, model_id=model_id, usccs=usccs)
+        self.codes: list[str] = []
+        self.found: list[str] = []
+        self.job: ScoringJob | None = None
+
+    def replayed(self, session: Session, call: Call, stored: metering.StoredAnswer) -> CreatedJob:
+        job = get_job(session, institution_id=call.caller.id, job_id=str(stored.body["id"]))
+        return CreatedJob(job, stored.status, stored.headers, True)
+
+    def enterprises(self, session: Session, call: Call, auth: Authorization) -> Sequence[str]:
+        # the bound first: a list over it is not read further
+        limit = batch_limit(auth)
+        if len(self.named) > limit:
+            raise BatchOverLimit(
+                f"a job of {len(self.named)} enterprises is over the limit of {limit} (product {auth.served.id} "
+                "and your contract); split the list into several jobs",
+                limit=limit,
+                size=len(self.named),
+                check="scoring_batch",
+            )
+        with check("uscc"):
+            self.codes = _validate_codes(self.named)
+        _, registered = dataset_service.read_current_records(
+            session, dataset_id=REGISTRATION, usccs=self.codes, fields=[]
+        )
+        # only the enterprises in the zone are scored, billed and need consent
+        self.found = [c for c in self.codes if registered.get(c)]
+        return self.found
+
+    def check(self, session: Session, call: Call, auth: Authorization) -> None:
+        self.model_checks(session, call, auth)
+        check_caps(
+            session,
+            institution_id=call.caller.id,
+            product_id=auth.served.id,
+            offer=scoring_spec(auth.spec),
+            usccs=self.found,
+            at=call.at,
+        )
+
+    def compute(self, session: Session, call: Call, auth: Authorization) -> Computed:
+        model, codes, found, caller = self.model(session, call), self.codes, self.found, call.caller
+        chunk_size = max(1, self.settings.scoring_chunk)
+        job = self.job = ScoringJob(
+            id="sjb_" + secrets.token_urlsafe(12),
+            institution_id=caller.id,
+            client_id=call.grant.client_id,
+            model_id=model.id,
+            product_id=auth.served.id,
+            purpose=model.purpose,
+            contract_id=auth.contract.id,
+            status="queued",
+            total=len(codes),
+            found=len(found),
+            chunk_size=chunk_size,
+            chunks=-(-len(codes) // chunk_size),
+            chunks_done=0,
+            charged_fen=0,
+            created_at=call.at,
+        )
+        session.add(job)
+        session.flush()
+        in_zone = set(found)
+        session.execute(
+            sa.text(
+                "INSERT INTO scoring_job_item (job_id, seq, uscc, found)"
+                " SELECT :job, t.seq - 1, t.uscc, t.uscc = ANY(:found)"
+                " FROM unnest(CAST(:codes AS text[])) WITH ORDINALITY AS t(uscc, seq)"
+            ),
+            {"job": job.id, "codes": codes, "found": [c for c in codes if c in in_zone]},
+        )
+        # the job's found enterprises count against their caps from now on (one statement)
+        session.execute(
+            sa.text(
+                "INSERT INTO scoring_tally (institution_id, product_id, uscc, at, model_id, job_id)"
+                " SELECT :institution, :product, uscc, :at, :model, job_id FROM scoring_job_item"
+                " WHERE job_id = :job AND found"
+            ),
+            {"institution": caller.id, "product": auth.served.id, "at": call.at, "model": model.id, "job": job.id},
+        )
+        audit = Audited(
+            # the job's one data-access entry (its enterprises are named by their usage events)
+            action=audit_service.DATA_ACCESS,
+            entity_count=len(found),
+            supplier_ids=product_service.product_departments(session, product=auth.served),
+            detail={
+                "channel": "scoring",
+                "job_id": job.id,
+                "model": model.id,
+                "total": len(codes),
+                "found": len(found),
+            },
+        )
+        return Computed(audit, units=len(found))
+
+    def answer(
+        self, session: Session, call: Call, auth: Authorization, admission: metering.Admission
+    ) -> Answer[CreatedJob]:
+        job = self.job
+        assert job is not None
+        job.charged_fen = admission.charged_fen
+        # the job names its call, so its charge can be found again (`metering.call_charges`) to credit it
+        job.call_id = uuid.uuid4()
+        session.flush()
+        headers = dict(admission.headers)
+        # the NOTIFY is delivered at commit, with the job
+        notify_work(session, job_id=job.id)
+        return Answer(
+            CreatedJob(job, 201, headers, False), 201, job_view(job), headers, billed=self.found, call_id=job.call_id
+        )
+
+
 def create_job(
     session: Session,
     *,
@@ -1198,139 +1330,8 @@ def create_job(
 ) -> CreatedJob:
     """Check, bill and queue a batch of enterprises for a worker to score. The found enterprises
     are billed and counted against their caps now; nothing is written on any refusal."""
-    at = at or utcnow()
-    caller = grant.institution
-    stored = access_service.replay(
-        session, institution_id=caller.id, idempotency_key=idempotency_key, fingerprint=fingerprint
-    )
-    if stored is not None:
-        job = get_job(session, institution_id=caller.id, job_id=str(stored.body["id"]))
-        return CreatedJob(job, stored.status, stored.headers, True)
-    model = get_model(session, model_id=model_id, institution_id=caller.id)
-    with access_service.check("scope"):
-        resource.require_scope(grant, model.product_id)
-    _require_approved(model)
-    ma = authorize_model(session, model=model, caller=caller, at=at)
-    limit = batch_limit(ma.auth)
-    if len(usccs) > limit:
-        raise BatchOverLimit(
-            f"a job of {len(usccs)} enterprises is over the limit of {limit} (product {ma.auth.served.id} and your "
-            "contract); split the list into several jobs",
-            limit=limit,
-            size=len(usccs),
-            check="scoring_batch",
-        )
-    with access_service.check("uscc"):
-        codes = _validate_codes(usccs)
-    _, registered = dataset_service.read_current_records(
-        session, dataset_id=REGISTRATION, usccs=codes, fields=[]
-    )
-    found = [c for c in codes if registered.get(c)]
-    if ma.spec.consent_required and found:
-        with access_service.check("consent"):
-            consent_service.require_consents(
-                session,
-                institution_id=caller.id,
-                usccs=found,
-                purpose=model.purpose,
-                product_id=model.product_id,
-                at=at,
-            )
-    offer = scoring_spec(ma.spec)
-    check_caps(
-        session, institution_id=caller.id, product_id=ma.auth.served.id, offer=offer, usccs=found, at=at
-    )
-    chunk_size = max(1, settings.scoring_chunk)
-    job = ScoringJob(
-        id="sjb_" + secrets.token_urlsafe(12),
-        institution_id=caller.id,
-        client_id=grant.client_id,
-        model_id=model.id,
-        product_id=ma.auth.served.id,
-        purpose=model.purpose,
-        contract_id=ma.auth.contract.id,
-        status="queued",
-        total=len(codes),
-        found=len(found),
-        chunk_size=chunk_size,
-        chunks=-(-len(codes) // chunk_size),
-        chunks_done=0,
-        charged_fen=0,
-        created_at=at,
-    )
-    session.add(job)
-    session.flush()
-    in_zone = set(found)
-    session.execute(
-        sa.text(
-            "INSERT INTO scoring_job_item (job_id, seq, uscc, found)"
-            " SELECT :job, t.seq - 1, t.uscc, t.uscc = ANY(:found)"
-            " FROM unnest(CAST(:codes AS text[])) WITH ORDINALITY AS t(uscc, seq)"
-        ),
-        {"job": job.id, "codes": codes, "found": [c for c in codes if c in in_zone]},
-    )
-    # the job's found enterprises count against their caps from now on (one statement)
-    session.execute(
-        sa.text(
-            "INSERT INTO scoring_tally (institution_id, product_id, uscc, at, model_id, job_id)"
-            " SELECT :institution, :product, uscc, :at, :model, job_id FROM scoring_job_item"
-            " WHERE job_id = :job AND found"
-        ),
-        {"institution": caller.id, "product": ma.auth.served.id, "at": at, "model": model.id, "job": job.id},
-    )
-    audit_service.record(
-        session,
-        actor=caller,
-        # the job's one data-access entry (its enterprises are named by their usage events)
-        action=audit_service.DATA_ACCESS,
-        object_type="product",
-        object_id=ma.auth.served.id,
-        purpose=model.purpose,
-        entity_count=len(found),
-        supplier_ids=product_service.product_departments(session, product=ma.auth.served),
-        institution_id=caller.id,
-        detail={
-            "channel": "scoring",
-            "job_id": job.id,
-            "model": model.id,
-            "total": len(codes),
-            "found": len(found),
-            "contract_id": ma.auth.contract.id,
-            "grant_ids": sorted({g.id for g in ma.auth.grants}),
-            "client_id": grant.client_id,
-        },
-    )
-    admission = access_service.admit(
-        session,
-        institution_id=caller.id,
-        contract_id=ma.auth.contract.id,
-        product_id=ma.auth.served.id,
-        price_fen=ma.spec.price_fen,
-        units=len(found),
-        at=at,
-    )
-    job.charged_fen = admission.charged_fen
-    job.call_id = uuid.uuid4()
-    session.flush()
-    headers = dict(admission.headers)
-    access_service.bill(
-        session,
-        admission=admission,
-        institution_id=caller.id,
-        client_id=grant.client_id,
-        product_id=ma.auth.served.id,
-        purpose=model.purpose,
-        usccs_billed=found,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-        status=201,
-        body=job_view(job),
-        headers=headers,
-        at=at,
-        call_id=job.call_id,
-    )
-    notify_work(session, job_id=job.id)
-    return CreatedJob(job, 201, headers, False)
+    call = Call(grant, at or utcnow(), idempotency_key, fingerprint)
+    return pipeline.run(session, call, BatchScoring(settings=settings, model_id=model_id, usccs=usccs))
 
 
 def get_job(session: Session, *, institution_id: int, job_id: str) -> ScoringJob:
