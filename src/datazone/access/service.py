@@ -83,8 +83,10 @@ class Lookup(Channel[Served]):
 
     def compute(self, session: Session, call: Call, auth: Authorization) -> Computed:
         as_of = self.as_of or call.at.astimezone(SHANGHAI).date()
-        d = self.delivery = deliver(session, auth=auth, codes=self.codes, purpose=self.purpose, at=call.at, as_of=as_of)
-        found = self.found = [c for c in self.codes if d.answers[c] is not None]
+        delivery = self.delivery = deliver(
+            session, auth=auth, codes=self.codes, purpose=self.purpose, at=call.at, as_of=as_of
+        )
+        found = self.found = [c for c in self.codes if delivery.answers[c] is not None]
         if self.single and not found:
             with check("zone"):
                 raise EnterpriseNotFound(f"no enterprise {self.codes[0]} in the zone's registration data", usccs=self.codes)
@@ -92,10 +94,10 @@ class Lookup(Channel[Served]):
             action=audit_service.DATA_ACCESS,
             entities=self.codes,
             detail={
-                "requested": d.requested_id,
+                "requested": delivery.requested_id,
                 "found": len(found),
-                "data_versions": d.data_versions,
-                "masking_clearance": d.clearance,
+                "data_versions": delivery.data_versions,
+                "masking_clearance": delivery.clearance,
             },
         )
         return Computed(audit, units=len(found))
@@ -103,14 +105,14 @@ class Lookup(Channel[Served]):
     def answer(
         self, session: Session, call: Call, auth: Authorization, admission: metering.Admission
     ) -> Answer[Served]:
-        d = self.delivery
-        assert d is not None
+        delivery = self.delivery
+        assert delivery is not None
         headers = dict(admission.headers)
-        if d.served_state == "deprecated":
+        if delivery.served_state == "deprecated":
             headers["Deprecation"] = "true"
-            if d.successor_id:
-                headers["Link"] = f'</v1/catalog/products/{d.successor_id}>; rel="successor-version"'
-        body = _answer_body(d, single=self.single, charged_fen=admission.charged_fen)
+            if delivery.successor_id:
+                headers["Link"] = f'</v1/catalog/products/{delivery.successor_id}>; rel="successor-version"'
+        body = _answer_body(delivery, single=self.single, charged_fen=admission.charged_fen)
         # one usage event per enterprise found: the ones not in the zone are not billed
         return Answer(Served(200, body, headers), 200, body, headers, billed=self.found)
 
@@ -172,23 +174,23 @@ def deliver(
     )
 
 
-def _answer_body(d: Delivery, *, single: bool, charged_fen: int) -> dict[str, Any]:
+def _answer_body(delivery: Delivery, *, single: bool, charged_fen: int) -> dict[str, Any]:
     common: dict[str, Any] = {
-        "product": ServedBy(id=d.served_id, requested=d.requested_id, state=d.served_state),
-        "purpose": d.purpose,
-        "as_of": d.as_of,
-        "computed_at": d.computed_at,
-        "data_versions": d.data_versions,
-        "masking": MaskingOut(clearance=d.clearance, fields=d.masking),
-        "contract_id": d.contract_id,
-        "grant_ids": d.grant_ids,
+        "product": ServedBy(id=delivery.served_id, requested=delivery.requested_id, state=delivery.served_state),
+        "purpose": delivery.purpose,
+        "as_of": delivery.as_of,
+        "computed_at": delivery.computed_at,
+        "data_versions": delivery.data_versions,
+        "masking": MaskingOut(clearance=delivery.clearance, fields=delivery.masking),
+        "contract_id": delivery.contract_id,
+        "grant_ids": delivery.grant_ids,
         "charged_fen": charged_fen,
     }
     if single:
-        code, answer = next(iter(d.answers.items()))
+        code, answer = next(iter(delivery.answers.items()))
         assert answer is not None
         return ProductAnswerOut(**common, uscc=code, answer=answer).model_dump(mode="json")
-    results = [EnterpriseAnswer(uscc=c, found=a is not None, answer=a) for c, a in d.answers.items()]
+    results = [EnterpriseAnswer(uscc=c, found=a is not None, answer=a) for c, a in delivery.answers.items()]
     return BatchAnswerOut(**common, results=results).model_dump(mode="json")
 
 
