@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from datazone.access import service as access_service
+from datazone.access import gates
 from datazone.contract import service as contract_service
 from datazone.db import Database
 from datazone.errors import DomainError
@@ -151,20 +151,22 @@ def call(
             )
             answer = {"answers": billed, "call": secrets.token_hex(8)}
             result.admission = admission
-            result.events = access_service.bill(
+            result.events = gates.bill(
                 s,
-                admission=admission,
-                institution_id=bank.institution.id,
-                client_id=client_id,
-                product_id=product_id,
-                purpose="pre_loan",
-                usccs_billed=billed,
-                idempotency_key=key,
-                fingerprint=fp if key is not None else None,
-                status=200,
-                body=answer,
-                headers=admission.headers,
-                at=at,
+                metering.BilledCall(
+                    admission=admission,
+                    institution_id=bank.institution.id,
+                    client_id=client_id,
+                    product_id=product_id,
+                    purpose="pre_loan",
+                    usccs_billed=billed,
+                    idempotency_key=key,
+                    fingerprint=fp if key is not None else None,
+                    status=200,
+                    body=answer,
+                    headers=admission.headers,
+                    at=at,
+                ),
             )
     except DomainError as e:
         result.error = e

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from datazone.access import service as access_service
+from datazone.access import gates
 from datazone.db import Database
 from datazone.metering import service as metering
 from datazone.metering.service import QuotaExceeded, RateLimited, SpendCapReached
@@ -231,20 +231,22 @@ def test_admission_refuses_nonsense_from_the_gateway(db: Database) -> None:
     r = call(db, bank, units=2)
     assert r.admission is not None
     with db.unit_of_work() as s, pytest.raises(ValueError, match="only 2 admitted"):
-        access_service.bill(
+        gates.bill(
             s,
-            admission=r.admission,
-            institution_id=bank.institution.id,
-            client_id="x",
-            product_id="risk-insight",
-            purpose="pre_loan",
-            usccs_billed=["a", "b", "c"],
-            idempotency_key=None,
-            fingerprint=None,
-            status=200,
-            body={},
-            headers={},
-            at=datetime.now(UTC),
+            metering.BilledCall(
+                admission=r.admission,
+                institution_id=bank.institution.id,
+                client_id="x",
+                product_id="risk-insight",
+                purpose="pre_loan",
+                usccs_billed=["a", "b", "c"],
+                idempotency_key=None,
+                fingerprint=None,
+                status=200,
+                body={},
+                headers={},
+                at=datetime.now(UTC),
+            ),
         )
 
 
@@ -260,10 +262,13 @@ def test_units_naming_no_enterprise_are_one_event_per_price_and_add_up_exactly(d
             s, institution_id=bank.institution.id, contract_id=bank.contract_id, plan_id=bank.plan_id,
             product_id="risk-insight", product_price_fen=price, units=n, at=at,
         )
-        events = access_service.bill(
-            s, admission=admission, institution_id=bank.institution.id, client_id="psi-app",
-            product_id="risk-insight", purpose="pre_loan", usccs_billed=[None] * n,
-            idempotency_key=None, fingerprint=None, status=201, body={}, headers={}, at=at,
+        events = gates.bill(
+            s,
+            metering.BilledCall(
+                admission=admission, institution_id=bank.institution.id, client_id="psi-app",
+                product_id="risk-insight", purpose="pre_loan", usccs_billed=[None] * n,
+                idempotency_key=None, fingerprint=None, status=201, body={}, headers={}, at=at,
+            ),
         )
     assert sorted((e.quantity, e.price_fen, e.free) for e in events) == [(3, 0, True), (n - 3, price, False)]
     assert totals(db, bank.institution.id) == (2, (n - 3) * price, 0)  # two rows, the exact debit

@@ -9,7 +9,7 @@ import json
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from datazone.access import service as access_service
+from datazone.access import gates
 from datazone.contract import service as contract_service
 from datazone.contract.models import Contract
 from datazone.db import Database
@@ -93,7 +93,7 @@ def test_a_refusal_quoting_a_nul_is_still_audited(db: Database, institution: Ins
     # what reached refusal auditing with a NUL used to fail inside it, so the refusal went unrecorded
     with db.unit_of_work() as s:
         caller = principal_service.find_principal(s, name=institution.name)
-        access_service.record_refusal(
+        gates.record_refusal(
             s,
             caller=caller,
             product_id="credit-basic",

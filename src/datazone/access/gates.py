@@ -28,6 +28,7 @@ from datazone import uscc as uscc_rules
 from datazone.audit import service as audit_service
 from datazone.billing import service as billing_service
 from datazone.contract import service as contract_service
+from datazone.db import hold
 from datazone.errors import DomainError, Forbidden, InvalidSpec, InvalidUscc, NotFound
 from datazone.grant import service as grant_service
 from datazone.lifecycle import service as lifecycle_service
@@ -294,14 +295,14 @@ def authorize(
     )
 
 
-def require_product_scope(session: Session, *, grant: AccessGrant, product_id: str) -> Any:
+def require_product_scope(session: Session, *, grant: AccessGrant, product_id: str) -> None:
     """The token must carry the product's scope; an id the catalog does not hold is a 404 that
-    names the catalog, not a scope the bank should go and request. Returns the product."""
+    names the catalog, not a scope the bank should go and request. The product is held by the
+    session, so the product gate reads it from there."""
     with check("product"):
-        product = product_service.get_product(session, product_id=product_id)
+        hold(session, [product_service.get_product(session, product_id=product_id)])
     with check("scope"):
         resource.require_scope(grant, product_id)
-    return product
 
 
 def admit(
@@ -313,7 +314,7 @@ def admit(
     price_fen: int,
     units: int,
     at: datetime,
-    plan_id: str | None = None,
+    plan_id: str,
 ) -> metering.Admission:
     """The meter's admission of `units`, a refusal tagged with the check that closed
     (`rate_limit`, or `quota` for the quota and the spend cap)."""
@@ -322,7 +323,7 @@ def admit(
             session,
             institution_id=institution_id,
             contract_id=contract_id,
-            plan_id=plan_id or contract_service.plan_id_of(session, contract_id=contract_id),
+            plan_id=plan_id,
             product_id=product_id,
             product_price_fen=price_fen,
             units=units,
@@ -338,7 +339,8 @@ def admit(
 
 def bill(session: Session, call: metering.BilledCall) -> list[metering.BilledUnit]:
     """The last gate of every channel: the ledger debit for what the admitted call charges
-    (billing), then its usage events, meter counts and kept answer (metering), in the call's
+    (billing), then its usage events, the meter's unbilled units given back and the kept answer
+    (metering), in the call's
     transaction. Metering and billing do not call each other: this is the one place that orders them."""
     charge = call.charge
     debit_id: int | None = None

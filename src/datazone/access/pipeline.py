@@ -162,8 +162,7 @@ def run(session: Session, call: Call, channel: Channel[Result]) -> Result:
         return channel.replayed(session, call, stored)
     subject = channel.subject(session, call)
     metrics.note_product_call(product_id=subject.product_id, channel=channel.kind)
-    # held for the call, so the product gate reads it from the session's (weak) identity map
-    _listed = gates.require_product_scope(session, grant=call.grant, product_id=subject.product_id)
+    gates.require_product_scope(session, grant=call.grant, product_id=subject.product_id)
     auth = gates.authorize(
         session,
         caller=caller,

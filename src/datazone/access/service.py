@@ -16,17 +16,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from datazone.access import gates, pipeline
+from datazone.access import pipeline
 from datazone.access.gates import Authorization, EnterpriseNotFound, Served, check, validate_usccs
 from datazone.access.pipeline import Answer, Audited, Call, Channel, Computed, Subject
 from datazone.access.schemas import BatchAnswerOut, EnterpriseAnswer, MaskingOut, ProductAnswerOut, ServedBy
 from datazone.audit import service as audit_service
 from datazone.dataset.schemas import SHANGHAI
-from datazone.errors import DomainError
 from datazone.masking import service as masking
 from datazone.metering import service as metering
 from datazone.oauth.resource import AccessGrant
-from datazone.principal.models import Principal
 from datazone.product import engine
 from datazone.purposes import Purpose
 
@@ -198,42 +196,3 @@ def _policy(rule: masking.FieldRule, clearance: int) -> str:
     """What masking would apply to a field, for answers where nothing was found to mask."""
     probe = masking.mask_answer({rule.name: None}, [rule], clearance=clearance)
     return probe.applied.get(rule.name, "withheld")
-
-
-def bill(
-    session: Session,
-    *,
-    admission: metering.Admission,
-    institution_id: int,
-    client_id: str,
-    product_id: str,
-    purpose: str,
-    usccs_billed: Sequence[str | None],
-    idempotency_key: str | None,
-    fingerprint: str | None,
-    status: int,
-    body: dict[str, Any],
-    headers: dict[str, str],
-    at: datetime,
-) -> list[metering.BilledUnit]:
-    """`gates.bill` by keywords, for callers billing outside a channel (the metering tests)."""
-    return gates.bill(
-        session,
-        metering.BilledCall(
-            admission, institution_id, client_id, product_id, purpose, usccs_billed,
-            idempotency_key, fingerprint, status, body, headers, at,
-        ),
-    )
-
-
-def record_refusal(
-    session: Session,
-    *,
-    caller: Principal | None,
-    product_id: str,
-    usccs: Sequence[str],
-    purpose: str | None,
-    error: DomainError,
-) -> None:
-    """`gates.record_refusal`: a refused call's audit entry."""
-    gates.record_refusal(session, caller=caller, product_id=product_id, usccs=usccs, purpose=purpose, error=error)

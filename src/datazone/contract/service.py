@@ -169,14 +169,6 @@ def create_contract(
     return contract
 
 
-def plan_id_of(session: Session, *, contract_id: int) -> str:
-    """The plan of a contract (metering's admission asks on every call; usually already in the session)."""
-    contract = session.get(Contract, contract_id)
-    if contract is None:
-        raise NotFound(f"no contract {contract_id}")
-    return contract.plan_id
-
-
 def period_problems(valid_from: datetime, valid_to: datetime) -> list[dict[str, Any]]:
     """Problems with a validity period (shared by contracts, grants and consents)."""
     errors: list[dict[str, Any]] = []

@@ -856,8 +856,8 @@ class BilledCall:
 
 def record_usage(session: Session, *, call: BilledCall, debit_id: int | None) -> list[BilledUnit]:
     """Record the billed call: one usage event per billed enterprise (or, for units naming no
-    enterprise, one event of N units per price), the meter counters, and the answer kept under
-    the idempotency key. The ledger debit (`debit_id`) is posted by the call pipeline
+    enterprise, one event of N units per price), the admitted units not billed given back to the
+    meter, and the answer kept under the idempotency key. The ledger debit (`debit_id`) is posted by the call pipeline
     (`access.gates.bill`), which owns the order of metering and billing.
 
     `usccs_billed` may be fewer than the admitted units (enterprises not found are not billed):
