@@ -12,6 +12,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,10 +27,15 @@ from datazone.boundary import InputBoundary, UnhandledErrors
 from datazone.capacity import Capacity, CapacityGate, busy_problem, settle_garbage_collector
 from datazone.config import Settings, get_settings
 from datazone.consent.api import router as consent_router
+from datazone.console import pages as console_pages
+from datazone.console.api import router as console_router
+from datazone.console.department import router as console_department_router
+from datazone.console.institution import router as console_institution_router
+from datazone.console.operator import router as console_operator_router
 from datazone.contract.api import router as contract_router
 from datazone.dataset.api import router as dataset_router
 from datazone.db import Database
-from datazone.errors import PROBLEM_BASE, DomainError
+from datazone.errors import PROBLEM_BASE, DomainError, InvalidSpec, NotFound
 from datazone.grant.api import router as grant_router
 from datazone.ingest.api import router as ingest_router
 from datazone.lifecycle.api import router as lifecycle_router
@@ -140,11 +146,19 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     # which wraps InputBoundary (a body too large or with a NUL takes no place), which wraps the
     # capacity gate, which wraps the routes; a refused or shed request has its id and metrics too
     app.add_middleware(InputBoundary, problem_base=settings.problem_base)
+    app.add_middleware(console_pages.ConsoleHeaders)
     app.add_middleware(UnhandledErrors, problem_base=settings.problem_base)
     observability.install(app)
 
+    def for_people(request: Request) -> bool:
+        """A console page answers a refusal with a page, in words; the API answers problem+json."""
+        path = request.url.path
+        return path.startswith(console_pages.PREFIX) and not path.startswith(console_pages.PREFIX + "/static/")
+
     @app.exception_handler(DomainError)
-    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+    async def domain_error(request: Request, exc: DomainError) -> Response:
+        if for_people(request):
+            return console_pages.refusal_page(request, exc)
         body = exc.problem(excerpt(request.url.path, MAX_INSTANCE), base=settings.problem_base)
         # bounded: a detail, member or error list built from a client's input never echoes all of it
         for member, value in body.items():
@@ -169,8 +183,13 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         return JSONResponse(body, status_code=exc.status, media_type=PROBLEM, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         found = exc.errors()
+        if for_people(request):
+            problems = [{"location": ".".join(str(p) for p in e["loc"]), "problem": str(e["msg"])} for e in found[:20]]
+            return console_pages.refusal_page(
+                request, InvalidSpec("; ".join(f"{p['location']}: {p['problem']}" for p in problems), errors=problems)
+            )
         # bounded: at most MAX_LISTED_ERRORS problems, each location and message cut short
         errors = [
             {"location": excerpt(".".join(str(p) for p in e["loc"])), "problem": excerpt(e["msg"], 300)}
@@ -186,7 +205,9 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if for_people(request) and exc.status_code == 404:
+            return console_pages.refusal_page(request, NotFound(f"no console page {request.url.path}"))
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         response = _problem(
             exc.status_code,
@@ -217,6 +238,12 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.include_router(anonymous_router)
     app.include_router(scoring_router)
     app.include_router(problems_router)
+    # the console: people in browsers, over the same services (datazone.console)
+    app.include_router(console_router)
+    app.include_router(console_operator_router)
+    app.include_router(console_department_router)
+    app.include_router(console_institution_router)
+    app.mount(console_pages.PREFIX + "/static", StaticFiles(directory=console_pages.STATIC), name="console-static")
     # the document is the contract: Problem schema, error answers, security schemes (datazone.openapi)
     install_openapi(app, scopes=oauth_service.published_scopes)
     return app

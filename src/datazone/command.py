@@ -34,6 +34,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "client": ("datazone.oauth.cli", "app", "institutions' OAuth2 clients"),
     "psi": ("datazone.psi.cli", "app", "private set intersection: key epochs and precomputed slices"),
     "zone": ("datazone.dataset.cli", "app", "zone tables' layout: native partitioning by enterprise"),
+    "account": ("datazone.console.cli", "app", "people's console accounts: create, list, reset a second factor"),
 }
 # single commands of datazone.cli's own Typer app: name -> one-line help
 COMMANDS: dict[str, str] = {

@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     readyz_timeout_seconds: float = 2.0
     metrics_port: int | None = None
 
+    # the console (people in browsers): a session ends after this long without a page, and after this
+    # long in all; this many wrong passwords or codes in a row lock an account for this long; cookies
+    # carry Secure (turn off only to try the console over plain HTTP on a machine's own loopback)
+    console_idle_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    console_absolute_hours: float = Field(default=12.0, gt=0, le=7 * 24)
+    console_lockout_failures: int = Field(default=5, ge=1, le=100)
+    console_lockout_minutes: float = Field(default=15.0, gt=0, le=24 * 60)
+    console_secure_cookies: bool = True
+
     @property
     def drop_path(self) -> Path:
         return self.drop_dir if self.drop_dir is not None else self.home / "drop"

@@ -27,6 +27,9 @@ from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 
 OUTCOMES = ("ok", "refused", "failed")
+# session.info key: the login of the person (a console account) acting in this unit of work; every
+# entry recorded in it names them (detail.account) beside the principal they act for
+ACTING_ACCOUNT = "acting_account"
 
 
 def record(
@@ -54,6 +57,9 @@ def record(
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}")
     ents = sorted({storable(e) for e in entities})
+    acting = session.info.get(ACTING_ACCOUNT)
+    if acting is not None and actor is not None:
+        detail = {"account": acting, **(detail or {})}
     object_id, purpose, reason, detail = storable(object_id), storable(purpose), storable(reason), storable(detail)
     entry = AuditEntry(
         actor_id=actor.id if actor is not None else None,

@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyotp
+import sqlalchemy as sa
 import yaml
 from sqlalchemy.orm import Session
 
@@ -24,6 +27,8 @@ from datazone import worker as zone_worker
 from datazone.config import Settings
 from datazone.consent import service as consent_service
 from datazone.consent.schemas import ConsentIn
+from datazone.console import service as console_service
+from datazone.console.models import Account
 from datazone.contract import service as contract_service
 from datazone.dataset import service as dataset_service
 from datazone.db import Database
@@ -143,6 +148,7 @@ def prepare_demo(
         sample = _sample_enterprises(s, count=CONSENTED)
         _authorize_bank(s, bank, operator, [d["id"] for d in departments], sample)
         client_id, client_secret = _bank_client(s, bank, previous)
+        people = _console_people(s, settings, previous.get("console") or {})
     # the zone's side of each PSI and anonymous-query product, as the worker would precompute it
     built = zone_worker.run_once(db, settings, worker_name="demo")
     for name in built.done:
@@ -163,10 +169,47 @@ def prepare_demo(
             "client_id": client_id,
             "client_secret": client_secret,
             "consented_usccs": sample,
+            # the console's people: sign in at <url>/console with the login, the password and a code
+            # from an authenticator holding totp_secret (or `oathtool --totp -b <totp_secret>`)
+            "console": people,
         }
     )
     write_demo_file(settings, info)
     return DemoZone(reused=reused, runs=runs, info=info)
+
+
+# the demo's people in the console: an operator with every role, the tax department's officer,
+# and the demo bank's administrator and analyst
+DEMO_PEOPLE = (
+    ("operator.admin", "王运营", DEMO_OPERATOR, ["auditor", "curator", "reviewer"]),
+    ("tax.officer", "李税务", "demo-tax", ["officer"]),
+    ("bank.admin", "赵银行", DEMO_BANK, ["admin"]),
+    ("bank.analyst", "钱分析", DEMO_BANK, ["analyst"]),
+)
+
+
+def _console_people(s: Session, settings: Settings, previous: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The demo's console accounts with their passwords and TOTP secrets (demo.json keeps them, as it
+    keeps the demo's keys): the ones of a previous run if their accounts still exist."""
+    people: dict[str, dict[str, str]] = {}
+    for login, name, acts_for, roles in DEMO_PEOPLE:
+        known = previous.get(login)
+        exists = s.scalar(sa.select(Account.id).where(Account.login == login)) is not None
+        if known and exists:
+            people[login] = known
+            continue
+        password = secrets.token_urlsafe(12)
+        totp_secret = pyotp.random_base32()
+        if exists:
+            console_service.reset_password(s, login=login, password=password, by=None)
+        else:
+            console_service.create_account(
+                s, principal_name=acts_for, login=login, display_name=name, roles=roles, password=password,
+                created_by="demo",
+            )
+        console_service.set_totp_secret(s, login=login, totp_secret=totp_secret, settings=settings)
+        people[login] = {"password": password, "totp_secret": totp_secret, "acts_for": acts_for}
+    return people
 
 
 def _psi_customer_list(db: Database, settings: Settings) -> Path:
