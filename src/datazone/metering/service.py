@@ -1039,6 +1039,7 @@ def plan_allowances(
             sa.func.coalesce(month_count.free_units, 0),
             sa.func.coalesce(month_count.charged_fen, 0),
         )
+        .select_from(Plan)
         .outerjoin(day_count, sa.and_(day_count.institution_id == institution_id, day_count.period == today))
         .outerjoin(
             month_count, sa.and_(month_count.institution_id == institution_id, month_count.period == month)
