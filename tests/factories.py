@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import DatasetSpec
 from datazone.db import Database
 from datazone.principal import service as principal_service
+from datazone.principal.models import Principal
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierSpec
 from tests.client.codes import bad_check as bad_check
@@ -104,6 +106,22 @@ def new_principal(
             s, kind=kind, name=name or f"{kind}_{secrets.token_hex(4)}", roles=roles, supplier_id=supplier_id
         )
         return p.id, principal_service.issue_key(s, principal=p).token
+
+
+def session_principal(
+    session: Session,
+    kind: str = "operator",
+    *,
+    roles: list[str] | None = None,
+    supplier_id: str | None = None,
+) -> Principal:
+    """A principal created in the test's own transaction (rolled back with it); an operator holds
+    every role unless `roles` says otherwise."""
+    if kind == "operator" and not roles:
+        roles = ["curator", "reviewer", "auditor"]
+    return principal_service.create_principal(
+        session, kind=kind, name=f"{kind}_{uuid.uuid4().hex[:10]}", roles=roles, supplier_id=supplier_id
+    )
 
 
 def principal_key(

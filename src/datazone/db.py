@@ -7,13 +7,14 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Session, sessionmaker
 
 from datazone.capacity import Capacity
 from datazone.config import Settings, get_settings
@@ -141,6 +142,12 @@ def hold(session: Session, objects: Iterable[Any]) -> None:
     read once and then dropped is selected again by the next `session.get`; a row the call path reads
     again (a dataset checked by the data gate, then read by the product engine) is held instead."""
     session.info.setdefault(HELD_ROWS, []).extend(objects)
+
+
+def shanghai_date(instant: sa.ColumnElement[datetime] | InstrumentedAttribute[datetime]) -> sa.ColumnElement[date]:
+    """The Asia/Shanghai calendar day of a timestamptz column, computed by PostgreSQL (so a
+    GROUP BY day happens in the database, whatever the session's time zone)."""
+    return sa.cast(sa.func.timezone("Asia/Shanghai", instant), sa.Date)
 
 
 # Workers LISTEN on this channel and job creation NOTIFYs it (PostgreSQL delivers the

@@ -10,12 +10,15 @@ that names the bound.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from datazone.errors import InvalidSpec
 
 # -- integers ----------------------------------------------------------------------------
 # PostgreSQL's bigint: every id and count the zone stores fits in it, nothing past it does
@@ -74,6 +77,55 @@ LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 def excerpt(text: str, limit: int = MAX_EXCERPT) -> str:
     """At most `limit` characters of a client's input, marked when cut."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+# -- figures (dashboards and histories) -------------------------------------------------
+MAX_FIGURE_DAYS = 366  # the longest window a per-day figure spans: a year, leap day included
+MAX_FIGURE_ROWS = 1000  # the most rows a figure's list returns (latest failures, a page of uses)
+
+
+@dataclass(frozen=True)
+class DayWindow:
+    """Whole Asia/Shanghai days `first`..`last`, and the UTC instants [since, until) they cover."""
+
+    first: date
+    last: date
+    since: datetime
+    until: datetime
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+
+def day_window(*, days: int, last_day: date | None = None) -> DayWindow:
+    """The `days` Shanghai days ending with `last_day` (default: today in Shanghai), today's hours
+    so far included. More than MAX_FIGURE_DAYS, or fewer than 1, is refused with InvalidSpec."""
+    if not 1 <= days <= MAX_FIGURE_DAYS:
+        raise InvalidSpec(
+            f"days is 1 to {MAX_FIGURE_DAYS} (Asia/Shanghai days), not {days}",
+            errors=[{"location": "days", "problem": f"must be between 1 and {MAX_FIGURE_DAYS}"}],
+        )
+    last = last_day if last_day is not None else datetime.now(UTC).astimezone(SHANGHAI).date()
+    first = last - timedelta(days=days - 1)
+    since = datetime.combine(first, time(), tzinfo=SHANGHAI).astimezone(UTC)
+    until = datetime.combine(last + timedelta(days=1), time(), tzinfo=SHANGHAI).astimezone(UTC)
+    if not (since >= EARLIEST and until <= LATEST):
+        raise InvalidSpec(
+            f"the days {first}..{last} lie outside the zone's time ({EARLIEST.year} to {LATEST.year - 1})",
+            errors=[{"location": "last_day", "problem": "outside the zone's time"}],
+        )
+    return DayWindow(first=first, last=last, since=since, until=until)
+
+
+def check_figure_limit(limit: int, *, location: str = "limit") -> int:
+    """`limit` if it is 1..MAX_FIGURE_ROWS, else InvalidSpec naming the bound."""
+    if not 1 <= limit <= MAX_FIGURE_ROWS:
+        raise InvalidSpec(
+            f"{location} is 1 to {MAX_FIGURE_ROWS}, not {limit}",
+            errors=[{"location": location, "problem": f"must be between 1 and {MAX_FIGURE_ROWS}"}],
+        )
+    return limit
 
 
 def _date_only_is_shanghai_midnight(value: Any) -> Any:

@@ -41,6 +41,7 @@ from datazone.errors import Conflict, DomainError, Forbidden, InvalidSpec
 from datazone.masking import service as masking
 from datazone.metering import service as metering
 from datazone.oauth.resource import AccessGrant
+from datazone.principal.models import Principal
 from datazone.privacy import anonymous_query as aq
 from datazone.privacy import oprf
 from datazone.product import engine
@@ -747,3 +748,26 @@ def query(
         settings=settings, product_id=product_id, purpose=purpose, prefix_bits=prefix_bits, queries=queries
     )
     return pipeline.run(session, call, channel)
+
+
+@dataclass(frozen=True)
+class TablesInState:
+    """How many current (not superseded) anonymous table builds are in one state."""
+
+    state: str
+    tables: int
+    oldest_created_at: datetime
+
+
+def build_queue(session: Session, *, viewer: Principal) -> list[TablesInState]:
+    """Current anonymous table builds per state (building is the workers' queue), by state name;
+    the operator's to read (the tables are the zone's, not any institution's). One GROUP BY."""
+    if viewer.kind != "operator":
+        raise Forbidden("anonymous table builds are the operator's to see")
+    q = (
+        sa.select(AnonymousTable.state, sa.func.count(), sa.func.min(AnonymousTable.created_at))
+        .where(AnonymousTable.superseded_at.is_(None))
+        .group_by(AnonymousTable.state)
+        .order_by(AnonymousTable.state)
+    )
+    return [TablesInState(state=s, tables=int(n), oldest_created_at=t) for s, n, t in session.execute(q)]

@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session
 from datazone.audit import chain
 from datazone.audit.models import AuditBlock, AuditEntry
 from datazone.audit.schemas import PublishedRoot
+from datazone.db import shanghai_date
 from datazone.errors import Conflict, Forbidden, InvalidSpec, NotFound
+from datazone.limits import day_window
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 
@@ -586,11 +588,7 @@ def list_uses(
     if before_id is not None:
         q = q.where(AuditEntry.id < before_id)
     entries = list(session.scalars(q))
-    names: dict[int, str] = {}
-    for inst in {e.institution_id for e in entries if e.institution_id is not None}:
-        # a principal removed since keeps its id in the entry
-        with contextlib.suppress(NotFound):
-            names[inst] = principal_service.get_principal(session, principal_id=inst).name
+    names = _institution_names(session, {e.institution_id for e in entries if e.institution_id is not None})
     return [
         Use(
             entry_id=e.id,
@@ -605,6 +603,114 @@ def list_uses(
             supplier_ids=list(e.supplier_ids),
         )
         for e in entries
+    ]
+
+
+def _institution_names(session: Session, institution_ids: Iterable[int]) -> dict[int, str]:
+    """The names of the institutions an entry names (a principal removed since keeps its id in the
+    entry but has no name here)."""
+    names: dict[int, str] = {}
+    for inst in institution_ids:
+        with contextlib.suppress(NotFound):
+            names[inst] = principal_service.get_principal(session, principal_id=inst).name
+    return names
+
+
+@dataclass(frozen=True)
+class UseDay:
+    """The data accesses of one Shanghai day by one institution to one product, as a viewer may see
+    them: `calls` answered and the `enterprises` they named (summed over calls, so one enterprise
+    asked twice counts twice), and the calls `refused`."""
+
+    day: date
+    product_id: str
+    institution_id: int | None
+    institution: str | None
+    calls: int
+    enterprises: int
+    refused: int
+
+
+def uses_per_day(
+    session: Session,
+    *,
+    viewer: Principal,
+    days: int,
+    last_day: date | None = None,
+    product_id: str | None = None,
+) -> list[UseDay]:
+    """Data accesses per Shanghai day, product and institution over the `days` days ending with
+    `last_day` (default today), oldest first: a department the uses of its data, an institution its
+    own calls, an auditor all (`_visible_to`). The chart beside `list_uses`' table. One GROUP BY."""
+    scope = _visible_to(viewer)
+    window = day_window(days=days, last_day=last_day)
+    day = shanghai_date(AuditEntry.at).label("day")
+    answered = AuditEntry.outcome == "ok"
+    q = (
+        sa.select(
+            day,
+            AuditEntry.object_id,
+            AuditEntry.institution_id,
+            sa.func.count().filter(answered),
+            sa.func.coalesce(sa.func.sum(AuditEntry.entity_count).filter(answered), 0),
+            sa.func.count().filter(AuditEntry.outcome == "refused"),
+        )
+        .where(scope, AuditEntry.action == DATA_ACCESS, AuditEntry.at >= window.since, AuditEntry.at < window.until)
+        .group_by(day, AuditEntry.object_id, AuditEntry.institution_id)
+        .order_by(day, AuditEntry.object_id, AuditEntry.institution_id.nulls_first())
+    )
+    if product_id is not None:
+        q = q.where(AuditEntry.object_id == product_id)
+    rows = session.execute(q).all()
+    names = _institution_names(session, {r[2] for r in rows if r[2] is not None})
+    return [
+        UseDay(
+            day=d,
+            product_id=p,
+            institution_id=inst,
+            institution=names.get(inst) if inst is not None else None,
+            calls=int(calls),
+            enterprises=int(enterprises),
+            refused=int(refused),
+        )
+        for d, p, inst, calls, enterprises, refused in rows
+    ]
+
+
+@dataclass(frozen=True)
+class RefusalCount:
+    """How often one check refused over a window. `check` is the gate that refused (the call
+    pipeline stores it in the entry's detail); an entry no gate tagged counts under its problem
+    type (the entry's reason)."""
+
+    check: str
+    refusals: int
+    institutions: int
+    last_at: datetime
+
+
+def refusals_by_check(
+    session: Session, *, viewer: Principal, days: int, last_day: date | None = None
+) -> list[RefusalCount]:
+    """Refused entries (any action) per check over the `days` Shanghai days ending with `last_day`
+    (default today), most frequent first, as `viewer` may see them (`_visible_to`). One GROUP BY."""
+    scope = _visible_to(viewer)
+    window = day_window(days=days, last_day=last_day)
+    check = sa.func.coalesce(AuditEntry.detail["check"].astext, AuditEntry.reason, "unknown").label("check")
+    q = (
+        sa.select(
+            check,
+            sa.func.count(),
+            sa.func.count(sa.distinct(AuditEntry.institution_id)),
+            sa.func.max(AuditEntry.at),
+        )
+        .where(scope, AuditEntry.outcome == "refused", AuditEntry.at >= window.since, AuditEntry.at < window.until)
+        .group_by(check)
+        .order_by(sa.func.count().desc(), check)
+    )
+    return [
+        RefusalCount(check=c, refusals=int(n), institutions=int(i), last_at=last)
+        for c, n, i, last in session.execute(q)
     ]
 
 

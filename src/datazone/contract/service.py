@@ -8,6 +8,7 @@ suspension or termination holds from the very next request on every replica.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -360,3 +361,64 @@ def clearances_for_product(session: Session, *, product_id: str) -> list[int]:
         .order_by(Contract.clearance)
     )
     return [int(c) for c in rows]
+
+
+@dataclass(frozen=True)
+class ContractAllowance:
+    """A live contract and what its plan leaves its institution in the current periods."""
+
+    contract_id: int
+    institution_id: int
+    status: str
+    products: list[str]
+    valid_to: datetime
+    plan_id: str
+    allowance: metering_service.Allowance
+
+
+def remaining_quota(
+    session: Session, *, viewer: Principal, institution_id: int | None = None, at: datetime | None = None
+) -> list[ContractAllowance]:
+    """Each contract of one institution not yet ended at `at` (default now; active or suspended),
+    with its plan's remaining quota, free units and spend cap, oldest contract first. An institution
+    sees its own; the operator names the institution. The counters are the institution's (a quota
+    counts its calls under every contract), as admission reads them: see `metering.plan_allowances`.
+    Two queries: the contracts, then their plans joined to the counters."""
+    at = at or _now()
+    if viewer.kind == "institution":
+        whose = viewer.id
+    elif viewer.kind == "operator":
+        if institution_id is None:
+            raise InvalidSpec(
+                "name the institution whose remaining quota to read",
+                errors=[{"location": "institution_id", "problem": "required for the operator"}],
+            )
+        whose = institution_id
+    else:
+        raise Forbidden("contracts are between the operator and institutions; a department sees none")
+    contracts = list(
+        session.scalars(
+            sa.select(Contract)
+            .where(
+                Contract.institution_id == whose,
+                Contract.status.in_(("active", "suspended")),
+                Contract.valid_to > at,
+            )
+            .order_by(Contract.id)
+        )
+    )
+    allowances = metering_service.plan_allowances(
+        session, institution_id=whose, plan_ids=sorted({c.plan_id for c in contracts}), at=at
+    )
+    return [
+        ContractAllowance(
+            contract_id=c.id,
+            institution_id=c.institution_id,
+            status=c.status,
+            products=list(c.products),
+            valid_to=c.valid_to,
+            plan_id=c.plan_id,
+            allowance=allowances[c.plan_id],
+        )
+        for c in contracts
+    ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -17,8 +18,10 @@ from sqlalchemy.orm import Session
 
 from datazone.audit import service as audit_service
 from datazone.dataset import service as dataset_service
+from datazone.db import shanghai_date
 from datazone.errors import Forbidden, NotFound
 from datazone.ingest.models import IngestReject, IngestRun
+from datazone.limits import check_figure_limit, day_window
 from datazone.principal.models import Principal
 from datazone.principal.service import a_kind
 
@@ -180,3 +183,89 @@ def reap_stalled_runs(session: Session, *, stall_seconds: float) -> list[int]:
 
 def count_rejects(session: Session, *, run_id: int) -> int:
     return session.scalar(sa.select(sa.func.count()).where(IngestReject.run_id == run_id)) or 0
+
+
+def _visible_runs(session: Session, viewer: Principal) -> sa.ColumnElement[bool]:
+    """The runs a viewer may read: the operator every run, a department its own datasets' runs."""
+    if viewer.kind == "operator":
+        return sa.true()
+    if viewer.kind == "department" and viewer.supplier_id:
+        own = [d.id for d in dataset_service.list_datasets(session, department=viewer.supplier_id)]
+        return IngestRun.dataset_id.in_(own)
+    raise Forbidden(f"ingest runs are seen by the operator and the supplying department, not {a_kind(viewer.kind)}")
+
+
+@dataclass(frozen=True)
+class RunDay:
+    """The runs of one Shanghai day (by when they were requested) that ended in, or are in, `status`."""
+
+    day: date
+    status: str
+    runs: int
+    rows_loaded: int
+    rows_rejected: int
+
+
+def runs_per_day(
+    session: Session, *, viewer: Principal, days: int, last_day: date | None = None
+) -> list[RunDay]:
+    """Ingest runs per Shanghai day of their request and status over the `days` days ending with
+    `last_day` (default today), oldest first: the operator's all, a department its datasets'. One
+    GROUP BY."""
+    scope = _visible_runs(session, viewer)
+    window = day_window(days=days, last_day=last_day)
+    day = shanghai_date(IngestRun.created_at).label("day")
+    q = (
+        sa.select(
+            day,
+            IngestRun.status,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(IngestRun.rows_loaded), 0),
+            sa.func.coalesce(sa.func.sum(IngestRun.rows_rejected), 0),
+        )
+        .where(scope, IngestRun.created_at >= window.since, IngestRun.created_at < window.until)
+        .group_by(day, IngestRun.status)
+        .order_by(day, IngestRun.status)
+    )
+    return [
+        RunDay(day=d, status=st, runs=int(n), rows_loaded=int(loaded), rows_rejected=int(rejected))
+        for d, st, n, loaded, rejected in session.execute(q)
+    ]
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A failed run as a dashboard lists it: what failed, when and why (its rejects: `list_rejects`)."""
+
+    run_id: int
+    dataset_id: str
+    trigger: str
+    created_at: datetime
+    finished_at: datetime | None
+    rows_read: int
+    rows_rejected: int
+    error_code: str | None
+    error: str | None
+
+
+def latest_failed_runs(session: Session, *, viewer: Principal, limit: int = 20) -> list[FailedRun]:
+    """The `limit` (1..1000) most recently requested failed runs the viewer may read, newest first."""
+    scope = _visible_runs(session, viewer)
+    check_figure_limit(limit)
+    q = (
+        sa.select(
+            IngestRun.id,
+            IngestRun.dataset_id,
+            IngestRun.trigger,
+            IngestRun.created_at,
+            IngestRun.finished_at,
+            IngestRun.rows_read,
+            IngestRun.rows_rejected,
+            IngestRun.error_code,
+            IngestRun.error,
+        )
+        .where(scope, IngestRun.status == "failed")
+        .order_by(IngestRun.created_at.desc(), IngestRun.id.desc())
+        .limit(limit)
+    )
+    return [FailedRun(*row) for row in session.execute(q)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +32,7 @@ from datazone.lifecycle.models import (
     ProductRating,
     Transition,
 )
+from datazone.limits import check_figure_limit, day_window
 from datazone.principal.models import Principal
 from datazone.principal.service import a_kind
 from datazone.supplier import service as supplier_service
@@ -809,6 +810,70 @@ def dataset_quality(session: Session, *, dataset_id: str) -> list[DatasetQuality
         .order_by(DatasetQuality.version.desc())
     )
     return list(session.scalars(q))
+
+
+@dataclass(frozen=True)
+class VersionQuality:
+    """The quality figures of one dataset version as evaluated (see `quality` for their meaning)."""
+
+    dataset_id: str
+    version: int
+    version_at: datetime
+    rows: int
+    rows_received: int
+    rows_rejected: int
+    duplicate_keys: int
+    completeness_overall: float
+    validity: float
+    on_time: bool
+    lag_hours: float
+    evaluated_at: datetime
+
+
+def quality_per_version(
+    session: Session,
+    *,
+    viewer: Principal,
+    days: int,
+    last_day: date | None = None,
+    dataset_id: str | None = None,
+    limit: int = 1000,
+) -> list[VersionQuality]:
+    """The evaluated quality of every version that arrived in the `days` Shanghai days ending with
+    `last_day` (default today), by dataset then version, at most `limit` (1..1000): the operator's
+    every dataset (or `dataset_id`), a department its own. One query."""
+    window = day_window(days=days, last_day=last_day)
+    check_figure_limit(limit)
+    q = (
+        sa.select(DatasetQuality)
+        .where(DatasetQuality.version_at >= window.since, DatasetQuality.version_at < window.until)
+        .order_by(DatasetQuality.dataset_id, DatasetQuality.version)
+        .limit(limit)
+    )
+    if viewer.kind == "department" and viewer.supplier_id:
+        own = [d.id for d in dataset_service.list_datasets(session, department=viewer.supplier_id)]
+        q = q.where(DatasetQuality.dataset_id.in_(own))
+    elif viewer.kind != "operator":
+        raise Forbidden(f"data quality is seen by the operator and the supplying department, not {a_kind(viewer.kind)}")
+    if dataset_id is not None:
+        q = q.where(DatasetQuality.dataset_id == dataset_id)
+    return [
+        VersionQuality(
+            dataset_id=r.dataset_id,
+            version=r.version,
+            version_at=r.version_at,
+            rows=r.rows,
+            rows_received=r.rows_received,
+            rows_rejected=r.rows_rejected,
+            duplicate_keys=r.duplicate_keys,
+            completeness_overall=r.completeness_overall,
+            validity=r.validity,
+            on_time=r.on_time,
+            lag_hours=r.lag_hours,
+            evaluated_at=r.evaluated_at,
+        )
+        for r in session.scalars(q)
+    ]
 
 
 # --- evaluation: usage volume and ratings -----------------------------------------------------

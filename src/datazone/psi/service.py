@@ -37,7 +37,7 @@ from datazone.config import Settings
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import SHANGHAI
 from datazone.db import notify_work
-from datazone.errors import Conflict, DomainError, InvalidSpec, NotFound
+from datazone.errors import Conflict, DomainError, Forbidden, InvalidSpec, NotFound
 from datazone.masking import service as masking
 from datazone.metering import service as metering
 from datazone.oauth import resource
@@ -1110,3 +1110,27 @@ def expire_stale_jobs(session: Session) -> int:
             session, job_id=job_id, status="expired", reason="no worker took the job before it expired", credit=True
         )
     return len(stale)
+
+
+@dataclass(frozen=True)
+class JobsInStatus:
+    """How many PSI jobs are in one status, and when the oldest of them was created."""
+
+    status: str
+    jobs: int
+    oldest_created_at: datetime
+
+
+def job_queue(session: Session, *, viewer: Principal) -> list[JobsInStatus]:
+    """PSI jobs per status (queued and running are the workers' queue), by status name: the
+    operator's every job, an institution its own. One GROUP BY."""
+    q = (
+        sa.select(PsiJob.status, sa.func.count(), sa.func.min(PsiJob.created_at))
+        .group_by(PsiJob.status)
+        .order_by(PsiJob.status)
+    )
+    if viewer.kind == "institution":
+        q = q.where(PsiJob.institution_id == viewer.id)
+    elif viewer.kind != "operator":
+        raise Forbidden("PSI jobs are seen by the operator and the institution that runs them")
+    return [JobsInStatus(status=s, jobs=int(n), oldest_created_at=t) for s, n, t in session.execute(q)]

@@ -1593,3 +1593,36 @@ def credit_undelivered(session: Session, *, job: ScoringJob) -> None:
     if credit is not None:
         job.credit_id = credit.id
         session.flush()
+
+
+@dataclass(frozen=True)
+class JobsInStatus:
+    """How many scoring jobs are in one status, their chunks left, and the oldest one's creation."""
+
+    status: str
+    jobs: int
+    chunks_left: int
+    oldest_created_at: datetime
+
+
+def job_queue(session: Session, *, viewer: Principal) -> list[JobsInStatus]:
+    """Scoring jobs per status (queued and running are the workers' queue), by status name: the
+    operator's every job, an institution its own. One GROUP BY."""
+    q = (
+        sa.select(
+            ScoringJob.status,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(ScoringJob.chunks - ScoringJob.chunks_done), 0),
+            sa.func.min(ScoringJob.created_at),
+        )
+        .group_by(ScoringJob.status)
+        .order_by(ScoringJob.status)
+    )
+    if viewer.kind == "institution":
+        q = q.where(ScoringJob.institution_id == viewer.id)
+    elif viewer.kind != "operator":
+        raise Forbidden("scoring jobs are seen by the operator and the institution that runs them")
+    return [
+        JobsInStatus(status=s, jobs=int(n), chunks_left=int(left), oldest_created_at=t)
+        for s, n, left, t in session.execute(q)
+    ]
