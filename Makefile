@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz topology bench bench-cli bench-gateway bench-psi bench-scoring bench-scoring-job bench-anonymous clean
+.PHONY: demo test screenshots lint fuzz topology bench bench-cli bench-gateway bench-psi bench-scoring bench-scoring-job bench-anonymous clean
 
 # One pip run installs both distributions of this repository, so the server's requirement on
 # datazone-client is met by client/ here and never looked up on an index.
@@ -15,8 +15,20 @@ $(STAMP): pyproject.toml client/pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/datazone demo
 
-test: $(STAMP)
+# the console's browser tests drive Debian's Chromium through Playwright (no browser is downloaded
+# at run time), with a font that has Chinese glyphs
+CHROMIUM := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+$(CHROMIUM) $(CJK_FONT):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
+
+test: $(STAMP) $(CHROMIUM) $(CJK_FONT)
 	$(VENV)/bin/pytest -q
+
+# the README's pictures of the console, taken by its browser tests
+screenshots: $(STAMP) $(CHROMIUM) $(CJK_FONT)
+	DATAZONE_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q tests/console -k browser
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src client/src tests

@@ -165,7 +165,7 @@ def run_cli(settings: Settings, *args: str, **extra: str) -> subprocess.Complete
 class Server:
     """The real gateway in a subprocess on loopback."""
 
-    def __init__(self, settings: Settings, *args: str) -> None:
+    def __init__(self, settings: Settings, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = settings.home / f"server-{self.port}.log"
@@ -174,7 +174,7 @@ class Server:
         cmd = args or ("serve",)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "datazone", *cmd, "--port", str(self.port), "--host", "127.0.0.1"],
-            env=cli_env(settings),
+            env=cli_env(settings, **(env or {})),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

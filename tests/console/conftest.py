@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pyotp
 import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser
 
 from datazone.app import create_app
 from datazone.config import Settings
@@ -21,7 +24,8 @@ from datazone.console import service as console_service
 from datazone.db import Database
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
-from tests.conftest import unique_id
+from tests.conftest import Server, synthetic_zone_settings, unique_id
+from tests.console.browser import Visit, chromium
 from tests.factories import ensure_department
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -120,3 +124,35 @@ def sign_in(client: TestClient, person: PersonLogin, *, code: str | None = None)
     home = client.get("/console/account")
     assert home.status_code == 200, home.text
     return csrf_of(home.text)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    yield from chromium()
+
+
+@pytest.fixture(scope="session")
+def live_console(
+    synthetic_zone: dict[str, Any], database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The real gateway over the demo zone on loopback, as a browser reaches it."""
+    zone_settings = synthetic_zone_settings(synthetic_zone, database_url, tmp_path_factory, "console")
+    server = Server(zone_settings)
+    server.wait_ready()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def visit(browser: Browser, live_console: Server, tmp_path: Path) -> Iterator[Callable[..., Visit]]:
+    """Open a browser of one's own on the live console: visit() for a desktop, visit(viewport=TABLET)."""
+    opened: list[Visit] = []
+
+    def open_one(**kw: Any) -> Visit:
+        v = Visit(browser, live_console.url, tmp_path, **kw)
+        opened.append(v)
+        return v
+
+    yield open_one
+    for v in opened:
+        v.close()
