@@ -590,6 +590,13 @@ def _demo(db: Database, settings: Settings, *, entities: int, serve_after: bool)
         " client), consented_usccs (enterprises whose consent it holds), operator_token",
         highlight=False,
     )
+    people = zone.info.get("console") or {}
+    if people:
+        # the console first: people sign in with a password and a code from an authenticator app
+        out.print(f"the console: {zone.info['url']}/console (sign in as one of these; passwords and TOTP"
+                  f" secrets in {demo_file(settings)} under \"console\")", highlight=False, markup=False)
+        for login, person in people.items():
+            out.print(f"  {login:16} acts for {person.get('acts_for', '?')}", highlight=False, markup=False)
     sample = zone.info["consented_usccs"][0] if zone.info.get("consented_usccs") else None
     if sample:
         f = demo_file(settings)
