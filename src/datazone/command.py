@@ -30,6 +30,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "product": ("datazone.product.cli", "app", "data products: apply, list, publish, deprecate, retire"),
     "grant": ("datazone.grant.cli", "app", "departments' grants of their data"),
     "contract": ("datazone.contract.cli", "app", "institutions' contracts: sign, list, suspend, resume, terminate"),
+    "plan": ("datazone.metering.cli", "app", "price plans: create, list"),
     "lifecycle": ("datazone.lifecycle.cli", "app", "data lifecycle: admission, evaluation, scorecards"),
     "audit": ("datazone.audit.cli", "app", "the audit trail: verify, seal, export roots"),
     "client": ("datazone.oauth.cli", "app", "institutions' OAuth2 clients"),
