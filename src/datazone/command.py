@@ -31,6 +31,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "grant": ("datazone.grant.cli", "app", "departments' grants of their data"),
     "contract": ("datazone.contract.cli", "app", "institutions' contracts: sign, list, suspend, resume, terminate"),
     "plan": ("datazone.metering.cli", "app", "price plans: create, list"),
+    "consent": ("datazone.consent.cli", "app", "institutions' enterprise consents: register from CSV, list, revoke"),
     "lifecycle": ("datazone.lifecycle.cli", "app", "data lifecycle: admission, evaluation, scorecards"),
     "audit": ("datazone.audit.cli", "app", "the audit trail: verify, seal, export roots"),
     "client": ("datazone.oauth.cli", "app", "institutions' OAuth2 clients"),
