@@ -32,6 +32,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "contract": ("datazone.contract.cli", "app", "institutions' contracts: sign, list, suspend, resume, terminate"),
     "plan": ("datazone.metering.cli", "app", "price plans: create, list"),
     "consent": ("datazone.consent.cli", "app", "institutions' enterprise consents: register from CSV, list, revoke"),
+    "scoring": ("datazone.scoring.cli", "app", "secure scoring: review institutions' models"),
     "lifecycle": ("datazone.lifecycle.cli", "app", "data lifecycle: admission, evaluation, scorecards"),
     "audit": ("datazone.audit.cli", "app", "the audit trail: verify, seal, export roots"),
     "client": ("datazone.oauth.cli", "app", "institutions' OAuth2 clients"),
