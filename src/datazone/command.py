@@ -28,7 +28,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "ingest": ("datazone.cli", "ingest_app", "ingest runs"),
     "principal": ("datazone.cli", "principal_app", "operators, departments and institutions, and their keys"),
     "product": ("datazone.product.cli", "app", "data products: apply, list, publish, deprecate, retire"),
-    "grant": ("datazone.grant.cli", "app", "departments' grants of their data"),
+    "grant": ("datazone.grant.cli", "app", "departments' grants of their data: list, create, revoke"),
     "contract": ("datazone.contract.cli", "app", "institutions' contracts: sign, list, suspend, resume, terminate"),
     "plan": ("datazone.metering.cli", "app", "price plans: create, list"),
     "consent": ("datazone.consent.cli", "app", "institutions' enterprise consents: register from CSV, list, revoke"),
