@@ -33,6 +33,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "plan": ("datazone.metering.cli", "app", "price plans: create, list"),
     "consent": ("datazone.consent.cli", "app", "institutions' enterprise consents: register from CSV, list, revoke"),
     "scoring": ("datazone.scoring.cli", "app", "secure scoring: review institutions' models"),
+    "billing": ("datazone.billing.cli", "app", "the ledger: list entries, credit a charge"),
     "lifecycle": ("datazone.lifecycle.cli", "app", "data lifecycle: admission, evaluation, scorecards"),
     "audit": ("datazone.audit.cli", "app", "the audit trail: verify, seal, export roots"),
     "client": ("datazone.oauth.cli", "app", "institutions' OAuth2 clients"),
