@@ -54,3 +54,5 @@ def test_credit_a_debit_in_part_then_the_rest_and_no_more(db: Database, settings
             ("ledger.credit", "operator", p.curator.name)
         ]
     assert table_count(db, LedgerEntry, LedgerEntry.institution_id == p.bank1.id) == 3
+    table = run_cli(settings, "billing", "ledger", "--institution", p.bank1.name, COLUMNS="250")
+    assert table.returncode == 0 and "one answer was empty" in table.stdout and "3 lookups" in table.stdout

@@ -64,6 +64,8 @@ def test_register_from_csv_list_and_revoke(
     listed = run_cli(settings, "consent", "list", "--institution", p.bank1.name, "--live", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [c["id"] for c in json.loads(listed.stdout)] == ids
+    table = run_cli(settings, "consent", "list", "--institution", p.bank1.name, COLUMNS="250")
+    assert table.returncode == 0 and codes[1] in table.stdout and "credit-basic, risk-insight" in table.stdout
 
     done = run_cli(settings, "consent", "revoke", str(ids[0]), "--as", p.bank1.name, "--reason", "withdrawn")
     assert done.returncode == 0, done.stderr

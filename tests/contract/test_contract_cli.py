@@ -39,6 +39,8 @@ def test_create_and_list_a_contract_as_a_curator(
     listed = run_cli(settings, "contract", "list", "--institution", p.bank1.name, "--json")
     assert listed.returncode == 0, listed.stderr
     assert [(c["id"], c["status"]) for c in json.loads(listed.stdout)] == [(contract.id, "active")]
+    table = run_cli(settings, "contract", "list", "--institution", p.bank1.name, COLUMNS="250")
+    assert table.returncode == 0 and p.bank1.name in table.stdout and "public-standard" in table.stdout
 
 
 def test_create_is_refused_with_every_problem_and_writes_nothing(

@@ -38,6 +38,8 @@ def test_create_a_private_plan_and_list_it(db: Database, settings: Settings) -> 
     assert plan_id in ids and "public-standard" in ids
     other = json.loads(run_cli(settings, "plan", "list", "--institution", p.bank2.name, "--json").stdout)
     assert plan_id not in [r["id"] for r in other]
+    table = run_cli(settings, "plan", "list", "--institution", p.bank1.name, COLUMNS="250")
+    assert table.returncode == 0 and plan_id in table.stdout and "100/month" in table.stdout
 
 
 def test_create_is_refused_and_writes_nothing(db: Database, settings: Settings) -> None:

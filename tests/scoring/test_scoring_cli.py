@@ -51,6 +51,8 @@ def test_list_pending_approve_and_reject(db: Database, settings: Settings) -> No
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert {r["id"] for r in rows} == {first, second} and {r["state"] for r in rows} == {"pending_review"}
+    table = run_cli(settings, "scoring", "models", "--institution", p.bank1.name, COLUMNS="250")
+    assert table.returncode == 0 and first in table.stdout and "tax_grade_code, dishonest_listed" in table.stdout
 
     done = run_cli(settings, "scoring", "approve", first, "--as", p.reviewer.name, "--reason", "features fit pre_loan")
     assert done.returncode == 0, done.stderr
