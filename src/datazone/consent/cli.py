@@ -40,8 +40,9 @@ def _read_consents(path: Path) -> list[ConsentIn]:
     try:
         # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
         with path.open(encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.DictReader(f))
-            header = rows[0].keys() if rows else set()
+            lines = csv.DictReader(f)
+            rows = list(lines)
+            header = lines.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         say(f"error: cannot read {path} as a UTF-8 CSV: {exc}")
         raise typer.Exit(2) from None
