@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
 import yaml
 
 from datazone.config import Settings
+from datazone.dataset import service as dataset_service
 from datazone.db import Database
-from tests.conftest import run_cli, unique_id
-from tests.factories import bad_check, ensure_department, firm_rows, firm_spec, write_csv
+from datazone.product import service as product_service
+from tests.conftest import Server, run_cli, synthetic_zone_settings, unique_id
+from tests.factories import bad_check, bearer, ensure_department, firm_rows, firm_spec, write_csv
 
 
 def test_apply_spec_and_run_ingest_with_json_report(db: Database, settings: Settings, tmp_path: Path) -> None:
@@ -136,3 +142,73 @@ def test_principals_keys_issue_and_revoke(db: Database, settings: Settings) -> N
     assert run_cli(settings, "principal", "reinstate", name).returncode == 0
     with db.unit_of_work() as s:
         assert principal_service.authenticate(s, token=second).name == name
+
+
+def test_a_new_institution_set_up_from_the_shell_calls_a_paid_product_and_is_billed(
+    db: Database,
+    database_url: str,
+    synthetic_zone: dict[str, Any],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The README's control-plane walk-through, every step a `datazone` command: an institution,
+    its private plan, its contract, each department's grant, its consents from a CSV file and an
+    OAuth client; then the bank's call of a paid product answers and is billed at the plan's price."""
+    settings = synthetic_zone_settings(synthetic_zone, database_url, tmp_path_factory, "cli-tour")
+    tag = secrets.token_hex(3)
+    operator, bank, plan = f"tour-operator-{tag}", f"tour-bank-{tag}", f"tour-plan-{tag}"
+    with db.unit_of_work() as s:
+        spec = product_service.spec_of(product_service.get_product(s, product_id="risk-insight"))
+        by_department: dict[str, list[str]] = {}
+        for dataset_id in spec.sources:
+            owner = dataset_service.get_dataset(s, dataset_id=dataset_id).supplier_id
+            by_department.setdefault(owner, []).append(dataset_id)
+        uscc = dataset_service.current_entities(s, dataset_id="mr_registration", limit=1)[0]
+
+    def ok(*args: str) -> str:
+        done = run_cli(settings, *args)
+        assert done.returncode == 0, (args, done.stderr)
+        return done.stdout
+
+    ok("principal", "create", operator, "--kind", "operator", "--role", "curator", "--role", "reviewer")
+    for department in by_department:
+        ok("principal", "create", f"{department}-officer-{tag}", "--kind", "department", "--department", department)
+    ok("principal", "create", bank, "--kind", "institution")
+    ok("plan", "create", plan, "--as", operator, "--name", "tour plan", "--institution", bank,
+       "--unit-price-fen", "420", "--rate", "50", "--burst", "50")  # fmt: skip
+    ok("contract", "create", "--as", operator, "--institution", bank, "--product", "risk-insight",
+       "--purpose", "pre_loan", "--plan", plan, "--to", "2099-01-01")  # fmt: skip
+    for department, datasets in sorted(by_department.items()):
+        ok("grant", "create", "--as", f"{department}-officer-{tag}", "--institution", bank,
+           "--product", "risk-insight", "--purpose", "pre_loan", *(a for d in datasets for a in ("--dataset", d)),
+           "--to", "2099-01-01")  # fmt: skip
+    consents = tmp_path / "consents.csv"
+    consents.write_text(
+        "uscc,purpose,products,valid_from,valid_to,evidence_ref,evidence_sha256\n"
+        f"{uscc},pre_loan,risk-insight,2026-01-01,2099-01-01,archive://letters/{uscc}.pdf,{'ab' * 32}\n",
+        encoding="utf-8",
+    )
+    ok("consent", "register", str(consents), "--as", bank)
+    credentials = dict(line.split("=", 1) for line in ok("client", "create", "--institution", bank).split())
+
+    server = Server(settings)
+    try:
+        server.wait_ready()
+        r = httpx.post(
+            f"{server.url}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(credentials["client_id"], credentials["client_secret"]),
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        answer = httpx.get(
+            f"{server.url}/v1/products/risk-insight/enterprises/{uscc}",
+            params={"purpose": "pre_loan"},
+            headers=bearer(r.json()["access_token"]),
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text
+    finally:
+        server.stop()
+    ledger = json.loads(ok("billing", "ledger", "--institution", bank, "--json"))
+    assert [(e["kind"], e["amount_fen"], e["product_id"]) for e in ledger] == [("debit", 420, "risk-insight")]

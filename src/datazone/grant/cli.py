@@ -1,4 +1,6 @@
-"""`datazone grant ...`: the operator's view of departments' grants from the shell.
+"""`datazone grant ...`: departments' grants from the shell: the operator's view of them, and a
+department's grant created or revoked through the grant service the API calls (`--as` the
+department's principal, whose data it is; see `datazone.shell`).
 
 The settings, the database and the grant service are imported in the command that uses them,
 for start-up time (`datazone grant --help` loads none of them), not to dodge an import cycle.
@@ -7,13 +9,17 @@ for start-up time (`datazone grant --help` loads none of them), not to dodge an 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True, help="departments' grants of their data")
+from datazone.errors import DomainError
+from datazone.shell import ActAs, Reason, database, fail, moment, now, when
+
+app = typer.Typer(no_args_is_help=True, help="departments' grants of their data: list, create, revoke")
 out = Console()
 
 
@@ -59,3 +65,74 @@ def list_grants(
             r["status"],
         )
     out.print(t)
+
+
+@app.command("create")
+def create(
+    act_as: ActAs,
+    dataset: Annotated[list[str], typer.Option("--dataset", help="one of the department's datasets (repeat)")],
+    purpose: Annotated[list[str], typer.Option("--purpose", help="a purpose it may be used for (repeat)")],
+    valid_to: Annotated[
+        datetime, typer.Option("--to", parser=moment, help="end: a date (midnight, Shanghai) or ISO 8601")
+    ],
+    valid_from: Annotated[
+        datetime | None, typer.Option("--from", parser=moment, help="start (default: now)")
+    ] = None,
+    product: Annotated[
+        list[str] | None, typer.Option("--product", help="a product it covers (repeat; default: any)")
+    ] = None,
+    institution: Annotated[
+        list[str] | None, typer.Option("--institution", help="an institution it covers by name (repeat; default: all)")
+    ] = None,
+) -> None:
+    """Grant the use of a department's datasets for purposes, products and institutions over a period."""
+    # here for start-up time (see the module docstring)
+    from datazone.grant import service
+    from datazone.principal import service as principal_service
+
+    db = database()
+    try:
+        with db.unit_of_work() as s:
+            department = principal_service.acting_principal(s, name=act_as)
+            institutions = (
+                [principal_service.named_principal(s, name=n).id for n in institution] if institution else None
+            )
+            grant = service.create_grant(
+                s,
+                department=department.supplier_id or "",
+                datasets=dataset,
+                purposes=purpose,
+                products=product or None,
+                institutions=institutions,
+                valid_from=valid_from or now(),
+                valid_to=valid_to,
+                by=department,
+            )
+            shown = (
+                f"grant {grant.id} of {grant.department}: {service.grant_status(grant)}, "
+                f"{when(grant.valid_from)} to {when(grant.valid_to)}"
+            )
+    except DomainError as exc:
+        raise fail(exc) from None
+    finally:
+        db.dispose()
+    out.print(shown, highlight=False, soft_wrap=True)
+
+
+@app.command("revoke")
+def revoke(grant_id: Annotated[str, typer.Argument(metavar="ID")], act_as: ActAs, reason: Reason) -> None:
+    """Revoke a department's grant: calls it covered are refused from the next one."""
+    # here for start-up time (see the module docstring)
+    from datazone.grant import service
+    from datazone.principal import service as principal_service
+
+    db = database()
+    try:
+        with db.unit_of_work() as s:
+            department = principal_service.acting_principal(s, name=act_as)
+            service.revoke_grant(s, grant_id=grant_id, by=department, reason=reason)
+    except DomainError as exc:
+        raise fail(exc) from None
+    finally:
+        db.dispose()
+    out.print(f"grant {grant_id}: revoked", highlight=False)

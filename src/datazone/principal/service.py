@@ -80,6 +80,20 @@ def find_principal(session: Session, *, name: str) -> Principal | None:
     return session.scalar(sa.select(Principal).where(Principal.name == name))
 
 
+def named_principal(session: Session, *, name: str) -> Principal:
+    """The principal of that name, or NotFound saying how to list them (for names typed at the shell)."""
+    principal = find_principal(session, name=name)
+    if principal is None:
+        raise NotFound(f"no principal named {name!r}; `datazone principal list` shows them")
+    return principal
+
+
+def acting_principal(session: Session, *, name: str) -> Principal:
+    """The principal a shell command acts as (`--as NAME`): it must not be suspended, as its key
+    would then be refused by the API; the service it acts through checks its kind and roles."""
+    return require_active(named_principal(session, name=name))
+
+
 def get_principal(session: Session, *, principal_id: int) -> Principal:
     principal = session.get(Principal, principal_id)
     if principal is None:
