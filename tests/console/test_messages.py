@@ -12,7 +12,7 @@ from datazone.console import messages
 
 CONSOLE = Path(messages.__file__).parent
 # literal keys only: t('x.y'), t("x.y", n=1), NavItem(..., "x.y"), done(..., "notice.x")
-IN_TEMPLATES = re.compile(r"""\bt\(\s*['"]([a-z0-9_.-]+)['"]""")
+IN_TEMPLATES = re.compile(r"""\bt\(\s*['"]([a-z0-9_.-]+)['"]\s*[,)]""")
 IN_CODE = re.compile(r"""(?:NavItem\([^)]*?,\s*|done\([^)]*?,\s*)["']((?:nav|notice)[a-z0-9_.-]*)["']""")
 
 
