@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from datazone.audit import service as audit_service
 from datazone.audit.models import AuditEntry
 from datazone.config import Settings
+from datazone.console.department import USES_PAGE
 from datazone.console.pages import SHANGHAI
 from datazone.db import Database
 from datazone.grant import service as grant_service
@@ -20,10 +22,11 @@ from datazone.grant.models import Grant
 from datazone.ingest import service as ingest_service
 from datazone.ingest.models import IngestRun
 from datazone.ingest.pipeline import execute_run
+from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
 from tests.conftest import unique_id
 from tests.console.conftest import PersonLogin, make_person, sign_in
-from tests.factories import apply_spec, bad_check, firm_rows, firm_spec, write_csv
+from tests.factories import apply_spec, bad_check, bearer, firm_rows, firm_spec, write_csv
 from tests.grant.builders import Parties, committed_parties
 
 TODAY = datetime.now(UTC).astimezone(SHANGHAI).date()
@@ -419,3 +422,65 @@ def test_a_bad_period_on_the_uses_page_is_refused_in_words(
     assert too_long.status_code == 422 and "at most 366" in too_long.text
     not_a_date = browser_like.get("/console/department/uses?from=yesterday")
     assert not_a_date.status_code == 422 and "填写的内容有误" in not_a_date.text
+
+
+def test_the_uses_table_pages_on_to_older_uses(
+    db: Database, settings: Settings, browser_like: TestClient, parties: Parties
+) -> None:
+    product = unique_id("prod")
+    ids = [
+        record_use(db, department=parties.dept_a, institution=parties.bank1, product=product, enterprises=1)
+        for _ in range(USES_PAGE + 2)
+    ]
+    signed_in(browser_like, officer_of(db, settings, parties.dept_a_user))
+    first = browser_like.get(f"/console/department/uses?product={product}")
+    shown = [int(i) for i in re.findall(r'id="use-(\d+)"', first.text)]
+    assert shown == sorted(ids, reverse=True)[:USES_PAGE]
+    older = re.search(r'href="(/console/department/uses\?[^"]*before=\d+)"', first.text)
+    assert older, "no link to older uses"
+    second = browser_like.get(older.group(1).replace("&amp;", "&"))
+    assert [int(i) for i in re.findall(r'id="use-(\d+)"', second.text)] == sorted(ids, reverse=True)[
+        USES_PAGE:
+    ]
+    assert "before=" not in second.text.split('class="pager"')[1].split("</p>")[0].split("最新记录")[0]
+
+
+# ---------------------------------------------------------------- the demo zone
+
+
+def test_the_tax_officer_sees_the_grant_to_the_demo_bank_and_the_banks_calls(
+    db: Database, settings: Settings, browser_like: TestClient, synthetic_zone: dict[str, Any]
+) -> None:
+    """What the browser test does first: the tax department's grant to demo-bank has a row and a
+    revoke button (not pressed: the shared zone's later tests rely on the grant), and a call of the
+    bank to a product reading tax data is in the use history."""
+    with db.unit_of_work() as s:
+        tax = principal_service.find_principal(s, name="demo-tax")
+        bank = principal_service.find_principal(s, name=synthetic_zone["institution"])
+        assert tax is not None and bank is not None
+        live = grant_service.list_grants(s, viewer=tax, live=True)
+        [grant] = [g for g in live if g.institutions is not None and bank.id in g.institutions]
+    token = browser_like.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "product:credit-basic"},
+        auth=(synthetic_zone["client_id"], synthetic_zone["client_secret"]),
+    )
+    assert token.status_code == 200, token.text
+    uscc = synthetic_zone["consented_usccs"][0]
+    call = browser_like.get(
+        f"/v1/products/credit-basic/enterprises/{uscc}",
+        params={"purpose": "pre_loan"},
+        headers=bearer(token.json()["access_token"]),
+    )
+    assert call.status_code == 200, call.text
+    signed_in(
+        browser_like, make_person(db, settings, kind="department", roles=["officer"], principal="demo-tax")
+    )
+    grants = browser_like.get("/console/department/grants")
+    row = grants.text.split(f'id="grant-{grant.id}"')[1].split("</tr>")[0]
+    assert bank.name in row and "生效中" in row and "撤销授权" in row
+    assert f'action="/console/department/grants/{grant.id}/revoke"' in row
+    uses = browser_like.get("/console/department/uses?product=credit-basic")
+    assert uses.status_code == 200, uses.text
+    rows = re.findall(r'<tr id="use-\d+">(.*?)</tr>', uses.text, flags=re.S)
+    assert any(bank.name in r and "贷前审批" in r and "已应答" in r for r in rows)
