@@ -388,6 +388,7 @@ def test_a_refused_lookup_names_its_check_and_bills_nothing(
     assert "未通过的检查：consent" in page.text and stranger in page.text and 'id="query-answer"' not in page.text
     refusals = [e for e in audit_of(db, audit_service.DATA_ACCESS, "risk-insight") if stranger in e.entities]
     assert len(refusals) == 1 and refusals[0].outcome == "refused"
+    assert refusals[0].detail["account"] == person.login
 
     # credit-basic needs no consent: the zone's registration data is the gate that refuses
     absent = browser_like.post(
@@ -467,3 +468,23 @@ def test_forms_without_their_token_are_refused(
     with db.unit_of_work() as s:
         assert s.scalar(sa.select(sa.func.count()).where(OAuthClient.name == "no-token")) == 0
     assert csrf_of(browser_like.get("/console/institution/clients").text)
+
+
+def test_every_page_reads_in_both_languages_with_no_key_showing(
+    db: Database, settings: Settings, browser_like: TestClient, synthetic_zone: dict[str, Any]
+) -> None:
+    _, csrf = signed_in(browser_like, db, settings, roles=["admin"])
+    pages = ["", "/catalog", "/catalog/credit-basic", "/contracts", "/clients", "/usage", "/consents", "/query", "/jobs"]
+    for lang, word in (("en", "Products you may use"), ("zh", "可用产品目录")):
+        browser_like.cookies.set("dz_lang", lang)
+        for path in pages:
+            page = browser_like.get(f"/console/institution{path}")
+            assert page.status_code == 200, (lang, path, page.text)
+            assert not re.search(r">[^<]*\binst\.[a-z]", page.text), (lang, path)
+        assert word in browser_like.get("/console/institution/catalog").text
+    no_header = browser_like.post(
+        "/console/institution/consents",
+        data={"csrf": csrf},
+        files={"file": ("c.csv", b"uscc;purpose\n91110000MA00000000;pre_loan\n", "text/csv")},
+    )
+    assert no_header.status_code == 422 and "首行须为表头" in no_header.text

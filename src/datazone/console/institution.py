@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -76,6 +77,8 @@ USAGE_DAYS = 30
 CONSENT_COLUMNS = ("uscc", "purpose", "products", "valid_from", "valid_to", "evidence_ref", "evidence_sha256")
 # a CSV's first line is its header: item i of the upload is line i + 2
 FIRST_DATA_LINE = 2
+# ample for the service's 1,000 consents a batch (a line is about 250 bytes)
+MAX_UPLOAD_BYTES = 1024 * 1024
 # so Excel reads the Chinese of a download as UTF-8
 BOM = "\ufeff"
 
@@ -88,10 +91,17 @@ def _csv_download(text: str, filename: str) -> Response:
     )
 
 
-def _usable_products(session: Session, institution: Principal, **filters: Any) -> list[ProductOut]:
+def _allowed_scopes(session: Session, institution: Principal) -> set[str]:
+    """The product scopes the token endpoint would grant the institution now (contract and live grants)."""
+    return set(oauth_service.decide_scopes(session, institution_id=institution.id, requested=None).allowed)
+
+
+def _usable_products(
+    session: Session, institution: Principal, *, allowed: set[str] | None = None, **filters: Any
+) -> list[ProductOut]:
     """What GET /v1/products lists for a token of this institution: the catalog's products whose
-    scope the token endpoint would grant it now (contract and live grants), narrowed by `filters`."""
-    allowed = set(oauth_service.decide_scopes(session, institution_id=institution.id, requested=None).allowed)
+    scope it may obtain, narrowed by `filters` (search_catalog's)."""
+    allowed = _allowed_scopes(session, institution) if allowed is None else allowed
     found = product_service.search_catalog(session, **filters)
     usable = [p for p in found if oauth_service.product_scope(p.id) in allowed]
     return product_service.catalog_entries(session, products=usable)
@@ -129,10 +139,12 @@ def catalog(
     ]
     if problems:
         raise InvalidSpec("the search cannot be run: " + "; ".join(p["problem"] for p in problems), errors=problems)
-    everything = _usable_products(session, person.principal)
+    allowed = _allowed_scopes(session, person.principal)
+    everything = _usable_products(session, person.principal, allowed=allowed)
     products = _usable_products(
         session,
         person.principal,
+        allowed=allowed,
         category=category or None,
         department=department or None,
         tier=tier or None,
@@ -340,9 +352,14 @@ def statement_csv(session: SessionDep, person: Someone, period: str) -> Response
 
 @dataclass(frozen=True)
 class LineProblem:
+    """What is wrong with one line of an upload: the service's or the parser's words (`problem`),
+    or the page's own, as a catalogue key (`key`, `values`)."""
+
     line: int
     column: str
-    problem: str
+    problem: str = ""
+    key: str | None = None
+    values: dict[str, Any] = dataclass_field(default_factory=dict)
 
 
 def _consent_items(text: str) -> tuple[list[ConsentIn], list[LineProblem]]:
@@ -351,7 +368,9 @@ def _consent_items(text: str) -> tuple[list[ConsentIn], list[LineProblem]]:
     header = [h.strip() for h in reader.fieldnames or []]
     missing = [c for c in CONSENT_COLUMNS if c not in header]
     if missing:
-        return [], [LineProblem(1, ", ".join(missing), f"the header lacks {', '.join(missing)}; it reads {', '.join(CONSENT_COLUMNS)}")]
+        return [], [
+            LineProblem(1, ", ".join(missing), key="inst.consents.no-header", values={"columns": ",".join(CONSENT_COLUMNS)})
+        ]
     items: list[ConsentIn] = []
     problems: list[LineProblem] = []
     for offset, row in enumerate(reader):
@@ -373,7 +392,7 @@ def _consent_items(text: str) -> tuple[list[ConsentIn], list[LineProblem]]:
                 LineProblem(line, ".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()
             ]
     if not items and not problems:
-        problems.append(LineProblem(FIRST_DATA_LINE, "-", "the file has a header but no consent"))
+        problems.append(LineProblem(FIRST_DATA_LINE, "-", key="inst.consents.empty"))
     return items, problems
 
 
@@ -402,12 +421,17 @@ def consents(request: Request, session: SessionDep, person: Admin) -> Response:
 @router.post("/consents", response_class=HTMLResponse)
 def upload_consents(request: Request, session: SessionDep, person: Admin, form: FormDep) -> Response:
     upload = form.get("file")
-    raw = upload.file.read() if isinstance(upload, StarletteUpload) else b""
+    raw = upload.file.read(MAX_UPLOAD_BYTES + 1) if isinstance(upload, StarletteUpload) else b""
+    if len(raw) > MAX_UPLOAD_BYTES:
+        too_big = LineProblem(
+            1, "-", key="inst.consents.too-big", values={"kib": MAX_UPLOAD_BYTES // 1024, "most": consent_service.MAX_BATCH}
+        )
+        return _consents_page(request, session, person, status_code=413, problems=[too_big])
     try:
         text = raw.decode("utf-8-sig")  # with or without Excel's BOM
     except UnicodeDecodeError:
         return _consents_page(
-            request, session, person, status_code=422, problems=[LineProblem(1, "-", "the file is not UTF-8 text")]
+            request, session, person, status_code=422, problems=[LineProblem(1, "-", key="inst.consents.not-utf8")]
         )
     items, problems = _consent_items(text)
     if problems:
@@ -423,7 +447,8 @@ def upload_consents(request: Request, session: SessionDep, person: Admin, form: 
             if isinstance(e.get("index"), int)
         ]
         return _consents_page(
-            request, session, person, status_code=exc.status, refusal=exc, problems=listed
+            # a refusal per line is shown as lines; a refusal of the whole batch in words
+            request, session, person, status_code=exc.status, refusal=None if listed else exc, problems=listed
         )
     return done(f"{HERE}/consents", "inst.notice.consents-registered", count=str(len(registered)))
 
