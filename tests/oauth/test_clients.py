@@ -190,3 +190,38 @@ def test_cli_create_list_revoke(
     bad = _client_cli(settings, "create", "--institution", institution.name, "--auth", "private_key_jwt")
     assert bad.returncode == 2 and "jwks" in bad.stderr
     assert _client_cli(settings, "revoke", client_id).returncode == 2
+
+
+def test_rotating_a_secret_shows_the_new_one_once_and_refuses_the_old(
+    api: TestClient, db: Database, institution: Institution, synthetic_zone: dict[str, Any]
+) -> None:
+    auth = bearer(institution.key)
+    created = api.post("/v1/clients", json={"name": "rotated-app"}, headers=auth).json()
+    client_id, old = created["client_id"], created["client_secret"]
+
+    stranger = api.post(f"/v1/clients/{client_id}/rotate-secret", headers=bearer(synthetic_zone["institution_token"]))
+    assert stranger.status_code == 404
+    rotated = api.post(f"/v1/clients/{client_id}/rotate-secret", headers=auth)
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["client_secret"]
+    assert new and new != old
+    assert token_request(api, client_id, old).status_code == 401
+    assert token_request(api, client_id, new).status_code == 200
+    assert all("client_secret" not in c for c in api.get("/v1/clients", headers=auth).json())
+
+    key = ECKey.generate_key("P-256")
+    jwt_client = api.post(
+        "/v1/clients",
+        json={"name": "jwt", "auth_method": "private_key_jwt", "jwks": {"keys": [key.as_dict(private=False)]}},
+        headers=auth,
+    ).json()
+    no_secret = api.post(f"/v1/clients/{jwt_client['client_id']}/rotate-secret", headers=auth)
+    assert no_secret.status_code == 409 and "private_key_jwt" in problem(no_secret)["detail"]
+    api.post(f"/v1/clients/{client_id}/revoke", headers=auth)
+    assert api.post(f"/v1/clients/{client_id}/rotate-secret", headers=auth).status_code == 409
+
+    with db.unit_of_work() as s:
+        viewer = principal_service.get_principal(s, principal_id=institution.id)
+        entries = [e for e in audit_service.list_entries(s, viewer=viewer, limit=50) if e.object_id == client_id]
+        assert "client.rotate-secret" in [e.action for e in entries]
+        assert all(new not in json.dumps(e.detail) for e in entries)

@@ -64,3 +64,22 @@ def test_a_department_sees_no_psi_jobs(session: Session) -> None:
     ensure_department(session, "psi-queue-dept")
     with pytest.raises(Forbidden):
         psi.job_queue(session, viewer=session_principal(session, "department", supplier_id="psi-queue-dept"))
+
+
+def test_an_institution_lists_its_own_psi_jobs_newest_first(session: Session) -> None:
+    bank, other = session_principal(session, "institution"), session_principal(session, "institution")
+    epoch = retired_epoch(session)
+    job(session, bank, status="queued", epoch=epoch, created_at=LONG_AGO + timedelta(hours=1))
+    job(session, bank, status="succeeded", epoch=epoch, created_at=LONG_AGO + timedelta(hours=2))
+    job(session, other, status="queued", epoch=epoch, created_at=LONG_AGO + timedelta(hours=3))
+
+    mine = psi.list_jobs(session, viewer=bank)
+    assert [(j.status, j.created_at) for j in mine] == [
+        ("succeeded", LONG_AGO + timedelta(hours=2)),
+        ("queued", LONG_AGO + timedelta(hours=1)),
+    ]
+    assert [j.institution_id for j in psi.list_jobs(session, viewer=other)] == [other.id]
+    assert len(psi.list_jobs(session, viewer=bank, limit=1)) == 1
+    ensure_department(session, "psi-list-dept")
+    with pytest.raises(Forbidden):
+        psi.list_jobs(session, viewer=session_principal(session, "department", supplier_id="psi-list-dept"))

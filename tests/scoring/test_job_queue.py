@@ -72,3 +72,19 @@ def test_a_department_sees_no_scoring_jobs(session: Session) -> None:
     ensure_department(session, "scoring-queue-dept")
     with pytest.raises(Forbidden):
         scoring.job_queue(session, viewer=session_principal(session, "department", supplier_id="scoring-queue-dept"))
+
+
+def test_an_institution_lists_its_own_scoring_jobs_newest_first(session: Session) -> None:
+    bank, other = session_principal(session, "institution"), session_principal(session, "institution")
+    mine, theirs = model(session, bank), model(session, other)
+    job(session, bank, mine, status="running", chunks=10, done=3, hours=1)
+    job(session, bank, mine, status="succeeded", chunks=2, done=2, hours=2)
+    job(session, other, theirs, status="queued", chunks=1, done=0, hours=3)
+
+    listed = scoring.list_jobs(session, viewer=bank)
+    assert [(j.status, j.chunks_done, j.chunks) for j in listed] == [("succeeded", 2, 2), ("running", 3, 10)]
+    assert scoring.job_view(listed[1])["done"] == 300
+    assert [j.institution_id for j in scoring.list_jobs(session, viewer=other)] == [other.id]
+    ensure_department(session, "scoring-list-dept")
+    with pytest.raises(Forbidden):
+        scoring.list_jobs(session, viewer=session_principal(session, "department", supplier_id="scoring-list-dept"))

@@ -245,6 +245,10 @@ def run_audited(db: Database, session: Session, call: Call, channel: Channel[Res
             return run(session, call, channel)
     except DomainError as exc:
         with db.unit_of_work() as audit_session:
+            # a person acting through the console is named on the refusal as on every other entry
+            acting = session.info.get(audit_service.ACTING_ACCOUNT)
+            if acting is not None:
+                audit_session.info[audit_service.ACTING_ACCOUNT] = acting
             record_refusal(audit_session, call=call, channel=channel, error=exc)
         raise
 

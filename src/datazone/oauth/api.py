@@ -157,6 +157,16 @@ def revoke_client(
     return ClientOut.model_validate(client)
 
 
+@clients_router.post("/{client_id}/rotate-secret", response_model=ClientCreated)
+def rotate_client_secret(client_id: str, session: SessionDep, institution: InstitutionDep) -> ClientCreated:
+    """Give one of the institution's clients a new client_secret, in this answer only; the old one
+    is refused from the next token request."""
+    client, secret = oauth_service.rotate_client_secret(
+        session, client_id=client_id, by_name=institution.name, by=institution
+    )
+    return ClientCreated.model_validate(client).model_copy(update={"client_secret": secret})
+
+
 router = APIRouter()
 router.include_router(oauth_router)
 router.include_router(clients_router)

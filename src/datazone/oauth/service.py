@@ -206,6 +206,34 @@ def revoke_client(
     return client
 
 
+def rotate_client_secret(
+    session: Session, *, client_id: str, by_name: str, by: Principal | None = None
+) -> tuple[OAuthClient, str]:
+    """Give a client_secret_basic client a new secret, shown this once: the old one stops working
+    at the next token request (tokens already issued live out their short lifetime)."""
+    client = _visible_client(session, client_id=client_id, viewer=by, lock=True)
+    if client.revoked_at is not None:
+        raise Conflict(f"client {client_id!r} was revoked at {client.revoked_at.isoformat()}; register a new one")
+    if client.secret_sha256 is None:  # private_key_jwt: it proves itself with its own key
+        raise Conflict(
+            f"client {client_id!r} authenticates with {client.token_endpoint_auth_method}: it has no secret; "
+            "register its new public key as a new client"
+        )
+    secret = secrets.token_urlsafe(32)
+    client.secret_sha256 = _secret_digest(secret)
+    session.flush()
+    audit_service.record(
+        session,
+        actor=by,
+        actor_name=by_name,
+        action="client.rotate-secret",
+        object_type="oauth_client",
+        object_id=client.client_id,
+        institution_id=client.institution_id,
+    )
+    return client, secret
+
+
 def list_clients(session: Session, *, viewer: Principal | None) -> list[OAuthClient]:
     """An institution sees its own clients; the operator (or the shell, viewer None) sees all."""
     q = sa.select(OAuthClient).order_by(OAuthClient.created_at, OAuthClient.client_id)

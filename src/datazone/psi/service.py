@@ -1134,3 +1134,14 @@ def job_queue(session: Session, *, viewer: Principal) -> list[JobsInStatus]:
     elif viewer.kind != "operator":
         raise Forbidden("PSI jobs are seen by the operator and the institution that runs them")
     return [JobsInStatus(status=s, jobs=int(n), oldest_created_at=t) for s, n, t in session.execute(q)]
+
+
+def list_jobs(session: Session, *, viewer: Principal, limit: int = 100) -> list[PsiJob]:
+    """The newest PSI jobs, at most `limit`: the operator's every job, an institution its own
+    (the console's jobs page; the same scope as `job_queue`)."""
+    q = sa.select(PsiJob).order_by(PsiJob.created_at.desc(), PsiJob.id).limit(max(1, min(limit, 1000)))
+    if viewer.kind == "institution":
+        q = q.where(PsiJob.institution_id == viewer.id)
+    elif viewer.kind != "operator":
+        raise Forbidden("PSI jobs are seen by the operator and the institution that runs them")
+    return list(session.scalars(q))

@@ -1626,3 +1626,14 @@ def job_queue(session: Session, *, viewer: Principal) -> list[JobsInStatus]:
         JobsInStatus(status=s, jobs=int(n), chunks_left=int(left), oldest_created_at=t)
         for s, n, left, t in session.execute(q)
     ]
+
+
+def list_jobs(session: Session, *, viewer: Principal, limit: int = 100) -> list[ScoringJob]:
+    """The newest scoring jobs, at most `limit`: the operator's every job, an institution its own
+    (the console's jobs page; the same scope as `job_queue`)."""
+    q = sa.select(ScoringJob).order_by(ScoringJob.created_at.desc(), ScoringJob.id).limit(max(1, min(limit, 1000)))
+    if viewer.kind == "institution":
+        q = q.where(ScoringJob.institution_id == viewer.id)
+    elif viewer.kind != "operator":
+        raise Forbidden("scoring jobs are seen by the operator and the institution that runs them")
+    return list(session.scalars(q))
