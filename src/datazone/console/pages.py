@@ -259,6 +259,7 @@ def render(
         Viewer.of(person) if person is not None else getattr(request.state, "viewer", None)
     )
     csrf = context.pop("csrf", "")
+    nav = nav_for(viewer) if viewer is not None else []
     response = templates.TemplateResponse(
         request,
         template,
@@ -268,7 +269,18 @@ def render(
             "person": person,
             "viewer": viewer,
             "csrf": viewer.csrf_token if viewer is not None else csrf,
-            "nav": nav_for(viewer) if viewer is not None else [],
+            "nav": nav,
+            # the menu item this page belongs to: the longest path it lies under (a portal's home is
+            # a prefix of all its pages)
+            "current": max(
+                (
+                    i.path
+                    for i in nav
+                    if request.url.path == i.path or request.url.path.startswith(i.path + "/")
+                ),
+                key=len,
+                default=None,
+            ),
             "path": request.url.path,
             "here": quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe=""),
             # a notice is a catalogue key: a link cannot make the page say arbitrary words
