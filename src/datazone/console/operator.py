@@ -1,21 +1,675 @@
-"""The operator's pages of the console."""
+"""The operator's pages of the console: the dashboard, the catalog, admission and review, institutions,
+ingest runs and the audit trail.
+
+Each route calls the service functions the API's route for the same action calls, with the same
+arguments; the person's principal is the `by`/`viewer`. A page is for the roles the API asks of
+the action (curator, reviewer, auditor); the dashboard shows each figure to the roles that may read it.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+import yaml
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from datazone.console.pages import PREFIX, NavItem, csrf_protect, person_with, register_nav, render
+from datazone.anonymous import service as anonymous_service
+from datazone.audit import service as audit_service
+from datazone.billing import service as billing_service
+from datazone.console.pages import (
+    PREFIX,
+    SHANGHAI,
+    FormDep,
+    NavItem,
+    csrf_protect,
+    done,
+    field,
+    person_with,
+    register_nav,
+    render,
+)
 from datazone.console.service import Person
+from datazone.contract import service as contract_service
+from datazone.dataset import service as dataset_service
+from datazone.deps import SessionDep
+from datazone.errors import DomainError, InvalidSpec
+from datazone.ingest import service as ingest_service
+from datazone.lifecycle import service as lifecycle_service
+from datazone.metering import service as metering_service
+from datazone.principal import service as principal_service
+from datazone.product import service as product_service
+from datazone.psi import service as psi_service
+from datazone.scoring import service as scoring_service
+from datazone.supplier import service as supplier_service
 
-router = APIRouter(prefix=f"{PREFIX}/operator", include_in_schema=False, dependencies=[Depends(csrf_protect)])
+HOME = f"{PREFIX}/operator"
+router = APIRouter(prefix=HOME, include_in_schema=False, dependencies=[Depends(csrf_protect)])
+
 Someone = Annotated[Person, Depends(person_with("operator"))]
+Curator = Annotated[Person, Depends(person_with("operator", "curator"))]
+Reviewer = Annotated[Person, Depends(person_with("operator", "reviewer"))]
+Auditor = Annotated[Person, Depends(person_with("operator", "auditor"))]
 
-register_nav("operator", [NavItem(f"{PREFIX}/operator", "nav.operator.home")])
+register_nav(
+    "operator",
+    [
+        NavItem(HOME, "nav.operator.home"),
+        NavItem(f"{HOME}/catalog", "op.nav.catalog", ("curator",)),
+        NavItem(f"{HOME}/datasets", "op.nav.datasets", ("reviewer",)),
+        NavItem(f"{HOME}/review", "op.nav.review", ("reviewer",)),
+        NavItem(f"{HOME}/suppliers", "op.nav.suppliers", ("reviewer",)),
+        NavItem(f"{HOME}/institutions", "op.nav.institutions", ("curator",)),
+        NavItem(f"{HOME}/ingest", "op.nav.ingest", ("curator",)),
+        NavItem(f"{HOME}/audit", "op.nav.audit", ("auditor",)),
+    ],
+)
+
+PERIODS = (7, 30, 90)
+PeriodQuery = Annotated[int, Query(description="days shown: 7, 30 or 90")]
+AWAITING_ADMISSION = ("intake", "under_review")
+INGEST_STATUSES = ("new", "running", "succeeded", "failed", "aborted")
+AUDIT_OUTCOMES = ("ok", "refused", "failed", "below_k", "built")
+REJECTS_SHOWN = 100  # as the API's report previews; the CSV holds every one
+AUDIT_PAGE = 200
+
+
+def _period(days: int) -> int:
+    return days if days in PERIODS else 30
+
+
+def _today() -> date:
+    return datetime.now(SHANGHAI).date()
+
+
+def _day_labels(days: int, last_day: date) -> list[date]:
+    return [last_day - timedelta(days=days - 1 - i) for i in range(days)]
+
+
+def _reads(person: Person, role: str) -> bool:
+    """A figure the person's role may read, and the principal they act for too (its services check that)."""
+    return person.has_role(role) and role in person.principal.roles
+
+
+def _refused(
+    request: Request,
+    person: Person,
+    session: SessionDep,
+    exc: DomainError,
+    page: Callable[..., HTMLResponse],
+    **values: Any,
+) -> HTMLResponse:
+    """A form's action refused: nothing it began is kept, and its page says why, in words."""
+    session.rollback()
+    return page(request, session, person, refusal=exc, status_code=exc.status, **values)
+
+
+# --- 1. dashboard ---------------------------------------------------------------------------------
 
 
 @router.get("", response_class=HTMLResponse)
-def home(request: Request, person: Someone) -> Response:
-    return render(request, "operator/home.html", person=person)
+def home(request: Request, person: Someone, session: SessionDep, days: PeriodQuery = 30) -> Response:
+    """Figures of the zone over the period, each shown to the roles that may read it."""
+    days = _period(days)
+    last_day = _today()
+    labels = _day_labels(days, last_day)
+    viewer = person.principal
+    ctx: dict[str, Any] = {"days": days, "periods": PERIODS}
+    if _reads(person, "auditor"):
+        usage = metering_service.usage_per_product_day(session, viewer=viewer, days=days, last_day=last_day)
+        products = sorted({u.product_id for u in usage})
+        calls = {(u.product_id, u.day): u.calls for u in usage}
+        ctx["usage_chart"] = {
+            "labels": [d.isoformat() for d in labels],
+            "series": [{"label": p, "values": [calls.get((p, d), 0) for d in labels]} for p in products],
+            "stacked": True,
+        }
+        ctx["calls_total"] = sum(u.calls for u in usage)
+        revenue = billing_service.revenue_per_day(session, viewer=viewer, days=days, last_day=last_day)
+        net = {r.day: r.net_fen for r in revenue}
+        ctx["revenue_chart"] = {
+            "labels": [d.isoformat() for d in labels],
+            "series": [{"label": "¥", "values": [net.get(d, 0) / 100 for d in labels]}],
+        }
+        ctx["revenue_total_fen"] = sum(r.net_fen for r in revenue)
+        refusals = audit_service.refusals_by_check(session, viewer=viewer, days=days, last_day=last_day)
+        ctx["refusals"] = refusals
+        ctx["refusals_chart"] = {
+            "labels": [r.check for r in refusals],
+            "series": [{"label": "", "values": [r.refusals for r in refusals]}],
+        }
+    if _reads(person, "curator") or _reads(person, "reviewer"):
+        runs = ingest_service.runs_per_day(session, viewer=viewer, days=days, last_day=last_day)
+        statuses = sorted({r.status for r in runs})
+        per_day = {(r.status, r.day): r.runs for r in runs}
+        ctx["runs_chart"] = {
+            "labels": [d.isoformat() for d in labels],
+            "series": [{"label": s, "values": [per_day.get((s, d), 0) for d in labels]} for s in statuses],
+            "stacked": True,
+        }
+        ctx["failed_runs"] = ingest_service.latest_failed_runs(session, viewer=viewer, limit=10)
+        ctx["quality"] = lifecycle_service.quality_per_version(
+            session, viewer=viewer, days=days, last_day=last_day, limit=200
+        )
+    ctx["psi_queue"] = psi_service.job_queue(session, viewer=viewer)
+    ctx["scoring_queue"] = scoring_service.job_queue(session, viewer=viewer)
+    ctx["build_queue"] = anonymous_service.build_queue(session, viewer=viewer)
+    return render(request, "operator/home.html", person=person, **ctx)
+
+
+# --- 2. catalog -----------------------------------------------------------------------------------
+
+
+def _catalog_page(
+    request: Request,
+    session: SessionDep,
+    person: Person,
+    *,
+    refusal: DomainError | None = None,
+    status_code: int = 200,
+    spec_text: str = "",
+) -> HTMLResponse:
+    products = product_service.catalog_entries(
+        session, products=product_service.search_catalog(session, states=None)
+    )
+    return render(
+        request,
+        "operator/catalog.html",
+        person=person,
+        status_code=status_code,
+        products=products,
+        successors=[p.id for p in products if p.state == "published"],
+        refusal=refusal,
+        spec_text=spec_text,
+    )
+
+
+@router.get("/catalog", response_class=HTMLResponse)
+def catalog(request: Request, person: Curator, session: SessionDep) -> Response:
+    return _catalog_page(request, session, person)
+
+
+def _spec_document(text: str) -> Any:
+    """The spec as the CLI reads a product file (YAML, of which JSON is a part)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidSpec(
+            f"the spec is neither YAML nor JSON: {exc}",
+            errors=[{"location": "spec", "problem": str(exc).splitlines()[0]}],
+        ) from exc
+
+
+@router.post("/catalog/apply", response_class=HTMLResponse)
+def apply_spec(request: Request, person: Curator, session: SessionDep, form: FormDep) -> Response:
+    """Create or update a product from its spec, as PUT /v1/products/{id} does."""
+    text = field(form, "spec")
+    try:
+        parsed = product_service.parse_product_spec(_spec_document(text), origin="the spec")
+        product, result = product_service.apply_product(
+            session, spec=parsed, by=person.principal, origin="the spec"
+        )
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _catalog_page, spec_text=text)
+    return done(f"{HOME}/catalog", f"op.catalog.applied.{result}", product=product.id)
+
+
+@router.post("/catalog/{product_id}/{move}", response_class=HTMLResponse)
+def move_product(
+    request: Request, product_id: str, move: str, person: Curator, session: SessionDep, form: FormDep
+) -> Response:
+    """Publish, deprecate (with a successor, maybe seamlessly), reinstate or retire a product."""
+    reason = field(form, "reason")
+    try:
+        if not reason:
+            raise InvalidSpec(
+                "say why: 'reason' is empty", errors=[{"location": "reason", "problem": "required"}]
+            )
+        by = person.principal
+        if move == "publish":
+            product_service.publish_product(session, product_id=product_id, by=by, reason=reason)
+        elif move == "deprecate":
+            product_service.deprecate_product(
+                session,
+                product_id=product_id,
+                successor_id=field(form, "successor") or None,
+                seamless=field(form, "seamless") == "on",
+                by=by,
+                reason=reason,
+            )
+        elif move == "reinstate":
+            product_service.reinstate_product(session, product_id=product_id, by=by, reason=reason)
+        elif move == "retire":
+            product_service.retire_product(session, product_id=product_id, by=by, reason=reason)
+        else:
+            raise InvalidSpec(f"no product move {move!r}: publish, deprecate, reinstate or retire")
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _catalog_page)
+    return done(f"{HOME}/catalog", f"op.catalog.moved.{move}", product=product_id)
+
+
+# --- 4. dataset admission -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Awaiting:
+    """A dataset awaiting admission and its sample check, as the reviewer decides on it."""
+
+    dataset_id: str
+    supplier_id: str
+    name: str
+    state: str
+    figures: dict[str, Any]
+    failures: list[dict[str, Any]]
+
+
+def _awaiting(session: SessionDep) -> list[Awaiting]:
+    found: list[Awaiting] = []
+    for ds in dataset_service.list_datasets(session):
+        if ds.admission_state not in AWAITING_ADMISSION:
+            continue
+        figures, failures = lifecycle_service.sample_check(session, dataset_id=ds.id)
+        found.append(
+            Awaiting(
+                ds.id, ds.supplier_id, str(ds.spec.get("name", ds.id)), ds.admission_state, figures, failures
+            )
+        )
+    return found
+
+
+def _datasets_page(
+    request: Request,
+    session: SessionDep,
+    person: Person,
+    *,
+    refusal: DomainError | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return render(
+        request,
+        "operator/datasets.html",
+        person=person,
+        status_code=status_code,
+        awaiting=_awaiting(session),
+        refusal=refusal,
+    )
+
+
+@router.get("/datasets", response_class=HTMLResponse)
+def datasets(request: Request, person: Reviewer, session: SessionDep) -> Response:
+    return _datasets_page(request, session, person)
+
+
+@router.post("/datasets/{dataset_id}/admission", response_class=HTMLResponse)
+def decide_admission(
+    request: Request, dataset_id: str, person: Reviewer, session: SessionDep, form: FormDep
+) -> Response:
+    """Admit or reject a dataset on its sample check, as POST /v1/datasets/{id}/admission does."""
+    decision = field(form, "decision")
+    try:
+        lifecycle_service.review_dataset(
+            session,
+            dataset_id=dataset_id,
+            decision=decision,
+            by=person.principal,
+            reason=field(form, "reason"),
+            override=field(form, "override") == "on",
+        )
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _datasets_page)
+    return done(f"{HOME}/datasets", f"op.datasets.decided.{decision}", dataset=dataset_id)
+
+
+# --- 5. review queue: demands, datasets, scoring models --------------------------------------------
+
+
+def _review_page(
+    request: Request,
+    session: SessionDep,
+    person: Person,
+    *,
+    refusal: DomainError | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return render(
+        request,
+        "operator/review.html",
+        person=person,
+        status_code=status_code,
+        demands=lifecycle_service.list_demands(session, viewer=person.principal, state="submitted"),
+        awaiting=[
+            d for d in dataset_service.list_datasets(session) if d.admission_state in AWAITING_ADMISSION
+        ],
+        models=scoring_service.list_models(session, institution_id=None, state="pending_review"),
+        institutions={p.id: p.name for p in principal_service.list_principals(session, kind="institution")},
+        refusal=refusal,
+    )
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review(request: Request, person: Reviewer, session: SessionDep) -> Response:
+    return _review_page(request, session, person)
+
+
+@router.post("/models/{model_id}/review", response_class=HTMLResponse)
+def review_model(
+    request: Request, model_id: str, person: Reviewer, session: SessionDep, form: FormDep
+) -> Response:
+    """Approve or reject a registered scoring model, as POST /v1/scoring/models/{id}/review does."""
+    decision = field(form, "decision")
+    try:
+        scoring_service.review_model(
+            session, model_id=model_id, by=person.principal, decision=decision, reason=field(form, "reason")
+        )
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _review_page)
+    return done(f"{HOME}/review", f"op.review.model.{decision}", model=model_id)
+
+
+@router.post("/demands/{demand_id}/{decision}", response_class=HTMLResponse)
+def decide_demand(
+    request: Request, demand_id: int, decision: str, person: Curator, session: SessionDep, form: FormDep
+) -> Response:
+    """Accept or decline a data demand (a curator), as the demands API does."""
+    reason = field(form, "reason")
+    try:
+        if decision == "accept":
+            lifecycle_service.accept_demand(session, demand_id=demand_id, by=person.principal, reason=reason)
+        elif decision == "decline":
+            lifecycle_service.decline_demand(session, demand_id=demand_id, by=person.principal, reason=reason)
+        else:
+            raise InvalidSpec(f"a demand is accepted or declined, not {decision!r}")
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _review_page)
+    return done(f"{HOME}/review", f"op.review.demand.{decision}")
+
+
+# --- 3. suppliers ---------------------------------------------------------------------------------
+
+SUPPLIER_MOVES = ("admit", "reject", "blacklist", "reinstate")
+
+
+def _suppliers_page(
+    request: Request,
+    session: SessionDep,
+    person: Person,
+    *,
+    refusal: DomainError | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return render(
+        request,
+        "operator/suppliers.html",
+        person=person,
+        status_code=status_code,
+        suppliers=supplier_service.list_suppliers(session),
+        refusal=refusal,
+    )
+
+
+@router.get("/suppliers", response_class=HTMLResponse)
+def suppliers(request: Request, person: Reviewer, session: SessionDep) -> Response:
+    return _suppliers_page(request, session, person)
+
+
+@router.post("/suppliers/{supplier_id}/{move}", response_class=HTMLResponse)
+def move_supplier(
+    request: Request, supplier_id: str, move: str, person: Reviewer, session: SessionDep, form: FormDep
+) -> Response:
+    """Admit, reject, blacklist or reinstate a supplier (a reviewer), as the suppliers API does."""
+    reason, by = field(form, "reason"), person.principal
+    try:
+        if not reason:
+            raise InvalidSpec(
+                "say why: 'reason' is empty", errors=[{"location": "reason", "problem": "required"}]
+            )
+        if move == "admit":
+            lifecycle_service.admit_supplier(
+                session, supplier_id=supplier_id, by=by, reason=reason, attachments=[]
+            )
+        elif move == "reject":
+            lifecycle_service.reject_supplier(
+                session, supplier_id=supplier_id, by=by, reason=reason, attachments=[]
+            )
+        elif move == "blacklist":
+            lifecycle_service.blacklist_supplier(session, supplier_id=supplier_id, by=by, reason=reason)
+        elif move == "reinstate":
+            lifecycle_service.reinstate_supplier(session, supplier_id=supplier_id, by=by, reason=reason)
+        else:
+            raise InvalidSpec(f"no supplier move {move!r}: {', '.join(SUPPLIER_MOVES)}")
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _suppliers_page)
+    return done(f"{HOME}/suppliers", f"op.suppliers.moved.{move}", supplier=supplier_id)
+
+
+# --- 6. institutions ------------------------------------------------------------------------------
+
+
+def _institutions_page(
+    request: Request,
+    session: SessionDep,
+    person: Person,
+    *,
+    refusal: DomainError | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    contracts = contract_service.list_contracts(session, viewer=person.principal)
+    by_institution: dict[int, list[Any]] = {}
+    for c in contracts:
+        by_institution.setdefault(c.institution_id, []).append(c)
+    return render(
+        request,
+        "operator/institutions.html",
+        person=person,
+        status_code=status_code,
+        institutions=principal_service.list_principals(session, kind="institution"),
+        contracts=by_institution,
+        refusal=refusal,
+    )
+
+
+@router.get("/institutions", response_class=HTMLResponse)
+def institutions(request: Request, person: Curator, session: SessionDep) -> Response:
+    return _institutions_page(request, session, person)
+
+
+@router.post("/contracts/{contract_id}/{move}", response_class=HTMLResponse)
+def move_contract(
+    request: Request, contract_id: int, move: str, person: Curator, session: SessionDep, form: FormDep
+) -> Response:
+    """Suspend or resume an institution's contract with the reason (a curator), as the contracts API does."""
+    reason = field(form, "reason")
+    try:
+        if move == "suspend":
+            contract_service.suspend_contract(
+                session, contract_id=contract_id, by=person.principal, reason=reason
+            )
+        elif move == "resume":
+            contract_service.resume_contract(
+                session, contract_id=contract_id, by=person.principal, reason=reason
+            )
+        else:
+            raise InvalidSpec(f"a contract is suspended or resumed here, not {move!r}")
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _institutions_page)
+    return done(f"{HOME}/institutions", f"op.institutions.moved.{move}")
+
+
+# --- 7. ingest runs -------------------------------------------------------------------------------
+
+
+def _ingest_page(
+    request: Request,
+    session: SessionDep,
+    person: Person,
+    *,
+    refusal: DomainError | None = None,
+    status_code: int = 200,
+    status: str | None = None,
+    dataset: str | None = None,
+) -> HTMLResponse:
+    return render(
+        request,
+        "operator/ingest.html",
+        person=person,
+        status_code=status_code,
+        runs=ingest_service.list_runs(session, dataset_id=dataset, status=status, limit=200),
+        datasets=dataset_service.list_datasets(session),
+        statuses=INGEST_STATUSES,
+        status=status or "",
+        dataset=dataset or "",
+        refusal=refusal,
+    )
+
+
+@router.get("/ingest", response_class=HTMLResponse)
+def ingest_runs(
+    request: Request,
+    person: Curator,
+    session: SessionDep,
+    status: Annotated[str, Query(max_length=16)] = "",
+    dataset: Annotated[str, Query(max_length=63)] = "",
+) -> Response:
+    return _ingest_page(
+        request,
+        session,
+        person,
+        status=status if status in INGEST_STATUSES else None,
+        dataset=dataset or None,
+    )
+
+
+@router.post("/ingest/run", response_class=HTMLResponse)
+def run_now(request: Request, person: Curator, session: SessionDep, form: FormDep) -> Response:
+    """Queue a dataset's ingest now, as POST /v1/datasets/{id}/runs does."""
+    try:
+        run = ingest_service.request_run(
+            session,
+            dataset_id=field(form, "dataset"),
+            trigger="manual",
+            requested_by=person.principal.name,
+            by=person.principal,
+        )
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _ingest_page)
+    return done(f"{HOME}/ingest/{run.id}", "op.ingest.queued")
+
+
+@router.get("/ingest/{run_id}", response_class=HTMLResponse)
+def ingest_run(request: Request, run_id: int, person: Curator, session: SessionDep) -> Response:
+    """A run's report: its counts and its first rejects (line, column, reason)."""
+    run = ingest_service.get_visible_run(session, run_id=run_id, viewer=person.principal)
+    return render(
+        request,
+        "operator/ingest_run.html",
+        person=person,
+        run=run,
+        rejects=ingest_service.list_rejects(session, run_id=run_id, limit=REJECTS_SHOWN),
+        rejects_reported=ingest_service.count_rejects(session, run_id=run_id),
+    )
+
+
+@router.get("/ingest/{run_id}/rejects.csv")
+def ingest_rejects_csv(run_id: int, person: Curator, session: SessionDep) -> Response:
+    """Every reject of a run, as the API's CSV, with a BOM so that Excel reads the Chinese."""
+    ingest_service.get_visible_run(session, run_id=run_id, viewer=person.principal)
+    text = "\ufeff" + "".join(ingest_service.reject_report_csv(session, run_id=run_id))
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="ingest-run-{run_id}-rejects.csv"'},
+    )
+
+
+# --- 8. audit trail -------------------------------------------------------------------------------
+
+
+def _audit_page(
+    request: Request,
+    session: SessionDep,
+    person: Person,
+    *,
+    refusal: DomainError | None = None,
+    status_code: int = 200,
+    report: audit_service.ChainReport | None = None,
+    roots_text: str = "",
+    search: dict[str, str] | None = None,
+) -> HTMLResponse:
+    search = search or {}
+    days = _period(int(search.get("days") or 30))
+    since = datetime.now(UTC) - timedelta(days=days)
+    entries = audit_service.list_entries(
+        session,
+        viewer=person.principal,
+        action=search.get("action") or None,
+        actor=search.get("actor") or None,
+        object_id=search.get("object") or None,
+        outcome=search.get("outcome") or None,
+        since=since,
+        limit=AUDIT_PAGE,
+    )
+    return render(
+        request,
+        "operator/audit.html",
+        person=person,
+        status_code=status_code,
+        entries=entries,
+        search=search,
+        days=days,
+        periods=PERIODS,
+        outcomes=AUDIT_OUTCOMES,
+        report=report,
+        roots_text=roots_text,
+        refusal=refusal,
+    )
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_trail(
+    request: Request,
+    person: Auditor,
+    session: SessionDep,
+    action: Annotated[str, Query(max_length=63)] = "",
+    actor: Annotated[str, Query(max_length=200)] = "",
+    object: Annotated[str, Query(max_length=200)] = "",
+    outcome: Annotated[str, Query(max_length=16)] = "",
+    days: PeriodQuery = 30,
+) -> Response:
+    search = {"action": action, "actor": actor, "object": object, "outcome": outcome, "days": str(days)}
+    return _audit_page(request, session, person, search=search)
+
+
+@router.post("/audit/verify", response_class=HTMLResponse)
+def verify_chain(request: Request, person: Auditor, session: SessionDep, form: FormDep) -> Response:
+    """Verify the chain (and, given published roots, that each block is the one published), as the API does."""
+    roots_text = field(form, "roots")
+    try:
+        roots: Sequence[Any] | None = None
+        if roots_text:
+            try:
+                roots = json.loads(roots_text)
+            except json.JSONDecodeError as exc:
+                raise InvalidSpec(
+                    f"the roots are not JSON: {exc}", errors=[{"location": "roots", "problem": str(exc)}]
+                ) from exc
+            if not isinstance(roots, list):
+                raise InvalidSpec("the roots are a JSON list, as the exported roots file holds them")
+        report = audit_service.verify_chain(session, roots=roots)
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _audit_page, roots_text=roots_text)
+    return _audit_page(request, session, person, report=report, roots_text=roots_text)
+
+
+@router.get("/audit/roots.json")
+def export_roots(person: Auditor, session: SessionDep) -> Response:
+    """The published roots, as GET /v1/audit/blocks gives them: kept, they let the chain be checked later."""
+    blocks = audit_service.list_blocks(session, from_height=0, limit=None)
+    return Response(
+        json.dumps(blocks, ensure_ascii=False, indent=1, default=str),
+        media_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="audit-roots.json"'},
+    )
