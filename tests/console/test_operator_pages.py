@@ -423,6 +423,46 @@ def test_a_reviewer_blacklists_and_reinstates_a_supplier(
     assert r.status_code == 409 and "nothing to reinstate" in r.text
 
 
+def test_a_curator_signs_a_contract_for_an_institution_with_its_plan(
+    db: Database, settings: Settings, browser_like: TestClient, synthetic_zone: dict[str, Any]
+) -> None:
+    curator, csrf = operator(db, settings, browser_like, "curator")
+    with db.unit_of_work() as s:
+        bank = principal_service.create_principal(s, kind="institution", name=unique_id("bank"))
+        bank_id = bank.id
+    page = browser_like.get(f"{OP}/institutions")
+    assert f'id="sign-contract-{bank_id}"' in page.text
+    form = {
+        "csrf": csrf,
+        "plan": "public-standard",
+        "products": ["credit-basic", "risk-insight"],
+        "purposes": ["pre_loan"],
+        "clearance": "2",
+        "valid_from": "2026-01-01",
+        "valid_to": "2026-12-31",
+    }
+    # without a purpose the contract is refused in words, and the form comes back as filled
+    r = browser_like.post(f"{OP}/institutions/{bank_id}/contracts", data={**form, "purposes": []})
+    assert r.status_code == 422 and 'role="alert"' in r.text and "purpose" in r.text
+    assert 'value="risk-insight" checked' in r.text
+    with db.unit_of_work() as s:
+        viewer = principal_service.get_principal(s, principal_id=curator.principal_id)
+        assert contract_service.list_contracts(s, viewer=viewer, institution_id=bank_id) == []
+    r = browser_like.post(f"{OP}/institutions/{bank_id}/contracts", data=form)
+    assert r.status_code == 303, r.text
+    with db.unit_of_work() as s:
+        [contract] = contract_service.list_contracts(s, viewer=viewer, institution_id=bank_id)
+        assert (contract.plan_id, sorted(contract.products), contract.purposes) == (
+            "public-standard",
+            ["credit-basic", "risk-insight"],
+            ["pre_loan"],
+        )
+        assert contract.valid_from == datetime(2025, 12, 31, 16, 0, tzinfo=UTC)  # midnight in Shanghai
+        contract_id = contract.id
+    entry = audit_entry(db, action="contract.create", object_id=str(contract_id))
+    assert entry.detail["account"] == curator.login
+
+
 def test_a_curator_suspends_and_resumes_an_institution_s_contract(
     db: Database, settings: Settings, browser_like: TestClient, synthetic_zone: dict[str, Any]
 ) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
 import yaml
@@ -29,6 +29,7 @@ from datazone.console.pages import (
     csrf_protect,
     done,
     field,
+    fields,
     person_with,
     register_nav,
     render,
@@ -41,9 +42,11 @@ from datazone.errors import DomainError, InvalidSpec
 from datazone.ingest import service as ingest_service
 from datazone.lifecycle import service as lifecycle_service
 from datazone.metering import service as metering_service
+from datazone.oauth import service as oauth_service
 from datazone.principal import service as principal_service
 from datazone.product import service as product_service
 from datazone.psi import service as psi_service
+from datazone.purposes import Purpose
 from datazone.scoring import service as scoring_service
 from datazone.supplier import service as supplier_service
 
@@ -76,6 +79,7 @@ INGEST_STATUSES = ("new", "running", "succeeded", "failed", "aborted")
 AUDIT_OUTCOMES = ("ok", "refused", "failed", "below_k", "built")
 REJECTS_SHOWN = 100  # as the API's report previews; the CSV holds every one
 AUDIT_PAGE = 200
+CLEARANCES = (1, 2, 3, 4)  # fields of grade <= clearance are shown in clear
 
 
 def _period(days: int) -> int:
@@ -456,18 +460,35 @@ def _institutions_page(
     *,
     refusal: DomainError | None = None,
     status_code: int = 200,
+    contract_form: dict[str, Any] | None = None,
 ) -> HTMLResponse:
-    contracts = contract_service.list_contracts(session, viewer=person.principal)
-    by_institution: dict[int, list[Any]] = {}
-    for c in contracts:
-        by_institution.setdefault(c.institution_id, []).append(c)
+    viewer = person.principal
+    contracts: dict[int, list[Any]] = {}
+    for c in contract_service.list_contracts(session, viewer=viewer):
+        contracts.setdefault(c.institution_id, []).append(c)
+    clients: dict[int, list[Any]] = {}
+    for client in oauth_service.list_clients(session, viewer=viewer):
+        clients.setdefault(client.institution_id, []).append(client)
+    plans = metering_service.list_plans(session, viewer=viewer)
+    today = _today()
     return render(
         request,
         "operator/institutions.html",
         person=person,
         status_code=status_code,
         institutions=principal_service.list_principals(session, kind="institution"),
-        contracts=by_institution,
+        contracts=contracts,
+        clients=clients,
+        # an institution may sign a public plan (no institution) or its own
+        plans=plans,
+        default_plan=metering_service.default_plan_id(),
+        products=product_service.list_products(session, states=["published", "deprecated"]),
+        purposes=[p.value for p in Purpose],
+        clearances=CLEARANCES,
+        default_clearance=contract_service.DEFAULT_CLEARANCE,
+        valid_from=today.isoformat(),
+        valid_to=(today + timedelta(days=365)).isoformat(),
+        contract_form=contract_form or {},
         refusal=refusal,
     )
 
@@ -475,6 +496,64 @@ def _institutions_page(
 @router.get("/institutions", response_class=HTMLResponse)
 def institutions(request: Request, person: Curator, session: SessionDep) -> Response:
     return _institutions_page(request, session, person)
+
+
+def _day_start(value: str, name: str) -> datetime:
+    """A date the form gives, as the start of that day in the zone's time."""
+    try:
+        return datetime.combine(date.fromisoformat(value), time(0), tzinfo=SHANGHAI)
+    except ValueError as exc:
+        raise InvalidSpec(
+            f"{name}: {value!r} is not a date (YYYY-MM-DD)", errors=[{"location": name, "problem": "a date"}]
+        ) from exc
+
+
+def _clearance(value: str) -> int:
+    if not value:
+        return contract_service.DEFAULT_CLEARANCE
+    if not value.isdigit():
+        raise InvalidSpec(
+            f"clearance: {value!r} is not a number", errors=[{"location": "clearance", "problem": "1 to 4"}]
+        )
+    return int(value)
+
+
+@router.post("/institutions/{institution_id}/contracts", response_class=HTMLResponse)
+def sign_contract(
+    request: Request, institution_id: int, person: Curator, session: SessionDep, form: FormDep
+) -> Response:
+    """Sign a contract for an institution under a plan (a curator), as POST /v1/contracts does."""
+    plan, products, purposes = field(form, "plan"), fields(form, "products"), fields(form, "purposes")
+    clearance, valid_from, valid_to = (
+        field(form, "clearance"),
+        field(form, "valid_from"),
+        field(form, "valid_to"),
+    )
+    try:
+        contract = contract_service.create_contract(
+            session,
+            institution_id=institution_id,
+            purposes=purposes,
+            products=products,
+            clearance=_clearance(clearance),
+            valid_from=_day_start(valid_from, "valid_from"),
+            valid_to=_day_start(valid_to, "valid_to"),
+            plan_id=plan or None,
+            by=person.principal,
+        )
+    except DomainError as exc:
+        # the form comes back as it was filled, to be corrected
+        values = {
+            "institution_id": institution_id,
+            "plan": plan,
+            "products": products,
+            "purposes": purposes,
+            "clearance": clearance,
+            "valid_from": valid_from,
+            "valid_to": valid_to,
+        }
+        return _refused(request, person, session, exc, _institutions_page, contract_form=values)
+    return done(f"{HOME}/institutions", "op.institutions.signed", contract=str(contract.id))
 
 
 @router.post("/contracts/{contract_id}/{move}", response_class=HTMLResponse)
