@@ -23,6 +23,7 @@ from datazone.contract import service as contract_service
 from datazone.dataset import service as dataset_service
 from datazone.db import Database
 from datazone.ingest.models import IngestRun
+from datazone.lifecycle import service as lifecycle_service
 from datazone.principal import service as principal_service
 from datazone.product import service as product_service
 from datazone.scoring.models import ScoringModel
@@ -290,6 +291,30 @@ def test_a_curator_without_the_reviewer_role_cannot_review_models(
     assert r.status_code == 403
     with db.unit_of_work() as s:
         assert s.get_one(ScoringModel, model_id).state == "pending_review"
+
+
+def test_a_curator_accepts_a_demand_from_the_review_queue(
+    db: Database, settings: Settings, browser_like: TestClient
+) -> None:
+    bank = make_person(db, settings, kind="institution", roles=["admin"], second_factor=False)
+    title = f"需要水电数据 {secrets.token_hex(3)}"
+    with db.unit_of_work() as s:
+        filer = principal_service.get_principal(s, principal_id=bank.principal_id)
+        demand_id = lifecycle_service.file_demand(s, by=filer, title=title, purposes=["pre_loan"]).id
+    person, csrf = operator(db, settings, browser_like, "reviewer", "curator")
+    row = re.search(rf'<tr id="demand-{demand_id}">(.*?)</tr>', browser_like.get(f"{OP}/review").text, re.S)
+    assert row and title in row.group(1) and bank.principal_name in row.group(1)
+    r = browser_like.post(f"{OP}/demands/{demand_id}/accept", data={"csrf": csrf, "reason": "纳入采集计划"})
+    assert r.status_code == 303, r.text
+    with db.unit_of_work() as s:
+        viewer = principal_service.get_principal(s, principal_id=person.principal_id)
+        assert lifecycle_service.get_demand(s, demand_id=demand_id, viewer=viewer).state == "accepted"
+    assert (
+        audit_entry(db, action="demand.accepted", object_id=str(demand_id)).detail["account"] == person.login
+    )
+    # accepted once: declining it now is refused in words
+    r = browser_like.post(f"{OP}/demands/{demand_id}/decline", data={"csrf": csrf, "reason": "不做了"})
+    assert r.status_code == 409 and 'role="alert"' in r.text
 
 
 # --- ingest runs -----------------------------------------------------------------------------------
