@@ -521,3 +521,37 @@ def test_a_curator_suspends_and_resumes_an_institution_s_contract(
     assert r.status_code == 303, r.text
     with db.unit_of_work() as s:
         assert contract_service.get_contract(s, contract_id=contract_id, viewer=signer).status == "active"
+
+
+def test_a_curator_suspends_an_institution_whose_keys_are_then_refused(
+    db: Database, settings: Settings, browser_like: TestClient
+) -> None:
+    curator, csrf = operator(db, settings, browser_like, "curator")
+    name = unique_id("bank")
+    key = bearer(principal_key(db, "institution", name=name))
+    with db.unit_of_work() as s:
+        found = principal_service.find_principal(s, name=name)
+        assert found is not None
+        bank_id = found.id
+    assert browser_like.get("/v1/catalog/products", headers=key).status_code == 200
+    assert f'id="suspend-institution-{bank_id}"' in browser_like.get(f"{OP}/institutions").text
+    r = browser_like.post(f"{OP}/institutions/{bank_id}/suspend", data={"csrf": csrf, "reason": "合同纠纷"})
+    assert r.status_code == 303, r.text
+    assert browser_like.get("/v1/catalog/products", headers=key).status_code in (401, 403)
+    entry = audit_entry(db, action="principal.suspend", object_id=name)
+    assert entry.detail["account"] == curator.login and entry.reason == "合同纠纷"
+    page = browser_like.get(f"{OP}/institutions")
+    assert f'id="suspended-{bank_id}"' in page.text and "合同纠纷" in page.text
+    # suspended already: a second suspension is refused in words
+    r = browser_like.post(f"{OP}/institutions/{bank_id}/suspend", data={"csrf": csrf, "reason": "再次"})
+    assert r.status_code == 409 and 'role="alert"' in r.text and "already suspended" in r.text
+    r = browser_like.post(f"{OP}/institutions/{bank_id}/reinstate", data={"csrf": csrf, "reason": "纠纷解决"})
+    assert r.status_code == 303, r.text
+    assert browser_like.get("/v1/catalog/products", headers=key).status_code == 200
+    assert audit_entry(db, action="principal.reinstate", object_id=name).reason == "纠纷解决"
+    # a department is no institution to suspend here
+    officer = make_person(db, settings, kind="department", roles=["officer"])
+    r = browser_like.post(
+        f"{OP}/institutions/{officer.principal_id}/suspend", data={"csrf": csrf, "reason": "x"}
+    )
+    assert r.status_code == 404

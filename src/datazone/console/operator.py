@@ -38,12 +38,13 @@ from datazone.console.service import Person
 from datazone.contract import service as contract_service
 from datazone.dataset import service as dataset_service
 from datazone.deps import SessionDep
-from datazone.errors import DomainError, InvalidSpec
+from datazone.errors import DomainError, InvalidSpec, NotFound
 from datazone.ingest import service as ingest_service
 from datazone.lifecycle import service as lifecycle_service
 from datazone.metering import service as metering_service
 from datazone.oauth import service as oauth_service
 from datazone.principal import service as principal_service
+from datazone.principal.models import Principal
 from datazone.product import service as product_service
 from datazone.psi import service as psi_service
 from datazone.purposes import Purpose
@@ -494,6 +495,66 @@ def _institutions_page(
 @router.get("/institutions", response_class=HTMLResponse)
 def institutions(request: Request, person: Curator, session: SessionDep) -> Response:
     return _institutions_page(request, session, person)
+
+
+def _institution(session: SessionDep, institution_id: int) -> Principal:
+    principal = principal_service.get_principal(session, principal_id=institution_id)
+    if principal.kind != "institution":
+        raise NotFound(f"no institution {institution_id}")
+    return principal
+
+
+@router.post("/institutions/{institution_id}/suspend", response_class=HTMLResponse)
+def suspend_institution(
+    request: Request, institution_id: int, person: Curator, session: SessionDep, form: FormDep
+) -> Response:
+    """Suspend an institution with the reason: its keys, clients and tokens are refused from the next
+    request. What `datazone principal suspend` does, and the same audit entry (with the person)."""
+    reason = field(form, "reason")
+    try:
+        institution = principal_service.suspend_principal(
+            session, name=_institution(session, institution_id).name, reason=reason
+        )
+        _record_suspension(session, person, institution, "principal.suspend", reason)
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _institutions_page)
+    return done(f"{HOME}/institutions", "op.institutions.moved.suspend-institution")
+
+
+@router.post("/institutions/{institution_id}/reinstate", response_class=HTMLResponse)
+def reinstate_institution(
+    request: Request, institution_id: int, person: Curator, session: SessionDep, form: FormDep
+) -> Response:
+    """Lift an institution's suspension, saying why (`datazone principal reinstate`)."""
+    reason = field(form, "reason")
+    try:
+        if not reason:
+            raise InvalidSpec(
+                "say why the suspension is lifted: 'reason' is empty",
+                errors=[{"location": "reason", "problem": "required"}],
+            )
+        institution = principal_service.reinstate_principal(
+            session, name=_institution(session, institution_id).name
+        )
+        _record_suspension(session, person, institution, "principal.reinstate", reason)
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _institutions_page)
+    return done(f"{HOME}/institutions", "op.institutions.moved.reinstate-institution")
+
+
+def _record_suspension(
+    session: SessionDep, person: Person, institution: Principal, action: str, reason: str
+) -> None:
+    # the principal service leaves the entry to its caller (the CLI writes it the same way)
+    audit_service.record(
+        session,
+        actor=person.principal,
+        action=action,
+        object_type="principal",
+        object_id=institution.name,
+        reason=reason,
+        institution_id=institution.id,
+    )
 
 
 def _day_start(value: str, name: str) -> datetime:
