@@ -150,3 +150,17 @@ def test_who_may_read_the_figures_and_their_bounds(session: Session, parties: di
         audit.uses_per_day(session, viewer=curator, days=7)
     with pytest.raises(InvalidSpec, match="days is 1 to 366"):
         audit.uses_per_day(session, viewer=parties["tax"], days=367)
+
+
+def test_entries_are_searched_by_actor_object_and_outcome(session: Session, parties: dict[str, Principal]) -> None:
+    """The console's audit search narrows by who acted, on what and how it ended, exactly."""
+    auditor = session_principal(session, "operator", roles=["auditor"])
+    bank_b = parties["bank_b"]
+    by_actor = audit.list_entries(session, viewer=auditor, actor=bank_b.name, limit=1000)
+    assert by_actor and {e.actor_name for e in by_actor} == {bank_b.name}
+    refused = audit.list_entries(session, viewer=auditor, actor=bank_b.name, outcome="refused", limit=1000)
+    assert refused and {e.outcome for e in refused} == {"refused"}
+    assert len(refused) < len(by_actor)
+    on_product = audit.list_entries(session, viewer=auditor, object_id="risk-insight", actor=bank_b.name)
+    assert {e.object_id for e in on_product} == {"risk-insight"}
+    assert audit.list_entries(session, viewer=auditor, actor=bank_b.name, object_id="no-such-product") == []

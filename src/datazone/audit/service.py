@@ -523,13 +523,23 @@ def list_entries(
     until: datetime | None = None,
     limit: int = 100,
     before_id: int | None = None,
+    actor: str | None = None,
+    object_id: str | None = None,
+    outcome: str | None = None,
 ) -> list[AuditEntry]:
-    """The entries `viewer` may see, newest first; page on with `before_id` = the last id seen."""
+    """The entries `viewer` may see, newest first; page on with `before_id` = the last id seen.
+    `actor` (a principal's name), `object_id` and `outcome` narrow the search to exact matches."""
     scope = _visible_to(viewer)
     _check_window(since=since, until=until, limit=limit, max_limit=MAX_PAGE)
     q = sa.select(AuditEntry).where(scope).order_by(AuditEntry.id.desc()).limit(limit)
     if action is not None:
         q = q.where(AuditEntry.action == action)
+    if actor is not None:
+        q = q.where(AuditEntry.actor_name == actor)
+    if object_id is not None:
+        q = q.where(AuditEntry.object_id == object_id)
+    if outcome is not None:
+        q = q.where(AuditEntry.outcome == outcome)
     if since is not None:
         q = q.where(AuditEntry.at >= since)
     if until is not None:
