@@ -104,7 +104,7 @@ def test_a_bad_line_refuses_the_whole_file(db: Database, settings: Settings, tmp
     # a line the file format itself refuses, before the service is asked
     undated = consent_csv(tmp_path / "undated.csv", [[good, "pre_loan", "", "", "tomorrow", "ref", "0" * 64]])
     done = run_cli(settings, "consent", "register", str(undated), "--as", p.bank1.name)
-    assert done.returncode == 2 and "line 2: 'tomorrow' is not a time" in done.stderr
+    assert done.returncode == 2 and "line 2: valid_to: 'tomorrow' is not a time" in done.stderr
     headless = tmp_path / "headless.csv"
     headless.write_text(f"uscc,purpose,valid_from,valid_to,evidence_ref\n{good},pre_loan,2026-01-01,2099-01-01,x\n")
     done = run_cli(settings, "consent", "register", str(headless), "--as", p.bank1.name)

@@ -65,7 +65,7 @@ def test_an_administrator_signs_up_a_client_records_consent_and_queries_billed_o
     v.page.set_input_files("#consent-file", str(csv))
     v.page.click("#upload-consents")
     v.page.wait_for_load_state()
-    assert firm in v.page.locator("#consents").inner_text()
+    assert firm in v.page.locator("#consents").inner_text(), v.page.locator("main").inner_text()[:1500]
 
     # the query page answers a paid product for that enterprise as the API would
     v.page.goto("/console/institution/query")

@@ -8,17 +8,15 @@ start-up time (`datazone consent --help` loads none of them), not to dodge an im
 
 from __future__ import annotations
 
-import csv
 import json
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from datazone.errors import DomainError
-from datazone.shell import ActAs, AsJson, Reason, database, fail, moment, out, reader, say, when
+from datazone.shell import ActAs, AsJson, Reason, database, fail, out, reader, say, when
 
 if TYPE_CHECKING:
     from datazone.consent.schemas import ConsentIn
@@ -26,49 +24,26 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, help="institutions' enterprise consents: register from CSV, list, revoke")
 
 # the CSV's header: one consent a line, as the API's body names them
+# the header line: consent.service.CSV_COLUMNS, written out so that `--help` loads no service
 COLUMNS = ("uscc", "purpose", "products", "valid_from", "valid_to", "evidence_ref", "evidence_sha256")
-TIMES = ("valid_from", "valid_to")
 
 
 def _read_consents(path: Path) -> list[ConsentIn]:
     """Every line of the file as a consent, or exit listing every line's problem (nothing is written)."""
     # here for start-up time (see the module docstring)
-    from pydantic import ValidationError
-
-    from datazone.consent.schemas import ConsentIn
+    from datazone.consent.service import read_consents_csv
 
     try:
         # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            lines = csv.DictReader(f)
-            rows = list(lines)
-            header = lines.fieldnames or []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
         say(f"error: cannot read {path} as a UTF-8 CSV: {exc}")
         raise typer.Exit(2) from None
-    missing = [c for c in COLUMNS if c not in header and c != "products"]
-    if not rows or missing:
-        say(f"error: {path}: " + ("no consents" if not rows else f"no column {', '.join(missing)}"))
-        say(f"  the header line names: {','.join(COLUMNS)} (products: empty for any, or separated by ';')")
-        raise typer.Exit(2)
-    consents: list[ConsentIn] = []
-    problems: list[str] = []
-    for line, row in enumerate(rows, start=2):
-        item: dict[str, Any] = {c: (row.get(c) or "").strip() for c in COLUMNS}
-        products = item.pop("products")
-        item["products"] = [p for p in re.split(r"[;\s]+", products) if p] if products else None
-        try:
-            for c in TIMES:
-                item[c] = moment(item[c]) if item[c] else None
-            consents.append(ConsentIn.model_validate(item))
-        except typer.BadParameter as exc:
-            problems.append(f"line {line}: {exc.message}")
-        except ValidationError as exc:
-            problems.extend(f"line {line}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    consents, problems = read_consents_csv(text)
     if problems:
         say(f"error: {len(problems)} problems in {path}, no consent was registered:")
         for p in problems:
-            say(f"  {p}")
+            say(f"  line {p.line}: {p.column}: {p.problem}")
         raise typer.Exit(2)
     return consents
 

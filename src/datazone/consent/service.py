@@ -7,12 +7,17 @@ query for the whole batch (up to 1,000 USCCs), no cache.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from datazone import uscc as uscc_rules
@@ -36,6 +41,79 @@ class ConsentRequired(Forbidden):
 class InvalidConsent(InvalidSpec):
     type = "invalid-consent"
     title = "The consent is not valid"
+
+
+# a consent file's header: one consent a line, as the API's body names them (products: empty for
+# any of the contract's, or separated by ';' or spaces)
+CSV_COLUMNS = ("uscc", "purpose", "products", "valid_from", "valid_to", "evidence_ref", "evidence_sha256")
+_SHANGHAI = ZoneInfo("Asia/Shanghai")
+_DATE_ALONE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass(frozen=True)
+class CsvProblem:
+    """What is wrong with one line of a consent file (line 1 is the header)."""
+
+    line: int
+    column: str
+    problem: str
+    code: str = "value"  # "header": the header lacks columns; "empty": no line after it; "value": a cell
+
+
+def _csv_time(text: str) -> datetime | None:
+    """A date alone is its midnight in Shanghai (people write dates), or ISO 8601 (an offset is
+    required: the schema refuses a time without one in its own words)."""
+    if not text:
+        return None
+    try:
+        if _DATE_ALONE.fullmatch(text):
+            return datetime.combine(date.fromisoformat(text), time(), _SHANGHAI)
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: give a date (2027-01-01, midnight in Shanghai) or ISO 8601 "
+            "with an offset (2027-01-01T09:00:00+08:00)"
+        ) from None
+
+
+def read_consents_csv(text: str) -> tuple[list[ConsentIn], list[CsvProblem]]:
+    """A consent file's lines as the API's consent bodies, and every problem of every line.
+
+    The CLI and the console's upload both read files with this, so a file means the same
+    wherever it is handed in; register_consents then checks them against the zone.
+    """
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        return [], [CsvProblem(reader.line_num, "-", f"not a CSV: {exc}")]
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in CSV_COLUMNS if c not in header and c != "products"]
+    if missing:
+        return [], [CsvProblem(1, ", ".join(missing), f"no column {', '.join(missing)}: the header must name {','.join(CSV_COLUMNS)}", "header")]
+    if not rows:
+        return [], [CsvProblem(2, "-", "no consents: the file has a header alone", "empty")]
+    items: list[ConsentIn] = []
+    problems: list[CsvProblem] = []
+    for line, row in enumerate(rows, start=2):
+        values = {k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
+        products = [p for p in re.split(r"[;\s]+", values.get("products", "")) if p]
+        body: dict[str, Any] = {c: values.get(c, "") for c in CSV_COLUMNS if c != "products"}
+        body["products"] = products or None
+        bad_times = []
+        for column in ("valid_from", "valid_to"):
+            try:
+                body[column] = _csv_time(body[column])
+            except ValueError as exc:
+                bad_times.append(CsvProblem(line, column, str(exc)))
+        if bad_times:
+            problems += bad_times
+            continue
+        try:
+            items.append(ConsentIn.model_validate(body))
+        except ValidationError as exc:
+            problems += [CsvProblem(line, ".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+    return items, problems
 
 
 def _now() -> datetime:

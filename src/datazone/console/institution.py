@@ -18,7 +18,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUpload
 
@@ -74,7 +73,7 @@ register_nav(
 
 # the usage page's window, in Shanghai days
 USAGE_DAYS = 30
-CONSENT_COLUMNS = ("uscc", "purpose", "products", "valid_from", "valid_to", "evidence_ref", "evidence_sha256")
+CONSENT_COLUMNS = consent_service.CSV_COLUMNS
 # a CSV's first line is its header: item i of the upload is line i + 2
 FIRST_DATA_LINE = 2
 # ample for the service's 1,000 consents a batch (a line is about 250 bytes)
@@ -363,37 +362,18 @@ class LineProblem:
 
 
 def _consent_items(text: str) -> tuple[list[ConsentIn], list[LineProblem]]:
-    """The CSV's rows as the API's consent bodies, and what is wrong with each line that cannot be one."""
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in reader.fieldnames or []]
-    missing = [c for c in CONSENT_COLUMNS if c not in header]
-    if missing:
-        return [], [
-            LineProblem(1, ", ".join(missing), key="inst.consents.no-header", values={"columns": ",".join(CONSENT_COLUMNS)})
-        ]
-    items: list[ConsentIn] = []
-    problems: list[LineProblem] = []
-    for offset, row in enumerate(reader):
-        line = FIRST_DATA_LINE + offset
-        values = {k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
-        products = [p.strip() for p in values.get("products", "").replace(";", " ").split() if p.strip()]
-        try:
-            items.append(
-                ConsentIn.model_validate(
-                    {
-                        **{c: values.get(c, "") for c in CONSENT_COLUMNS if c != "products"},
-                        # an empty cell: any product of the contract, as null in the API
-                        "products": products or None,
-                    }
-                )
-            )
-        except ValidationError as exc:
-            problems += [
-                LineProblem(line, ".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()
-            ]
-    if not items and not problems:
-        problems.append(LineProblem(FIRST_DATA_LINE, "-", key="inst.consents.empty"))
-    return items, problems
+    """The CSV's rows as the API's consent bodies (read by the consent service, as the CLI reads a
+    file), and what is wrong with each line that cannot be one."""
+    items, problems = consent_service.read_consents_csv(text)
+    in_words: dict[str, tuple[str, dict[str, Any]]] = {
+        "header": ("inst.consents.no-header", {"columns": ",".join(CONSENT_COLUMNS)}),
+        "empty": ("inst.consents.empty", {}),
+    }
+    return items, [
+        LineProblem(p.line, p.column, p.problem, *in_words[p.code]) if p.code in in_words
+        else LineProblem(p.line, p.column, p.problem)
+        for p in problems
+    ]
 
 
 def _consents_page(
