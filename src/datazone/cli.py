@@ -436,16 +436,8 @@ def _record_key_change(s: Session, principal: Principal, action: str, key_id: st
     # here for start-up time (see the module docstring)
     from datazone.audit import service as audit_service
 
-    audit_service.record(
-        s,
-        actor=None,
-        actor_name=_shell_actor(),
-        action=action,
-        object_type="principal",
-        object_id=principal.name,
-        detail={"key_id": key_id} if key_id else {},
-        supplier_ids=[principal.supplier_id] if principal.supplier_id else [],
-        institution_id=principal.id if principal.kind == "institution" else None,
+    audit_service.record_principal_change(
+        s, principal=principal, action=action, by=None, by_name=_shell_actor(), key_id=key_id
     )
 
 

@@ -86,6 +86,33 @@ def record(
     return entry
 
 
+def record_principal_change(
+    session: Session,
+    *,
+    principal: Principal,
+    action: str,
+    by: Principal | None,
+    by_name: str | None = None,
+    key_id: str = "",
+    reason: str | None = None,
+) -> AuditEntry:
+    """A principal created, suspended or reinstated, or a key of it issued or revoked: by an operator in
+    the console (`by`) or from the operator's shell (`by_name`). The principal service cannot record it
+    itself (this module reads principals), so the shell and the console both come here."""
+    return record(
+        session,
+        actor=by,
+        actor_name=None if by is not None else by_name,
+        action=action,
+        object_type="principal",
+        object_id=principal.name,
+        reason=reason,
+        detail={"key_id": key_id} if key_id else {},
+        supplier_ids=[principal.supplier_id] if principal.supplier_id else [],
+        institution_id=principal.id if principal.kind == "institution" else None,
+    )
+
+
 def storable(value: Any) -> Any:
     """`value` with every NUL replaced by U+FFFD, through lists and dicts. PostgreSQL text and
     jsonb cannot hold NUL; a client's input quoted in an entry (a refused code, a detail)

@@ -15,7 +15,6 @@ from datazone.console.pages import (
     LANG_COOKIE,
     PREFIX,
     FormDep,
-    NavItem,
     PersonDep,
     csrf_protect,
     done,
@@ -23,7 +22,6 @@ from datazone.console.pages import (
     fields,
     person_with,
     presession_cookie,
-    register_nav,
     render,
     safe_next,
     session_cookie,
@@ -44,7 +42,7 @@ HOME = {
 }
 PeopleManager = Annotated[Person, Depends(person_with("operator", "reviewer"))]
 
-register_nav("operator", [NavItem(f"{PREFIX}/people", "nav.people", ("reviewer",))])
+# the People page sits in the operator's menu with the other set-up pages (console/onboarding.py)
 
 
 @router.get("", response_class=HTMLResponse)

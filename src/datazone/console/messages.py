@@ -43,7 +43,7 @@ def language_of(value: str | None) -> str:
     return value if value in LANGUAGES else DEFAULT_LANGUAGE
 
 
-def text(lang: str, key: str, **values: Any) -> str:
+def text(lang: str, key: str, /, **values: Any) -> str:
     """The message `key` in `lang`, with `{name}` fields filled; an unknown key shows itself, so a
     missing entry is visible (and tests/console/test_messages.py finds it in the templates)."""
     entry = catalogue().get(key)

@@ -546,14 +546,8 @@ def _record_suspension(
     session: SessionDep, person: Person, institution: Principal, action: str, reason: str
 ) -> None:
     # the principal service leaves the entry to its caller (the CLI writes it the same way)
-    audit_service.record(
-        session,
-        actor=person.principal,
-        action=action,
-        object_type="principal",
-        object_id=institution.name,
-        reason=reason,
-        institution_id=institution.id,
+    audit_service.record_principal_change(
+        session, principal=institution, action=action, by=person.principal, reason=reason
     )
 
 

@@ -195,18 +195,20 @@ class NavItem:
     roles: tuple[str, ...] = ()  # empty: everyone of the portal's kind
 
 
-_NAV: dict[str, list[NavItem]] = {}
+_NAV: dict[str, list[tuple[int, NavItem]]] = {}
 
 
-def register_nav(kind: str, items: Iterable[NavItem]) -> None:
-    """A portal names its pages in the menu (each portal module calls this once, at import)."""
-    _NAV.setdefault(kind, [])
-    known_paths = {item.path for item in _NAV[kind]}
-    _NAV[kind].extend(item for item in items if item.path not in known_paths)
+def register_nav(kind: str, items: Iterable[NavItem], *, group: int = 0) -> None:
+    """A portal names its pages in the menu (each page module calls this once, at import); a higher
+    `group` comes later in the menu, whichever module was imported first."""
+    entries = _NAV.setdefault(kind, [])
+    known_paths = {item.path for _, item in entries}
+    entries.extend((group, item) for item in items if item.path not in known_paths)
+    entries.sort(key=lambda entry: entry[0])  # stable: a group keeps its own order
 
 
 def nav_for(viewer: Viewer) -> list[NavItem]:
-    return [item for item in _NAV.get(viewer.kind, []) if not item.roles or viewer.has_role(*item.roles)]
+    return [item for _, item in _NAV.get(viewer.kind, []) if not item.roles or viewer.has_role(*item.roles)]
 
 
 def language(request: Request) -> str:
@@ -251,7 +253,7 @@ def render(
 ) -> HTMLResponse:
     lang = language(request)
 
-    def t(key: str, **values: Any) -> str:
+    def t(key: str, /, **values: Any) -> str:
         return messages.text(lang, key, **values)
 
     notice = request.query_params.get("notice")

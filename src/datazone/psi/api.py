@@ -189,7 +189,7 @@ def job_status(
 @router.get("/epochs", response_model=list[EpochOut])
 def list_epochs(session: SessionDep, operator: OperatorDep) -> list[PsiKeyEpoch]:
     """Every PSI key epoch, oldest first (the operator)."""
-    return list(session.scalars(sa.select(PsiKeyEpoch).order_by(PsiKeyEpoch.id)))
+    return service.list_epochs(session)
 
 
 @router.post("/epochs", status_code=201, response_model=EpochOut)

@@ -135,6 +135,11 @@ def _new_epoch(
     return epoch
 
 
+def list_epochs(session: Session) -> list[PsiKeyEpoch]:
+    """Every PSI key epoch, oldest first (what the operator reads; no key material leaves the row)."""
+    return list(session.scalars(sa.select(PsiKeyEpoch).order_by(PsiKeyEpoch.id)))
+
+
 def rotate_key(
     session: Session, *, settings: Settings, by: Principal | None, reason: str, by_name: str | None = None
 ) -> PsiKeyEpoch:
