@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,14 @@ from sqlalchemy.orm import Session
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import DatasetSpec
 from datazone.db import Database
+from datazone.oauth import service as oauth_service
+from datazone.oauth.resource import AccessGrant
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
+from datazone.privacy import paillier
+from datazone.privacy import scoring as circuits
+from datazone.product import service as product_service
+from datazone.scoring import service as scoring_service
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierSpec
 from tests.client.codes import bad_check as bad_check
@@ -97,7 +105,6 @@ def new_principal(
     name: str | None = None,
 ) -> tuple[int, str]:
     """Create a principal (committed): (its id, its bearer key)."""
-    import secrets
 
     if kind == "operator" and not roles:
         roles = ["curator", "reviewer", "auditor"]
@@ -180,3 +187,38 @@ def grants_revoked(
                     valid_to=valid_to,
                     by=dept,
                 )
+
+
+def registered_model(db: Database, *, institution: str = "demo-bank", product_id: str = "secure-credit-score",
+                     name: str | None = None) -> str:
+    """A scoring model the institution registers as its SDK would (a real Paillier key, the weights
+    encrypted under it, the registration checked in full by the service), pending review. Needs a
+    zone where the institution may use the product (the `synthetic_zone` fixture's demo bank)."""
+    public, _ = paillier.generate_keypair()
+    with db.unit_of_work() as s:
+        bank = principal_service.named_principal(s, name=institution)
+        spec = product_service.spec_of(product_service.get_product(s, product_id=product_id))
+        bounds = scoring_service.feature_bounds(spec)
+        features = sorted(bounds)[:4]
+        model = circuits.parse_model({
+            "format": circuits.MODEL_FORMAT, "name": name or f"model-{secrets.token_hex(3)}", "product": product_id,
+            "purpose": "pre_loan", "kind": "logistic", "scale": 1000, "intercept": -1.0,
+            "features": [{"name": f, "weight": 0.01 * (i + 1)} for i, f in enumerate(features)],
+        })
+        grant = AccessGrant(
+            client_id="tests", institution=bank, scopes=frozenset({oauth_service.product_scope(product_id)}),
+            jti=secrets.token_hex(8), expires_at=datetime.now(UTC) + timedelta(minutes=5),
+        )
+        registered = scoring_service.register_model(
+            s, grant=grant, document=circuits.encrypt_model(model, public, bounds=bounds)
+        )
+        model_id: str = registered.id
+    return model_id
+
+
+def retire_model(db: Database, model_id: str, *, institution: str = "demo-bank") -> None:
+    """Retire a test's approved model, so later workers do not fill a factor pool for its key."""
+    with db.unit_of_work() as s:
+        scoring_service.retire_model(
+            s, model_id=model_id, by=principal_service.named_principal(s, name=institution), reason="test over"
+        )

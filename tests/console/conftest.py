@@ -126,7 +126,9 @@ def sign_in(client: TestClient, person: PersonLogin, *, code: str | None = None)
     return csrf_of(home.text)
 
 
-@pytest.fixture(scope="session")
+# per module: Playwright's sync API runs an event loop in the main thread while it is started,
+# which later tests' asyncio.run() would trip over; it stops with the module's last browser test
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     yield from chromium()
 

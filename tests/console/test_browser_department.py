@@ -27,13 +27,19 @@ def bank_token(live_console: Server, zone: dict[str, Any]) -> str:
 
 @pytest.fixture
 def tax_grant(db: Database, synthetic_zone: dict[str, Any]) -> Iterator[str]:
-    """The demo tax department's live grant to the demo bank; put back (as a new grant) after the test."""
+    """The demo tax department's live grant that lets the demo bank use tax data in credit-basic for
+    pre-loan checks (other tests add grants of their own); put back (as a new grant) after the test."""
     with db.unit_of_work() as s:
         tax = principal_service.find_principal(s, name="demo-tax")
-        assert tax is not None
-        live = grant_service.list_grants(s, viewer=tax, live=True)
-        assert len(live) == 1
-        grant = live[0]
+        bank = principal_service.find_principal(s, name="demo-bank")
+        assert tax is not None and bank is not None
+        covering = [
+            g for g in grant_service.list_grants(s, viewer=tax, live=True)
+            if (g.institutions is None or bank.id in g.institutions)
+            and (g.products is None or "credit-basic" in g.products) and "pre_loan" in g.purposes
+        ]
+        assert len(covering) == 1, [g.id for g in covering]
+        grant = covering[0]
         kept = dict(datasets=list(grant.datasets), purposes=list(grant.purposes),
                     products=list(grant.products) if grant.products is not None else None,
                     institutions=list(grant.institutions) if grant.institutions is not None else None,
@@ -43,7 +49,7 @@ def tax_grant(db: Database, synthetic_zone: dict[str, Any]) -> Iterator[str]:
     with db.unit_of_work() as s:
         tax = principal_service.find_principal(s, name="demo-tax")
         assert tax is not None
-        if not grant_service.list_grants(s, viewer=tax, live=True):
+        if grant_service.get_grant(s, grant_id=grant_id, viewer=tax).revoked_at is not None:
             grant_service.create_grant(s, by=tax, **kept)  # type: ignore[arg-type]
 
 

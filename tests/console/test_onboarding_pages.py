@@ -16,6 +16,7 @@ from datazone.errors import DomainError
 from datazone.metering.models import Plan
 from datazone.principal import service as principal_service
 from datazone.psi import service as psi_service
+from datazone.psi import worker as psi_worker
 from datazone.supplier import service as supplier_service
 from tests.conftest import unique_id
 from tests.console.conftest import make_person, sign_in
@@ -134,6 +135,10 @@ def test_a_curator_rotates_the_psi_key_with_a_reason(
         epochs = psi_service.list_epochs(s)
     assert len(epochs) == before + 1 and epochs[-1].retired_at is None
     assert f'id="epoch-{epochs[-1].id}"' in browser_like.get(f"{OP}/psi").text
+    assert entry(db, "psi.key.rotate", str(epochs[-1].id)).detail["account"] == curator.login
+    # what the worker does after a rotation, so the zone's PSI products serve the new epoch
+    # for the tests after this one
+    assert not psi_worker.run_once(db, settings).failed
 
 
 def test_set_up_pages_are_for_their_roles(db: Database, settings: Settings, browser_like: TestClient) -> None:

@@ -31,7 +31,7 @@ from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierSpec
 from tests.conftest import unique_id
 from tests.console.conftest import PersonLogin, make_person, sign_in
-from tests.factories import bearer, firm_rows, principal_key, write_csv
+from tests.factories import bearer, firm_rows, principal_key, registered_model, retire_model, write_csv
 from tests.lifecycle.conftest import ingest, new_dataset
 from tests.lifecycle.test_use_gate import BAD_BATCH
 
@@ -225,45 +225,19 @@ def test_admitting_a_failed_sample_is_refused_with_the_failed_figures(
         assert dataset_service.get_dataset(s, dataset_id=ds.id).admission_state == "intake"
 
 
-def pending_model(db: Database, settings: Settings) -> tuple[str, str]:
-    """A model as an institution registered it, awaiting review (the row registration writes)."""
-    bank = make_person(db, settings, kind="institution", roles=["admin"], second_factor=False)
-    model_id, name = secrets.token_hex(8), f"风控模型-{secrets.token_hex(3)}"
-    with db.unit_of_work() as s:
-        s.add(
-            ScoringModel(
-                id=model_id,
-                institution_id=bank.principal_id,
-                client_id="app-1",
-                name=name,
-                product_id="secure-credit-score",
-                purpose="pre_loan",
-                kind="logistic",
-                scale=1000,
-                features=[{"name": "years_since_founding"}, {"name": "tax_grade_code"}],
-                registration={},
-                registration_sha256="0" * 64,
-                key_fingerprint="0" * 32,
-                key_bits=2048,
-                score_bits=32,
-                slot_bits=64,
-                slots=1,
-                resolution=1,
-                state="pending_review",
-                created_at=datetime.now(UTC),
-            )
-        )
-    return model_id, bank.principal_name
+def pending_model(db: Database) -> tuple[str, str]:
+    """A model the demo bank registered (a real registration, checked by the service), awaiting review."""
+    return registered_model(db, institution="demo-bank"), "demo-bank"
 
 
 def test_a_reviewer_approves_a_registered_scoring_model(
-    db: Database, settings: Settings, browser_like: TestClient
+    db: Database, settings: Settings, browser_like: TestClient, synthetic_zone: dict[str, Any]
 ) -> None:
-    model_id, bank_name = pending_model(db, settings)
+    model_id, bank_name = pending_model(db)
     reviewer, csrf = operator(db, settings, browser_like, "reviewer")
     page = browser_like.get(f"{OP}/review")
     row = re.search(rf'<tr id="model-{model_id}">(.*?)</tr>', page.text, re.S)
-    assert row and bank_name in row.group(1) and "tax_grade_code" in row.group(1)
+    assert row and bank_name in row.group(1) and "secure-credit-score" in row.group(1)
     r = browser_like.post(
         f"{OP}/models/{model_id}/review", data={"csrf": csrf, "decision": "approve", "reason": "评审通过"}
     )
@@ -277,12 +251,13 @@ def test_a_reviewer_approves_a_registered_scoring_model(
         f"{OP}/models/{model_id}/review", data={"csrf": csrf, "decision": "reject", "reason": "再议"}
     )
     assert r.status_code == 409 and 'role="alert"' in r.text and "only a model pending review" in r.text
+    retire_model(db, model_id)
 
 
 def test_a_curator_without_the_reviewer_role_cannot_review_models(
-    db: Database, settings: Settings, browser_like: TestClient
+    db: Database, settings: Settings, browser_like: TestClient, synthetic_zone: dict[str, Any]
 ) -> None:
-    model_id, _ = pending_model(db, settings)
+    model_id, _ = pending_model(db)
     _, csrf = operator(db, settings, browser_like, "curator")
     assert browser_like.get(f"{OP}/review").status_code == 403
     r = browser_like.post(
