@@ -68,9 +68,9 @@ class Visit:
             page.fill("input[name=code]", pyotp.TOTP(totp_secret).now())
             page.click("form[action='/console/sign-in/code'] button[type=submit]")
 
-    def shoot(self, name: str) -> Path:
+    def shoot(self, name: str, *, full_page: bool = True) -> Path:
         path = self.shots / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path), full_page=full_page)
         published = os.environ.get("DATAZONE_SCREENSHOTS")
         if published:
             Path(published).mkdir(parents=True, exist_ok=True)
