@@ -29,7 +29,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "principal": ("datazone.cli", "principal_app", "operators, departments and institutions, and their keys"),
     "product": ("datazone.product.cli", "app", "data products: apply, list, publish, deprecate, retire"),
     "grant": ("datazone.grant.cli", "app", "departments' grants of their data"),
-    "lifecycle": ("datazone.lifecycle.cli", "app", "data lifecycle: admission, evaluation, scorecards"),
+    "lifecycle": ("datazone.dataset.lifecycle_cli", "app", "data lifecycle: admission, evaluation, scorecards"),
     "audit": ("datazone.audit.cli", "app", "the audit trail: verify, seal, export roots"),
     "client": ("datazone.oauth.cli", "app", "institutions' OAuth2 clients"),
     "psi": ("datazone.psi.cli", "app", "private set intersection: key epochs and precomputed slices"),

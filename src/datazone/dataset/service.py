@@ -17,6 +17,7 @@ from datazone.dataset.models import Dataset, DatasetVersion
 from datazone.dataset.schemas import DatasetSpec
 from datazone.db import hold
 from datazone.errors import Conflict, InvalidSpec, NotFound
+from datazone.lifecycle import service as lifecycle_service
 from datazone.principal.models import Principal
 from datazone.supplier import service as supplier_service
 
@@ -90,8 +91,6 @@ def apply_dataset(
         session.add(ds)
         session.flush()
         # a new dataset enters the lifecycle at intake; it serves products once admitted
-        from datazone.lifecycle import service as lifecycle_service  # lifecycle reads datasets too
-
         lifecycle_service.transition(
             session,
             subject_type="dataset",
@@ -223,7 +222,7 @@ def read_current_records(
     return ds.current_version, by_entity
 
 
-# --- lifecycle: data admission, retirement and the figures its quality checks read ---------
+# --- admission state, and the figures its quality checks read (moves: admission.py) ---------
 
 
 @dataclass(frozen=True)
@@ -248,10 +247,21 @@ def admission_states(session: Session, *, dataset_ids: list[str]) -> dict[str, A
     return {d.id: AdmissionState(d.id, d.supplier_id, d.admission_state, d.successor_id) for d in datasets}
 
 
+def require_admission_readable(session: Session, *, dataset_id: str, viewer: Principal) -> None:
+    """A dataset's reviews, quality figures and history are read by the operator and by the
+    department that supplies it; anyone else gets 404, so existence does not leak."""
+    if viewer.kind == "operator":
+        return
+    ds = session.get(Dataset, dataset_id)
+    if ds is not None and viewer.kind == "department" and viewer.supplier_id == ds.supplier_id:
+        return
+    raise NotFound(f"no dataset {dataset_id!r}")
+
+
 def set_admission_state(
     session: Session, *, dataset_id: str, state: str, successor_id: str | None = None
 ) -> Dataset:
-    """Store a state the lifecycle service has already checked and recorded; nothing else calls this."""
+    """Store a state `admission` has already checked and recorded; nothing else calls this."""
     ds = get_dataset(session, dataset_id=dataset_id, for_update=True)
     ds.admission_state = state
     ds.successor_id = successor_id
