@@ -155,10 +155,9 @@ def quality_per_version(
         .order_by(DatasetQuality.dataset_id, DatasetQuality.version)
         .limit(limit)
     )
-    if viewer.kind == "department" and viewer.supplier_id:
-        own = [d.id for d in service.list_datasets(session, department=viewer.supplier_id)]
-        q = q.where(DatasetQuality.dataset_id.in_(own))
-    elif viewer.kind != "operator":
+    if viewer.kind == "operator" or (viewer.kind == "department" and viewer.supplier_id):
+        q = q.where(DatasetQuality.dataset_id.in_(service.admission_readable_ids(viewer)))
+    else:
         raise Forbidden(f"data quality is seen by the operator and the supplying department, not {a_kind(viewer.kind)}")
     if dataset_id is not None:
         q = q.where(DatasetQuality.dataset_id == dataset_id)

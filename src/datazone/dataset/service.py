@@ -159,6 +159,11 @@ def list_datasets(session: Session, *, department: str | None = None) -> list[Da
     return list(session.scalars(q))
 
 
+def ids_supplied_by(*, department: str | None) -> sa.Select[str]:
+    """The ids of a department's datasets, as a subquery for other domains' readable-by clauses."""
+    return sa.select(Dataset.id).where(Dataset.supplier_id == department)
+
+
 def list_versions(session: Session, *, dataset_id: str) -> list[DatasetVersion]:
     get_dataset(session, dataset_id=dataset_id)
     q = (
@@ -247,15 +252,29 @@ def admission_states(session: Session, *, dataset_ids: list[str]) -> dict[str, A
     return {d.id: AdmissionState(d.id, d.supplier_id, d.admission_state, d.successor_id) for d in datasets}
 
 
+def admission_readable_by(viewer: Principal) -> sa.ColumnElement[bool]:
+    """The datasets whose admission records (reviews, quality figures, history) the viewer may
+    read, as a WHERE clause: the operator all, a department its own, anyone else none. (The
+    list of datasets itself is open to every principal.)"""
+    if viewer.kind == "operator":
+        return sa.true()
+    if viewer.kind == "department":
+        return Dataset.supplier_id == viewer.supplier_id
+    return sa.false()
+
+
+def admission_readable_ids(viewer: Principal) -> sa.Select[str]:
+    """The ids of those datasets, as a subquery for the records kept beside them."""
+    return sa.select(Dataset.id).where(admission_readable_by(viewer))
+
+
 def require_admission_readable(session: Session, *, dataset_id: str, viewer: Principal) -> None:
-    """A dataset's reviews, quality figures and history are read by the operator and by the
-    department that supplies it; anyone else gets 404, so existence does not leak."""
+    """404 unless the viewer may read the dataset's admission records, so existence does not leak
+    (the operator's request for a missing dataset gets the 404 of the service it calls next)."""
     if viewer.kind == "operator":
         return
-    ds = session.get(Dataset, dataset_id)
-    if ds is not None and viewer.kind == "department" and viewer.supplier_id == ds.supplier_id:
-        return
-    raise NotFound(f"no dataset {dataset_id!r}")
+    if session.scalar(sa.select(Dataset.id).where(Dataset.id == dataset_id, admission_readable_by(viewer))) is None:
+        raise NotFound(f"no dataset {dataset_id!r}")
 
 
 def set_admission_state(

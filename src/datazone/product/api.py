@@ -8,14 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from datazone.deps import CuratorDep, InstitutionDep, OperatorDep, PrincipalDep, SessionDep
-from datazone.errors import Forbidden, InvalidSpec, NotFound
+from datazone.errors import Forbidden, InvalidSpec
 from datazone.lifecycle.schemas import ReasonIn
 from datazone.limits import DbId, QueryText, SinceQuery, UntilQuery, period_or_default
 from datazone.openapi import content_responses
-from datazone.principal.models import Principal
 from datazone.product import catalog_dcat, demands, evaluation, service
 from datazone.product.schemas import (
-    VISIBLE_STATES,
     AppliedOut,
     Category,
     DemandIn,
@@ -41,15 +39,6 @@ usage_router = APIRouter(prefix="/v1/usage", tags=["lifecycle: usage"])
 ProductId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{1,62}$")]
 
 
-def _visible_states(caller: Principal, state: ProductState | None) -> tuple[str, ...] | None:
-    """The operator sees every state (or the one asked for); everyone else published and deprecated."""
-    if caller.kind == "operator":
-        return (state.value,) if state is not None else None
-    if state is not None and state.value not in VISIBLE_STATES:
-        return ()
-    return (state.value,) if state is not None else VISIBLE_STATES
-
-
 @router.get("/catalog/products", response_model=list[ProductOut])
 def search_products(
     session: SessionDep,
@@ -62,11 +51,14 @@ def search_products(
 ) -> list[ProductOut]:
     """Search the product catalog by category, department, tier, words and state; others than the operator
     see published and deprecated products only."""
-    states = _visible_states(caller, state)
-    if states == ():
-        return []
     found = service.search_catalog(
-        session, category=category, department=department, tier=tier, keyword=q, states=states
+        session,
+        category=category,
+        department=department,
+        tier=tier,
+        keyword=q,
+        states=(state.value,) if state is not None else None,
+        viewer=caller,
     )
     return service.catalog_entries(session, products=found)
 
@@ -74,10 +66,7 @@ def search_products(
 @router.get("/catalog/products/{product_id}", response_model=ProductOut)
 def get_catalog_product(product_id: ProductId, session: SessionDep, caller: PrincipalDep) -> ProductOut:
     """One product of the catalog: what it answers, from which data, at what price and for which purposes."""
-    product = service.get_product(session, product_id=product_id)
-    if caller.kind != "operator" and product.state not in VISIBLE_STATES:
-        # drafts and retired products are the operator's business: to others they do not exist
-        raise NotFound(f"no product {product_id!r} in the catalog", product=product_id)
+    product = service.catalog_product(session, product_id=product_id, viewer=caller)
     return service.catalog_entries(session, products=[product])[0]
 
 

@@ -20,18 +20,25 @@ from datazone.product.models import DemandRequest
 from datazone.supplier import service as supplier_service
 
 
-def _demand_visible(demand: DemandRequest, viewer: Principal) -> bool:
+def readable_by(viewer: Principal) -> sa.ColumnElement[bool]:
+    """The demands the viewer may read, as a WHERE clause (every list and get of demands uses it):
+    the operator all, an institution those filed for it, anyone else none."""
     if viewer.kind == "operator":
-        return True
-    return viewer.kind == "institution" and demand.institution_id == viewer.id
+        return sa.true()
+    if viewer.kind == "institution":
+        return DemandRequest.institution_id == viewer.id
+    return sa.false()
 
 
 def get_demand(
     session: Session, *, demand_id: int, viewer: Principal, for_update: bool = False
 ) -> DemandRequest:
     """A demand the viewer may see: an institution sees its own only (404 for another's)."""
-    demand = session.get(DemandRequest, demand_id, with_for_update=for_update)
-    if demand is None or not _demand_visible(demand, viewer):
+    q = sa.select(DemandRequest).where(DemandRequest.id == demand_id, readable_by(viewer))
+    if for_update:
+        q = q.with_for_update().execution_options(populate_existing=True)
+    demand = session.scalar(q)
+    if demand is None:
         raise NotFound(f"no demand request {demand_id}")
     return demand
 
@@ -88,11 +95,7 @@ def file_demand(
 
 
 def list_demands(session: Session, *, viewer: Principal, state: str | None = None) -> list[DemandRequest]:
-    q = sa.select(DemandRequest).order_by(DemandRequest.id)
-    if viewer.kind == "institution":
-        q = q.where(DemandRequest.institution_id == viewer.id)
-    elif viewer.kind != "operator":
-        return []
+    q = sa.select(DemandRequest).where(readable_by(viewer)).order_by(DemandRequest.id)
     if state:
         q = q.where(DemandRequest.state == state)
     return list(session.scalars(q))
