@@ -232,6 +232,7 @@ def product_spec(product_id: str, where: dict[str, str], max_set: int) -> dict[s
 def build_zone(home: Path, args: argparse.Namespace, sets: Sets) -> dict[str, Any]:
     from datazone.config import Settings
     from datazone.contract import service as contract_service
+    from datazone.dataset import admission as dataset_admission
     from datazone.dataset import service as dataset_service
     from datazone.dataset.schemas import DatasetSpec
     from datazone.db import Database
@@ -239,7 +240,6 @@ def build_zone(home: Path, args: argparse.Namespace, sets: Sets) -> dict[str, An
     from datazone.grant import service as grant_service
     from datazone.ingest import service as ingest_service
     from datazone.ingest.pipeline import execute_run
-    from datazone.lifecycle import service as lifecycle_service
     from datazone.principal import service as principal_service
     from datazone.product import service as product_service
     from datazone.supplier import service as supplier_service
@@ -274,7 +274,7 @@ def build_zone(home: Path, args: argparse.Namespace, sets: Sets) -> dict[str, An
         operator = principal_service.find_principal(s, name="demo-operator")
         bank = principal_service.find_principal(s, name="demo-bank")
         assert operator is not None and bank is not None
-        lifecycle_service.review_dataset(
+        dataset_admission.review_dataset(
             s, dataset_id=BENCH_DATASET, decision="admit", by=operator, override=True,
             reason="benchmark data, generated",
         )

@@ -21,11 +21,14 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
+from datazone.app import create_app
 from datazone.config import Settings
 from datazone.db import MIGRATIONS_DIR, Database, _pgserver, migrate, sqlalchemy_url
+from tests.factories import bearer, principal_key
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +67,24 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         ingest_batch_rows=1000,
         signing_key_secret=SIGNING_KEY_SECRET,
     )
+
+
+@pytest.fixture
+def client(db: Database, settings: Settings) -> Iterator[TestClient]:
+    """An in-process gateway on the real database."""
+    with TestClient(create_app(db=db, settings=settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def keys(db: Database) -> dict[str, dict[str, str]]:
+    """Bearer headers of operator staff by role."""
+    return {
+        "curator": bearer(principal_key(db, roles=["curator"])),
+        "reviewer": bearer(principal_key(db, roles=["reviewer"])),
+        "auditor": bearer(principal_key(db, roles=["auditor"])),
+        "operator": bearer(principal_key(db)),
+    }
 
 
 @pytest.fixture

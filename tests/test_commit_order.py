@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from datazone.app import create_app
 from datazone.config import Settings
 from datazone.db import Database
-from datazone.lifecycle.models import DemandRequest
+from datazone.product.models import DemandRequest
 from tests.factories import bearer, principal_key
 
 

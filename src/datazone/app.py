@@ -34,12 +34,14 @@ from datazone.console.institution import router as console_institution_router
 from datazone.console.onboarding import router as console_onboarding_router
 from datazone.console.operator import router as console_operator_router
 from datazone.contract.api import router as contract_router
+from datazone.dataset import service as dataset_service
+from datazone.dataset.api import admission_router as dataset_admission_router
 from datazone.dataset.api import router as dataset_router
 from datazone.db import Database
 from datazone.errors import PROBLEM_BASE, DomainError, InvalidSpec, NotFound
 from datazone.grant.api import router as grant_router
 from datazone.ingest.api import router as ingest_router
-from datazone.lifecycle.api import router as lifecycle_router
+from datazone.lifecycle.api import history_router
 from datazone.limits import MAX_DETAIL, MAX_INSTANCE, MAX_LISTED_ERRORS, excerpt
 from datazone.metering.api import router as metering_router
 from datazone.oauth import service as oauth_service
@@ -50,9 +52,13 @@ from datazone.observability import metrics, tracing
 from datazone.observability.context import current_request_id
 from datazone.openapi import install as install_openapi
 from datazone.problems.api import router as problems_router
+from datazone.product import demands as product_demands
+from datazone.product.api import demands_router, ratings_router, usage_router
 from datazone.product.api import router as product_router
 from datazone.psi.api import router as psi_router
 from datazone.scoring.api import router as scoring_router
+from datazone.supplier import service as supplier_service
+from datazone.supplier.api import admission_router as supplier_admission_router
 from datazone.supplier.api import router as supplier_router
 
 PROBLEM = "application/problem+json"
@@ -227,7 +233,27 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.include_router(ingest_router)
     app.include_router(product_router)
     app.include_router(access_router)
-    app.include_router(lifecycle_router)
+    # the lifecycle's routes, each domain's beside its service, in their first order
+    app.include_router(demands_router)
+    app.include_router(supplier_admission_router)
+    app.include_router(dataset_admission_router)
+    app.include_router(ratings_router)
+    app.include_router(
+        history_router(
+            {
+                "supplier": lambda session, subject_id, viewer: supplier_service.require_admission_readable(
+                    supplier_id=subject_id, viewer=viewer
+                ),
+                "dataset": lambda session, subject_id, viewer: dataset_service.require_admission_readable(
+                    session, dataset_id=subject_id, viewer=viewer
+                ),
+                "demand": lambda session, subject_id, viewer: product_demands.require_history_readable(
+                    session, demand_id=subject_id, viewer=viewer
+                ),
+            }
+        )
+    )
+    app.include_router(usage_router)
     app.include_router(grant_router)
     app.include_router(contract_router)
     app.include_router(consent_router)

@@ -34,7 +34,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "consent": ("datazone.consent.cli", "app", "institutions' enterprise consents: register from CSV, list, revoke"),
     "scoring": ("datazone.scoring.cli", "app", "secure scoring: review institutions' models"),
     "billing": ("datazone.billing.cli", "app", "the ledger: list entries, credit a charge"),
-    "lifecycle": ("datazone.lifecycle.cli", "app", "data lifecycle: admission, evaluation, scorecards"),
+    "lifecycle": ("datazone.dataset.lifecycle_cli", "app", "data lifecycle: admission, evaluation, scorecards"),
     "audit": ("datazone.audit.cli", "app", "the audit trail: verify, seal, export roots"),
     "client": ("datazone.oauth.cli", "app", "institutions' OAuth2 clients"),
     "psi": ("datazone.psi.cli", "app", "private set intersection: key epochs and precomputed slices"),

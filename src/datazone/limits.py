@@ -160,6 +160,15 @@ QueryText = Annotated[str | None, Query(max_length=MAX_QUERY_TEXT)]
 SinceQuery = Annotated[TimeBound | None, Query(description="ISO 8601 with offset, or a date (00:00 Shanghai)")]
 UntilQuery = Annotated[TimeBound | None, Query(description="ISO 8601 with offset, or a date (00:00 Shanghai)")]
 
+# the period a report covers when the caller names neither end
+DEFAULT_PERIOD = timedelta(days=30)
+
+
+def period_or_default(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    """[since, until) as asked, an open end filled in: until now, since `DEFAULT_PERIOD` before the end."""
+    end = until or datetime.now(UTC)
+    return since or end - DEFAULT_PERIOD, end
+
 
 def page_limit(most: int = MAX_PAGE) -> Any:
     """A page size query parameter's bounds: 1 to `most` (the route sets the default)."""

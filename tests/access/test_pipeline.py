@@ -32,7 +32,6 @@ from datazone.contract import service as contract_service
 from datazone.dataset import service as dataset_service
 from datazone.db import Database
 from datazone.grant import service as grant_service
-from datazone.lifecycle import service as lifecycle_service
 from datazone.metering import service as metering
 from datazone.oauth import service as oauth_service
 from datazone.principal import service as principal_service
@@ -44,6 +43,7 @@ from datazone.product import service as product_service
 from datazone.psi import service as psi_service
 from datazone.psi import worker as psi_worker
 from datazone.scoring import service as scoring_service
+from datazone.supplier import service as supplier_service
 from tests.anonymous.conftest import DEBTORS, K, anonymous_product, put_product
 from tests.anonymous.conftest import Zone as AnonymousZone
 from tests.conftest import Server, column, problem, synthetic_zone_settings
@@ -143,7 +143,7 @@ class Caller:
 
     def mend_data(self) -> None:
         with self.gw.db.unit_of_work() as s:
-            lifecycle_service.reinstate_supplier(s, supplier_id=self.department, by=_operator(s), reason="整改完成")
+            supplier_service.reinstate_supplier(s, supplier_id=self.department, by=_operator(s), reason="整改完成")
 
     def mend_grants(self) -> None:
         _grant(self.gw, self.id, [self.product, OTHER])
@@ -272,7 +272,7 @@ def caller_failing_everything(
             by = principal_service.find_principal(s, name=f"demo-{grant.department}")
             assert by is not None
             grant_service.revoke_grant(s, grant_id=grant_id, by=by, reason="收回")
-        lifecycle_service.blacklist_supplier(s, supplier_id=department, by=operator, reason="数据核查")
+        supplier_service.blacklist_supplier(s, supplier_id=department, by=operator, reason="数据核查")
     return caller
 
 
@@ -287,7 +287,7 @@ def reinstated(gw: Gateway) -> Iterator[list[str]]:
                 sa.text("SELECT admission_status FROM supplier WHERE id = :d"), {"d": dept}
             ).scalar_one()
             if supplier == "blacklisted":
-                lifecycle_service.reinstate_supplier(s, supplier_id=dept, by=_operator(s), reason="测试结束")
+                supplier_service.reinstate_supplier(s, supplier_id=dept, by=_operator(s), reason="测试结束")
 
 
 Send = Callable[[Caller], httpx.Response]

@@ -16,12 +16,11 @@ from datazone.client.sdk import ZoneClient
 from datazone.config import Settings
 from datazone.db import Database
 from datazone.privacy import scoring as circuits
+from tests.admission import BAD_BATCH, ingest, new_dataset
 from tests.conftest import Server
 from tests.console.browser import Visit
 from tests.console.conftest import make_person
 from tests.factories import firm_rows, retire_model, write_csv
-from tests.lifecycle.conftest import ingest, new_dataset
-from tests.lifecycle.test_use_gate import BAD_BATCH
 
 PRODUCTS_DIR = Path(__file__).resolve().parents[2] / "products"
 OP = "/console/operator"

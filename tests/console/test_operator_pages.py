@@ -23,17 +23,16 @@ from datazone.contract import service as contract_service
 from datazone.dataset import service as dataset_service
 from datazone.db import Database
 from datazone.ingest.models import IngestRun
-from datazone.lifecycle import service as lifecycle_service
 from datazone.principal import service as principal_service
+from datazone.product import demands as demand_service
 from datazone.product import service as product_service
 from datazone.scoring.models import ScoringModel
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierSpec
+from tests.admission import BAD_BATCH, ingest, new_dataset
 from tests.conftest import unique_id
 from tests.console.conftest import PersonLogin, make_person, sign_in
 from tests.factories import bearer, firm_rows, principal_key, registered_model, retire_model, write_csv
-from tests.lifecycle.conftest import ingest, new_dataset
-from tests.lifecycle.test_use_gate import BAD_BATCH
 
 PRODUCTS_DIR = Path(__file__).resolve().parents[2] / "products"
 OP = "/console/operator"
@@ -275,7 +274,7 @@ def test_a_curator_accepts_a_demand_from_the_review_queue(
     title = f"需要水电数据 {secrets.token_hex(3)}"
     with db.unit_of_work() as s:
         filer = principal_service.get_principal(s, principal_id=bank.principal_id)
-        demand_id = lifecycle_service.file_demand(s, by=filer, title=title, purposes=["pre_loan"]).id
+        demand_id = demand_service.file_demand(s, by=filer, title=title, purposes=["pre_loan"]).id
     person, csrf = operator(db, settings, browser_like, "reviewer", "curator")
     row = re.search(rf'<tr id="demand-{demand_id}">(.*?)</tr>', browser_like.get(f"{OP}/review").text, re.S)
     assert row and title in row.group(1) and bank.principal_name in row.group(1)
@@ -283,7 +282,7 @@ def test_a_curator_accepts_a_demand_from_the_review_queue(
     assert r.status_code == 303, r.text
     with db.unit_of_work() as s:
         viewer = principal_service.get_principal(s, principal_id=person.principal_id)
-        assert lifecycle_service.get_demand(s, demand_id=demand_id, viewer=viewer).state == "accepted"
+        assert demand_service.get_demand(s, demand_id=demand_id, viewer=viewer).state == "accepted"
     assert (
         audit_entry(db, action="demand.accepted", object_id=str(demand_id)).detail["account"] == person.login
     )

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from datazone.config import Settings
 from datazone.consent import service as consent_service
 from datazone.contract import service as contract_service
+from datazone.dataset import admission as dataset_admission
 from datazone.db import Database
 from datazone.demo.setup import DEMO_PRODUCTS, demo_file, prepare_demo
-from datazone.lifecycle import service as lifecycle_service
 from datazone.principal import service as principal_service
 from datazone.product import service as product_service
 from tests.conftest import fresh_database
@@ -48,7 +48,7 @@ def _demo_loads_and_is_reused(db: Database, settings: Settings) -> None:
             product = product_service.get_product(s, product_id=product_id)
             assert product.state == "published"
             spec = product_service.spec_of(product)
-            lifecycle_service.require_in_use(s, dataset_ids=sorted(spec.sources))
+            dataset_admission.require_in_use(s, dataset_ids=sorted(spec.sources))
             contract_service.require_contract(
                 s, institution_id=bank.id, product_id=product_id, purpose="pre_loan", at=datetime.now(UTC)
             )

@@ -28,10 +28,10 @@ from datazone import uscc as uscc_rules
 from datazone.audit import service as audit_service
 from datazone.billing import service as billing_service
 from datazone.contract import service as contract_service
+from datazone.dataset import admission as dataset_admission
 from datazone.db import hold
 from datazone.errors import DomainError, Forbidden, InvalidSpec, InvalidUscc, NotFound
 from datazone.grant import service as grant_service
-from datazone.lifecycle import service as lifecycle_service
 from datazone.metering import service as metering
 from datazone.oauth import resource
 from datazone.oauth.resource import AccessGrant
@@ -280,7 +280,7 @@ def authorize(
             raise ValueError(f"datasets {unknown} are not sources of product {served.id!r}")
         datasets = sorted(set(datasets))
     with check("data"):
-        suppliers = lifecycle_service.require_in_use(session, dataset_ids=datasets)
+        suppliers = dataset_admission.require_in_use(session, dataset_ids=datasets)
     with check("grant"):
         grants = grant_service.require_grants(
             session,

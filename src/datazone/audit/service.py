@@ -507,8 +507,10 @@ def _ids(entries: list[Mapping[Any, Any]]) -> str:
 # ---------------------------------------------------------------- who sees what
 
 
-def _visible_to(viewer: Principal) -> sa.ColumnElement[bool]:
-    """Least privilege: auditors see all, a department its data's entries, an institution its own."""
+def readable_by(viewer: Principal) -> sa.ColumnElement[bool]:
+    """The audit entries the viewer may read, as a WHERE clause (every list and get of the trail uses it).
+
+    Least privilege: auditors see all, a department its data's entries, an institution its own."""
     if viewer.kind == "operator":
         if "auditor" in viewer.roles:
             return sa.true()
@@ -556,7 +558,7 @@ def list_entries(
 ) -> list[AuditEntry]:
     """The entries `viewer` may see, newest first; page on with `before_id` = the last id seen.
     `actor` (a principal's name), `object_id` and `outcome` narrow the search to exact matches."""
-    scope = _visible_to(viewer)
+    scope = readable_by(viewer)
     _check_window(since=since, until=until, limit=limit, max_limit=MAX_PAGE)
     q = sa.select(AuditEntry).where(scope).order_by(AuditEntry.id.desc()).limit(limit)
     if action is not None:
@@ -578,7 +580,7 @@ def list_entries(
 
 def get_entry(session: Session, *, viewer: Principal, entry_id: int) -> AuditEntry:
     """One entry if `viewer` may see it; otherwise 404, so its existence does not leak."""
-    entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.id == entry_id, _visible_to(viewer)))
+    entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.id == entry_id, readable_by(viewer)))
     if entry is None:
         raise NotFound(f"no audit entry {entry_id} that you may see", entry_id=entry_id)
     return entry
@@ -612,7 +614,7 @@ def list_uses(
 ) -> list[Use]:
     """The data accesses `viewer` may see in [since, until), newest first: a department every
     use of its data, an institution only its own calls, an auditor all."""
-    scope = _visible_to(viewer)
+    scope = readable_by(viewer)
     _check_window(since=since, until=until, limit=limit, max_limit=MAX_PAGE)
     q = (
         sa.select(AuditEntry)
@@ -678,8 +680,8 @@ def uses_per_day(
 ) -> list[UseDay]:
     """Data accesses per Shanghai day, product and institution over the `days` days ending with
     `last_day` (default today), oldest first: a department the uses of its data, an institution its
-    own calls, an auditor all (`_visible_to`). The chart beside `list_uses`' table. One GROUP BY."""
-    scope = _visible_to(viewer)
+    own calls, an auditor all (`readable_by`). The chart beside `list_uses`' table. One GROUP BY."""
+    scope = readable_by(viewer)
     window = day_window(days=days, last_day=last_day)
     day = shanghai_date(AuditEntry.at).label("day")
     answered = AuditEntry.outcome == "ok"
@@ -730,8 +732,8 @@ def refusals_by_check(
     session: Session, *, viewer: Principal, days: int, last_day: date | None = None
 ) -> list[RefusalCount]:
     """Refused entries (any action) per check over the `days` Shanghai days ending with `last_day`
-    (default today), most frequent first, as `viewer` may see them (`_visible_to`). One GROUP BY."""
-    scope = _visible_to(viewer)
+    (default today), most frequent first, as `viewer` may see them (`readable_by`). One GROUP BY."""
+    scope = readable_by(viewer)
     window = day_window(days=days, last_day=last_day)
     check = sa.func.coalesce(AuditEntry.detail["check"].astext, AuditEntry.reason, "unknown").label("check")
     q = (

@@ -75,7 +75,9 @@ def post_debit(
     return entry
 
 
-def _visible(viewer: Principal) -> sa.ColumnElement[bool]:
+def readable_by(viewer: Principal) -> sa.ColumnElement[bool]:
+    """The ledger entries the viewer may read, as a WHERE clause: an institution its own, the
+    operator all (every list and get of the ledger uses it)."""
     if viewer.kind == "institution":
         return LedgerEntry.institution_id == viewer.id
     if viewer.kind == "operator":
@@ -85,7 +87,7 @@ def _visible(viewer: Principal) -> sa.ColumnElement[bool]:
 
 def get_entry(session: Session, *, entry_id: int, viewer: Principal, for_update: bool = False) -> LedgerEntry:
     """A ledger entry the viewer may see (an institution's own only: 404 for another's)."""
-    q = sa.select(LedgerEntry).where(LedgerEntry.id == entry_id, _visible(viewer))
+    q = sa.select(LedgerEntry).where(LedgerEntry.id == entry_id, readable_by(viewer))
     if for_update:
         q = q.with_for_update().execution_options(populate_existing=True)
     entry = session.scalar(q)
@@ -232,7 +234,7 @@ def list_entries(
 ) -> list[LedgerEntry]:
     if period is not None:
         check_period(period)
-    q = sa.select(LedgerEntry).where(_visible(viewer)).order_by(LedgerEntry.id).limit(limit)
+    q = sa.select(LedgerEntry).where(readable_by(viewer)).order_by(LedgerEntry.id).limit(limit)
     if period is not None:
         q = q.where(LedgerEntry.period == period)
     if viewer.kind == "operator" and institution_id is not None:
@@ -275,7 +277,7 @@ def revenue_per_day(
             sa.func.coalesce(sa.func.sum(LedgerEntry.amount_fen).filter(LedgerEntry.kind == "debit"), 0),
             sa.func.coalesce(sa.func.sum(LedgerEntry.amount_fen).filter(LedgerEntry.kind == "credit"), 0),
         )
-        .where(_visible(viewer), LedgerEntry.at >= window.since, LedgerEntry.at < window.until)
+        .where(readable_by(viewer), LedgerEntry.at >= window.since, LedgerEntry.at < window.until)
         .group_by(day)
         .order_by(day)
     )

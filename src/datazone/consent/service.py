@@ -209,12 +209,13 @@ def register_consents(
     return consents
 
 
-def _scoped(q: sa.Select[Consent], viewer: Principal) -> sa.Select[Consent]:
-    """An institution sees its own consents; an operator auditor all; nobody else any."""
+def readable_by(viewer: Principal) -> sa.ColumnElement[bool]:
+    """The consents the viewer may read, as a WHERE clause (every list and get of consents uses it):
+    an institution its own; an operator auditor all; nobody else any."""
     if viewer.kind == "institution":
-        return q.where(Consent.institution_id == viewer.id)
+        return Consent.institution_id == viewer.id
     if viewer.kind == "operator" and "auditor" in viewer.roles:
-        return q
+        return sa.true()
     raise Forbidden(
         "consents are seen by the institution that registered them and by the operator's auditors; "
         f"you are {viewer.kind} {viewer.name}"
@@ -222,7 +223,7 @@ def _scoped(q: sa.Select[Consent], viewer: Principal) -> sa.Select[Consent]:
 
 
 def get_consent(session: Session, *, consent_id: int, viewer: Principal, for_update: bool = False) -> Consent:
-    q = _scoped(sa.select(Consent).where(Consent.id == consent_id), viewer)
+    q = sa.select(Consent).where(Consent.id == consent_id, readable_by(viewer))
     if for_update:
         q = q.with_for_update().execution_options(populate_existing=True)
     consent = session.scalar(q)
@@ -243,7 +244,7 @@ def list_consents(
     limit: int = 100,
 ) -> list[Consent]:
     """Consents the viewer may see, oldest first, `limit` at a time after `after_id`."""
-    q = _scoped(sa.select(Consent), viewer)
+    q = sa.select(Consent).where(readable_by(viewer))
     if institution_id is not None:
         q = q.where(Consent.institution_id == institution_id)
     if uscc is not None:

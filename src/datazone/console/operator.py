@@ -36,15 +36,17 @@ from datazone.console.pages import (
 )
 from datazone.console.service import Person
 from datazone.contract import service as contract_service
+from datazone.dataset import admission as dataset_admission
+from datazone.dataset import evaluation as dataset_evaluation
 from datazone.dataset import service as dataset_service
 from datazone.deps import SessionDep
 from datazone.errors import DomainError, InvalidSpec, NotFound
 from datazone.ingest import service as ingest_service
-from datazone.lifecycle import service as lifecycle_service
 from datazone.metering import service as metering_service
 from datazone.oauth import service as oauth_service
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
+from datazone.product import demands as demand_service
 from datazone.product import service as product_service
 from datazone.psi import service as psi_service
 from datazone.purposes import Purpose
@@ -155,7 +157,7 @@ def home(request: Request, person: Someone, session: SessionDep, days: PeriodQue
             "stacked": True,
         }
         ctx["failed_runs"] = ingest_service.latest_failed_runs(session, viewer=viewer, limit=10)
-        ctx["quality"] = lifecycle_service.quality_per_version(
+        ctx["quality"] = dataset_evaluation.quality_per_version(
             session, viewer=viewer, days=days, last_day=last_day, limit=200
         )
     ctx["psi_queue"] = psi_service.job_queue(session, viewer=viewer)
@@ -275,7 +277,7 @@ def _awaiting(session: SessionDep) -> list[Awaiting]:
     for ds in dataset_service.list_datasets(session):
         if ds.admission_state not in AWAITING_ADMISSION:
             continue
-        figures, failures = lifecycle_service.sample_check(session, dataset_id=ds.id)
+        figures, failures = dataset_admission.sample_check(session, dataset_id=ds.id)
         found.append(
             Awaiting(
                 ds.id, ds.supplier_id, str(ds.spec.get("name", ds.id)), ds.admission_state, figures, failures
@@ -314,7 +316,7 @@ def decide_admission(
     """Admit or reject a dataset on its sample check, as POST /v1/datasets/{id}/admission does."""
     decision = field(form, "decision")
     try:
-        lifecycle_service.review_dataset(
+        dataset_admission.review_dataset(
             session,
             dataset_id=dataset_id,
             decision=decision,
@@ -343,7 +345,7 @@ def _review_page(
         "operator/review.html",
         person=person,
         status_code=status_code,
-        demands=lifecycle_service.list_demands(session, viewer=person.principal, state="submitted"),
+        demands=demand_service.list_demands(session, viewer=person.principal, state="submitted"),
         awaiting=[
             d for d in dataset_service.list_datasets(session) if d.admission_state in AWAITING_ADMISSION
         ],
@@ -381,9 +383,9 @@ def decide_demand(
     reason = field(form, "reason")
     try:
         if decision == "accept":
-            lifecycle_service.accept_demand(session, demand_id=demand_id, by=person.principal, reason=reason)
+            demand_service.accept_demand(session, demand_id=demand_id, by=person.principal, reason=reason)
         elif decision == "decline":
-            lifecycle_service.decline_demand(session, demand_id=demand_id, by=person.principal, reason=reason)
+            demand_service.decline_demand(session, demand_id=demand_id, by=person.principal, reason=reason)
         else:
             raise InvalidSpec(f"a demand is accepted or declined, not {decision!r}")
     except DomainError as exc:
@@ -431,17 +433,17 @@ def move_supplier(
                 "say why: 'reason' is empty", errors=[{"location": "reason", "problem": "required"}]
             )
         if move == "admit":
-            lifecycle_service.admit_supplier(
+            supplier_service.admit_supplier(
                 session, supplier_id=supplier_id, by=by, reason=reason, attachments=[]
             )
         elif move == "reject":
-            lifecycle_service.reject_supplier(
+            supplier_service.reject_supplier(
                 session, supplier_id=supplier_id, by=by, reason=reason, attachments=[]
             )
         elif move == "blacklist":
-            lifecycle_service.blacklist_supplier(session, supplier_id=supplier_id, by=by, reason=reason)
+            supplier_service.blacklist_supplier(session, supplier_id=supplier_id, by=by, reason=reason)
         elif move == "reinstate":
-            lifecycle_service.reinstate_supplier(session, supplier_id=supplier_id, by=by, reason=reason)
+            supplier_service.reinstate_supplier(session, supplier_id=supplier_id, by=by, reason=reason)
         else:
             raise InvalidSpec(f"no supplier move {move!r}: {', '.join(SUPPLIER_MOVES)}")
     except DomainError as exc:

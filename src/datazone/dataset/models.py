@@ -45,3 +45,48 @@ class DatasetVersion(Base):
     source: Mapped[str] = mapped_column(sa.Text)
     source_sha256: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+
+class DatasetReview(Base):
+    """One data admission decision and the sample quality figures it was taken on."""
+
+    __tablename__ = "dataset_review"
+    __table_args__ = (
+        sa.CheckConstraint("decision IN ('admit', 'reject')", name="ck_dataset_review_decision"),
+        sa.Index("ix_dataset_review_dataset", "dataset_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(sa.ForeignKey("dataset.id", ondelete="CASCADE"))
+    version: Mapped[int | None] = mapped_column(sa.Integer)
+    run_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    decision: Mapped[str] = mapped_column(sa.String(8))
+    passed: Mapped[bool] = mapped_column(sa.Boolean)
+    override: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    failures: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    by_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    by_name: Mapped[str] = mapped_column(sa.Text)
+    at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.clock_timestamp())
+
+
+class DatasetQuality(Base):
+    """Quality figures of one dataset version; timeliness is refreshed until a newer version arrives."""
+
+    __tablename__ = "dataset_quality"
+
+    dataset_id: Mapped[str] = mapped_column(sa.ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    rows: Mapped[int] = mapped_column(sa.BigInteger)
+    rows_received: Mapped[int] = mapped_column(sa.BigInteger)
+    rows_rejected: Mapped[int] = mapped_column(sa.BigInteger)
+    duplicate_keys: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    completeness: Mapped[dict[str, float]] = mapped_column(JSONB, default=dict)
+    completeness_overall: Mapped[float] = mapped_column(sa.Float)
+    validity: Mapped[float] = mapped_column(sa.Float)
+    on_time: Mapped[bool] = mapped_column(sa.Boolean)
+    age_hours: Mapped[float] = mapped_column(sa.Float)
+    lag_hours: Mapped[float] = mapped_column(sa.Float)
+    version_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    evaluated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))

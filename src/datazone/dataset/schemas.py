@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from datazone.lifecycle.schemas import Reason
+from datazone.limits import RequestBody
 
 IDENT = r"^[a-z][a-z0-9_]{1,62}$"
 SLUG = r"^[a-z][a-z0-9-]{1,62}$"
@@ -294,3 +297,66 @@ class DatasetOut(BaseModel):
     successor_id: str | None = Field(default=None, description="the dataset that replaces a deprecated one")
     updated_at: datetime
     spec: dict[str, object]
+
+
+# --- admission, retirement and quality ----------------------------------------------------------------------------------
+
+
+class AdmissionIn(RequestBody):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["admit", "reject"]
+    reason: Reason
+    override: bool = Field(default=False, description="admit although the sample fails; say why in reason")
+    run_id: int | None = Field(
+        default=None, description="review the version this run brought; default latest"
+    )
+
+
+class DatasetReviewOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    dataset_id: str
+    version: int | None
+    run_id: int | None
+    decision: str
+    passed: bool
+    override: bool
+    reason: str
+    figures: dict[str, Any]
+    failures: list[dict[str, Any]]
+    by_name: str
+    at: datetime
+
+
+class DeprecateIn(RequestBody):
+    model_config = ConfigDict(extra="forbid")
+
+    successor: Annotated[str, Field(min_length=1, description="the dataset that replaces this one")]
+    reason: Reason
+
+
+class DatasetStateOut(BaseModel):
+    dataset_id: str
+    admission_state: str
+    successor_id: str | None
+
+
+class DatasetQualityOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    dataset_id: str
+    version: int
+    rows: int
+    rows_received: int
+    rows_rejected: int
+    duplicate_keys: int
+    completeness: dict[str, float]
+    completeness_overall: float
+    validity: float
+    on_time: bool
+    age_hours: float
+    lag_hours: float
+    version_at: datetime
+    evaluated_at: datetime

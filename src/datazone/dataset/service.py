@@ -17,6 +17,7 @@ from datazone.dataset.models import Dataset, DatasetVersion
 from datazone.dataset.schemas import DatasetSpec
 from datazone.db import hold
 from datazone.errors import Conflict, InvalidSpec, NotFound
+from datazone.lifecycle import service as lifecycle_service
 from datazone.principal.models import Principal
 from datazone.supplier import service as supplier_service
 
@@ -90,8 +91,6 @@ def apply_dataset(
         session.add(ds)
         session.flush()
         # a new dataset enters the lifecycle at intake; it serves products once admitted
-        from datazone.lifecycle import service as lifecycle_service  # lifecycle reads datasets too
-
         lifecycle_service.transition(
             session,
             subject_type="dataset",
@@ -160,6 +159,11 @@ def list_datasets(session: Session, *, department: str | None = None) -> list[Da
     return list(session.scalars(q))
 
 
+def ids_supplied_by(*, department: str | None) -> sa.Select[str]:
+    """The ids of a department's datasets, as a subquery for other domains' readable-by clauses."""
+    return sa.select(Dataset.id).where(Dataset.supplier_id == department)
+
+
 def list_versions(session: Session, *, dataset_id: str) -> list[DatasetVersion]:
     get_dataset(session, dataset_id=dataset_id)
     q = (
@@ -223,7 +227,7 @@ def read_current_records(
     return ds.current_version, by_entity
 
 
-# --- lifecycle: data admission, retirement and the figures its quality checks read ---------
+# --- admission state, and the figures its quality checks read (moves: admission.py) ---------
 
 
 @dataclass(frozen=True)
@@ -248,10 +252,35 @@ def admission_states(session: Session, *, dataset_ids: list[str]) -> dict[str, A
     return {d.id: AdmissionState(d.id, d.supplier_id, d.admission_state, d.successor_id) for d in datasets}
 
 
+def admission_readable_by(viewer: Principal) -> sa.ColumnElement[bool]:
+    """The datasets whose admission records (reviews, quality figures, history) the viewer may
+    read, as a WHERE clause: the operator all, a department its own, anyone else none. (The
+    list of datasets itself is open to every principal.)"""
+    if viewer.kind == "operator":
+        return sa.true()
+    if viewer.kind == "department":
+        return Dataset.supplier_id == viewer.supplier_id
+    return sa.false()
+
+
+def admission_readable_ids(viewer: Principal) -> sa.Select[str]:
+    """The ids of those datasets, as a subquery for the records kept beside them."""
+    return sa.select(Dataset.id).where(admission_readable_by(viewer))
+
+
+def require_admission_readable(session: Session, *, dataset_id: str, viewer: Principal) -> None:
+    """404 unless the viewer may read the dataset's admission records, so existence does not leak
+    (the operator's request for a missing dataset gets the 404 of the service it calls next)."""
+    if viewer.kind == "operator":
+        return
+    if session.scalar(sa.select(Dataset.id).where(Dataset.id == dataset_id, admission_readable_by(viewer))) is None:
+        raise NotFound(f"no dataset {dataset_id!r}")
+
+
 def set_admission_state(
     session: Session, *, dataset_id: str, state: str, successor_id: str | None = None
 ) -> Dataset:
-    """Store a state the lifecycle service has already checked and recorded; nothing else calls this."""
+    """Store a state `admission` has already checked and recorded; nothing else calls this."""
     ds = get_dataset(session, dataset_id=dataset_id, for_update=True)
     ds.admission_state = state
     ds.successor_id = successor_id

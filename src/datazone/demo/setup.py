@@ -30,6 +30,7 @@ from datazone.consent.schemas import ConsentIn
 from datazone.console import service as console_service
 from datazone.console.models import Account
 from datazone.contract import service as contract_service
+from datazone.dataset import admission as dataset_admission
 from datazone.dataset import service as dataset_service
 from datazone.db import Database
 from datazone.demo.generate import generate_zone, load_demo_specs
@@ -38,7 +39,6 @@ from datazone.grant import service as grant_service
 from datazone.ingest import service as ingest_service
 from datazone.ingest.models import IngestRun
 from datazone.ingest.pipeline import execute_run
-from datazone.lifecycle import service as lifecycle_service
 from datazone.oauth import service as oauth_service
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
@@ -246,7 +246,7 @@ def _admit_datasets(s: Session, dataset_ids: list[str], operator: Principal) -> 
             "deprecated",
         ):
             continue
-        lifecycle_service.review_dataset(
+        dataset_admission.review_dataset(
             s,
             dataset_id=dataset_id,
             decision="admit",

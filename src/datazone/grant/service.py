@@ -286,18 +286,19 @@ def _overlap_of(
     }
 
 
-def _visible(q: sa.Select[Grant], viewer: Principal) -> sa.Select[Grant]:
-    """Scope a query to what the viewer may see: a department its own grants, an institution
-    the grants that cover it (named or all institutions), the operator all."""
+def readable_by(viewer: Principal) -> sa.ColumnElement[bool]:
+    """The grants the viewer may read, as a WHERE clause (every list and get of grants uses it):
+    a department its own grants, an institution the grants that cover it (named or all
+    institutions), the operator all."""
     if viewer.kind == "department":
-        return q.where(Grant.department == viewer.supplier_id)
+        return Grant.department == viewer.supplier_id
     if viewer.kind == "institution":
-        return q.where(sa.or_(Grant.institutions.is_(None), _any(viewer.id, Grant.institutions)))
-    return q
+        return sa.or_(Grant.institutions.is_(None), _any(viewer.id, Grant.institutions))
+    return sa.true()
 
 
 def get_grant(session: Session, *, grant_id: str, viewer: Principal) -> Grant:
-    grant = session.scalar(_visible(sa.select(Grant).where(Grant.id == grant_id), viewer))
+    grant = session.scalar(sa.select(Grant).where(Grant.id == grant_id, readable_by(viewer)))
     if grant is None:
         raise NotFound(f"no grant {grant_id!r}")
     return grant
@@ -314,7 +315,7 @@ def list_grants(
     at: datetime | None = None,
 ) -> list[Grant]:
     """Grants the viewer may see, newest first; `live` True: in force at `at` (default now)."""
-    q = _visible(sa.select(Grant), viewer)
+    q = sa.select(Grant).where(readable_by(viewer))
     if department is not None:
         q = q.where(Grant.department == department)
     if dataset is not None:

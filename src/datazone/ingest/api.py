@@ -6,12 +6,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from datazone.deps import CuratorDep, DbDep, PrincipalDep, SessionDep
-from datazone.errors import Forbidden
 from datazone.ingest import service
 from datazone.ingest.schemas import IngestReport, IngestRunOut, RejectOut
 from datazone.limits import DbId, QueryText
 from datazone.openapi import content_responses
-from datazone.principal.service import a_kind
 
 router = APIRouter(tags=["ingest"])
 
@@ -36,15 +34,7 @@ def list_runs(
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[IngestRunOut]:
     """The operator sees every run; a department the runs of its own datasets."""
-    if viewer.kind not in ("operator", "department"):
-        raise Forbidden(f"ingest runs are seen by the operator and the supplying department, not {a_kind(viewer.kind)}")
-    runs = service.list_runs(
-        session,
-        dataset_id=dataset,
-        status=status,
-        limit=limit,
-        department=viewer.supplier_id if viewer.kind == "department" else None,
-    )
+    runs = service.list_runs(session, dataset_id=dataset, status=status, limit=limit, viewer=viewer)
     return [IngestRunOut.model_validate(r) for r in runs]
 
 

@@ -18,11 +18,14 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from datazone.config import Settings
+from datazone.dataset import evaluation as dataset_evaluation
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import SHANGHAI, DatasetSpec
 from datazone.db import Database
 from datazone.ingest import service as ingest_service
 from datazone.ingest.pipeline import execute_run
+from datazone.metering import service as metering_service
+from datazone.oauth import service as oauth_service
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +119,6 @@ class IngestScheduler:
     def purge(self) -> None:
         """Forget what has expired: used client assertions, revoked-token entries past their
         token's expiry, idempotent answers past their keeping time."""
-        from datazone.metering import service as metering_service
-        from datazone.oauth import service as oauth_service
-
         now = datetime.now(UTC)
         with self.db.unit_of_work() as s:
             tokens = oauth_service.purge_expired(s, now)
@@ -134,15 +134,13 @@ class IngestScheduler:
         Hourly and coalesced; a second scheduler doing the same upserts the same rows.
         A dataset deleted meanwhile is simply skipped.
         """
-        from datazone.lifecycle import service as lifecycle_service  # lifecycle reads ingest runs
-
         with self.db.unit_of_work() as s:
             dataset_ids = [ds.id for ds in dataset_service.list_datasets(s)]
         evaluated = 0
         for dataset_id in dataset_ids:
             # one transaction a dataset: a long scan of one zone table holds no lock on the others
             with self.db.unit_of_work() as s:
-                result = lifecycle_service.evaluate_datasets(
+                result = dataset_evaluation.evaluate_datasets(
                     s, now=datetime.now(UTC), dataset_ids=[dataset_id]
                 )
             evaluated += len(result.evaluated)

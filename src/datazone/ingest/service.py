@@ -91,16 +91,22 @@ def get_run(session: Session, *, run_id: int) -> IngestRun:
     return run
 
 
-def get_visible_run(session: Session, *, run_id: int, viewer: Principal) -> IngestRun:
-    """A run as the viewer may see it: the operator any run, a department its own datasets' runs
-    (another's answers 404, so run ids do not tell what other departments deliver)."""
-    run = get_run(session, run_id=run_id)
+def readable_by(viewer: Principal) -> sa.ColumnElement[bool]:
+    """The runs the viewer may read, as a WHERE clause (every list and get of runs uses it): the
+    operator every run, a department its own datasets' runs; anyone else none (403)."""
+    if viewer.kind == "operator":
+        return sa.true()
     if viewer.kind == "department":
-        owner = dataset_service.get_dataset(session, dataset_id=run.dataset_id).supplier_id
-        if owner != viewer.supplier_id:
-            raise NotFound(f"no ingest run {run_id}")
-    elif viewer.kind != "operator":
-        raise Forbidden(f"ingest runs are seen by the operator and the supplying department, not {a_kind(viewer.kind)}")
+        return IngestRun.dataset_id.in_(dataset_service.ids_supplied_by(department=viewer.supplier_id))
+    raise Forbidden(f"ingest runs are seen by the operator and the supplying department, not {a_kind(viewer.kind)}")
+
+
+def get_visible_run(session: Session, *, run_id: int, viewer: Principal) -> IngestRun:
+    """A run as the viewer may see it (another department's answers 404, so run ids do not tell
+    what other departments deliver)."""
+    run = session.scalar(sa.select(IngestRun).where(IngestRun.id == run_id, readable_by(viewer)))
+    if run is None:
+        raise NotFound(f"no ingest run {run_id}")
     return run
 
 
@@ -111,8 +117,12 @@ def list_runs(
     status: str | None = None,
     limit: int = 100,
     department: str | None = None,
+    viewer: Principal | None = None,
 ) -> list[IngestRun]:
+    """Runs newest first; with a viewer, only those it may read (None: the system, every run)."""
     q = sa.select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)
+    if viewer is not None:
+        q = q.where(readable_by(viewer))
     if department is not None:
         q = q.where(
             IngestRun.dataset_id.in_([d.id for d in dataset_service.list_datasets(session, department=department)])
@@ -185,16 +195,6 @@ def count_rejects(session: Session, *, run_id: int) -> int:
     return session.scalar(sa.select(sa.func.count()).where(IngestReject.run_id == run_id)) or 0
 
 
-def _visible_runs(session: Session, viewer: Principal) -> sa.ColumnElement[bool]:
-    """The runs a viewer may read: the operator every run, a department its own datasets' runs."""
-    if viewer.kind == "operator":
-        return sa.true()
-    if viewer.kind == "department" and viewer.supplier_id:
-        own = [d.id for d in dataset_service.list_datasets(session, department=viewer.supplier_id)]
-        return IngestRun.dataset_id.in_(own)
-    raise Forbidden(f"ingest runs are seen by the operator and the supplying department, not {a_kind(viewer.kind)}")
-
-
 @dataclass(frozen=True)
 class RunDay:
     """The runs of one Shanghai day (by when they were requested) that ended in, or are in, `status`."""
@@ -212,7 +212,7 @@ def runs_per_day(
     """Ingest runs per Shanghai day of their request and status over the `days` days ending with
     `last_day` (default today), oldest first: the operator's all, a department its datasets'. One
     GROUP BY."""
-    scope = _visible_runs(session, viewer)
+    scope = readable_by(viewer)
     window = day_window(days=days, last_day=last_day)
     day = shanghai_date(IngestRun.created_at).label("day")
     q = (
@@ -250,7 +250,7 @@ class FailedRun:
 
 def latest_failed_runs(session: Session, *, viewer: Principal, limit: int = 20) -> list[FailedRun]:
     """The `limit` (1..1000) most recently requested failed runs the viewer may read, newest first."""
-    scope = _visible_runs(session, viewer)
+    scope = readable_by(viewer)
     check_figure_limit(limit)
     q = (
         sa.select(

@@ -303,7 +303,8 @@ def plan_terms(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _visible(viewer: Principal) -> sa.ColumnElement[bool]:
+def _plans_visible(viewer: Principal) -> sa.ColumnElement[bool]:
+    """Plans an institution may read: the public ones and its own; the operator all."""
     if viewer.kind == "institution":
         return sa.or_(Plan.institution_id.is_(None), Plan.institution_id == viewer.id)
     return sa.true()
@@ -316,7 +317,7 @@ def get_plan(session: Session, *, plan_id: str, viewer: Principal | None = None)
         raise Forbidden("plans are between the operator and institutions; a department sees none")
     q = sa.select(Plan).where(Plan.id == plan_id)
     if viewer is not None:
-        q = q.where(_visible(viewer))
+        q = q.where(_plans_visible(viewer))
     plan = session.scalar(q)
     if plan is None:
         raise NotFound(f"no plan {plan_id!r}; list the plans with GET /v1/plans")
@@ -326,7 +327,7 @@ def get_plan(session: Session, *, plan_id: str, viewer: Principal | None = None)
 def list_plans(session: Session, *, viewer: Principal, institution_id: int | None = None) -> list[Plan]:
     if viewer.kind == "department":
         raise Forbidden("plans are between the operator and institutions; a department sees none")
-    q = sa.select(Plan).where(_visible(viewer)).order_by(Plan.institution_id.nulls_first(), Plan.id)
+    q = sa.select(Plan).where(_plans_visible(viewer)).order_by(Plan.institution_id.nulls_first(), Plan.id)
     if viewer.kind == "operator" and institution_id is not None:
         q = q.where(sa.or_(Plan.institution_id.is_(None), Plan.institution_id == institution_id))
     return list(session.scalars(q))
@@ -1073,16 +1074,18 @@ def plan_allowances(
 # ---------------------------------------------------------------- usage reads
 
 
-def _scope_institution(viewer: Principal, institution_id: int | None) -> int | None:
-    """Whose usage the viewer may read: an institution its own, the operator anyone's."""
+def readable_by(viewer: Principal, institution_id: int | None = None) -> sa.ColumnElement[bool]:
+    """The usage events the viewer may read, as a WHERE clause (every usage read uses it): an
+    institution its own (whatever `institution_id` says), the operator anyone's (or
+    `institution_id`'s); a department none (403)."""
     if viewer.kind == "institution":
-        return viewer.id
+        return UsageEvent.institution_id == viewer.id
     if viewer.kind != "operator":
         raise Forbidden(
             "usage is the institutions' and the operator's to read; a department sees its data's uses "
             "in the audit trail"
         )
-    return institution_id
+    return sa.true() if institution_id is None else UsageEvent.institution_id == institution_id
 
 
 def usage_window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
@@ -1124,7 +1127,7 @@ def usage_by_day(
     institution_id: int | None = None,
 ) -> list[UsageDay]:
     """Usage per institution, product and Shanghai day in [since, until) (default: this month so far)."""
-    whose = _scope_institution(viewer, institution_id)
+    scope = readable_by(viewer, institution_id)
     start, end = usage_window(since, until)
     day = sa.cast(sa.func.timezone("Asia/Shanghai", UsageEvent.at), sa.Date).label("day")
     q = (
@@ -1141,8 +1144,7 @@ def usage_by_day(
         .group_by(UsageEvent.institution_id, UsageEvent.product_id, day)
         .order_by(day, UsageEvent.institution_id, UsageEvent.product_id)
     )
-    if whose is not None:
-        q = q.where(UsageEvent.institution_id == whose)
+    q = q.where(scope)
     return [
         UsageDay(
             institution_id=r[0],
@@ -1181,7 +1183,7 @@ def usage_per_product_day(
     `last_day` (default today), oldest day first: the operator's dashboard (every institution, or
     `institution_id`'s) and an institution's portal (its own, whatever `institution_id` says).
     A day with no usage has no row. One GROUP BY in PostgreSQL."""
-    whose = _scope_institution(viewer, institution_id)
+    scope = readable_by(viewer, institution_id)
     window = day_window(days=days, last_day=last_day)
     day = shanghai_date(UsageEvent.at).label("day")
     q = (
@@ -1197,8 +1199,7 @@ def usage_per_product_day(
         .group_by(day, UsageEvent.product_id)
         .order_by(day, UsageEvent.product_id)
     )
-    if whose is not None:
-        q = q.where(UsageEvent.institution_id == whose)
+    q = q.where(scope)
     return [
         ProductDay(day=d, product_id=p, calls=int(c), units=int(u), free_units=int(f), charged_fen=int(fen))
         for d, p, c, u, f, fen in session.execute(q)
@@ -1243,7 +1244,7 @@ def list_usage_events(
     institution_id: int | None = None,
 ) -> list[UsageEvent]:
     """Usage events in time order from `since` (after event `after`, for the next page)."""
-    whose = _scope_institution(viewer, institution_id)
+    scope = readable_by(viewer, institution_id)
     errors: list[dict[str, Any]] = []
     if not 1 <= limit <= MAX_EVENTS_PAGE:
         errors.append({"location": "limit", "problem": f"limit is 1..{MAX_EVENTS_PAGE}, not {limit}"})
@@ -1252,11 +1253,10 @@ def list_usage_events(
     if errors:
         raise InvalidSpec("; ".join(f"{e['location']}: {e['problem']}" for e in errors), errors=errors)
     q = sa.select(UsageEvent).order_by(UsageEvent.at, UsageEvent.id).limit(limit)
-    if whose is not None:
-        q = q.where(UsageEvent.institution_id == whose)
+    q = q.where(scope)
     if after is not None:
-        anchor = session.get(UsageEvent, after)
-        if anchor is None or (whose is not None and anchor.institution_id != whose):
+        anchor = session.scalar(sa.select(UsageEvent).where(UsageEvent.id == after, scope))
+        if anchor is None:
             raise NotFound(f"no usage event {after}; page on with the id of the last event you received")
         q = q.where(
             sa.tuple_(UsageEvent.at, UsageEvent.id) > sa.tuple_(sa.literal(anchor.at), sa.literal(anchor.id))

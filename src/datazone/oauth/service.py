@@ -164,17 +164,28 @@ def get_client(session: Session, *, client_id: str) -> OAuthClient | None:
     return session.get(OAuthClient, client_id)
 
 
+def readable_by(viewer: Principal) -> sa.ColumnElement[bool]:
+    """The OAuth clients the viewer may read, as a WHERE clause (every list and get of clients uses
+    it): an institution its own, the operator all; a department none (403)."""
+    if viewer.kind == "department":
+        raise Forbidden("departments do not hold OAuth clients; institutions do")
+    if viewer.kind == "institution":
+        return OAuthClient.institution_id == viewer.id
+    return sa.true()
+
+
 def _visible_client(
     session: Session, *, client_id: str, viewer: Principal | None, lock: bool = False
 ) -> OAuthClient:
-    client = session.get(OAuthClient, client_id, with_for_update=lock)
+    q = sa.select(OAuthClient).where(OAuthClient.client_id == client_id)
+    if viewer is not None:
+        q = q.where(readable_by(viewer))
+    if lock:
+        q = q.with_for_update().execution_options(populate_existing=True)
+    client = session.scalar(q)
     # another institution's client answers as unknown, so existence does not leak
-    if client is None or (
-        viewer is not None and viewer.kind == "institution" and client.institution_id != viewer.id
-    ):
+    if client is None:
         raise NotFound(f"no client {client_id!r} of yours; GET /v1/clients lists them")
-    if viewer is not None and viewer.kind == "department":
-        raise Forbidden("departments do not hold OAuth clients")
     return client
 
 
@@ -238,10 +249,7 @@ def list_clients(session: Session, *, viewer: Principal | None) -> list[OAuthCli
     """An institution sees its own clients; the operator (or the shell, viewer None) sees all."""
     q = sa.select(OAuthClient).order_by(OAuthClient.created_at, OAuthClient.client_id)
     if viewer is not None:
-        if viewer.kind == "department":
-            raise Forbidden("departments do not hold OAuth clients; institutions do")
-        if viewer.kind == "institution":
-            q = q.where(OAuthClient.institution_id == viewer.id)
+        q = q.where(readable_by(viewer))
     return list(session.scalars(q))
 
 

@@ -7,34 +7,36 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
-from datazone.deps import CuratorDep, OperatorDep, PrincipalDep, SessionDep
-from datazone.errors import InvalidSpec, NotFound
+from datazone.deps import CuratorDep, InstitutionDep, OperatorDep, PrincipalDep, SessionDep
+from datazone.errors import Forbidden, InvalidSpec
+from datazone.lifecycle.schemas import ReasonIn
+from datazone.limits import DbId, QueryText, SinceQuery, UntilQuery, period_or_default
 from datazone.openapi import content_responses
-from datazone.principal.models import Principal
-from datazone.product import catalog_dcat, service
+from datazone.product import catalog_dcat, demands, evaluation, service
 from datazone.product.schemas import (
-    VISIBLE_STATES,
     AppliedOut,
     Category,
+    DemandIn,
+    DemandOut,
+    FulfilIn,
     ProductOut,
     ProductState,
+    RatingIn,
+    RatingOut,
+    RatingSummaryOut,
     Tier,
     TransitionIn,
     TransitionOut,
+    UsageVolumeOut,
 )
 
 router = APIRouter(prefix="/v1", tags=["product catalog"])
+# mounted by the app where the lifecycle routes were, so routes match in the same order
+demands_router = APIRouter(prefix="/v1/demands", tags=["lifecycle: demands"])
+ratings_router = APIRouter(prefix="/v1/products", tags=["lifecycle: ratings"])
+usage_router = APIRouter(prefix="/v1/usage", tags=["lifecycle: usage"])
 
 ProductId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{1,62}$")]
-
-
-def _visible_states(caller: Principal, state: ProductState | None) -> tuple[str, ...] | None:
-    """The operator sees every state (or the one asked for); everyone else published and deprecated."""
-    if caller.kind == "operator":
-        return (state.value,) if state is not None else None
-    if state is not None and state.value not in VISIBLE_STATES:
-        return ()
-    return (state.value,) if state is not None else VISIBLE_STATES
 
 
 @router.get("/catalog/products", response_model=list[ProductOut])
@@ -49,11 +51,14 @@ def search_products(
 ) -> list[ProductOut]:
     """Search the product catalog by category, department, tier, words and state; others than the operator
     see published and deprecated products only."""
-    states = _visible_states(caller, state)
-    if states == ():
-        return []
     found = service.search_catalog(
-        session, category=category, department=department, tier=tier, keyword=q, states=states
+        session,
+        category=category,
+        department=department,
+        tier=tier,
+        keyword=q,
+        states=(state.value,) if state is not None else None,
+        viewer=caller,
     )
     return service.catalog_entries(session, products=found)
 
@@ -61,10 +66,7 @@ def search_products(
 @router.get("/catalog/products/{product_id}", response_model=ProductOut)
 def get_catalog_product(product_id: ProductId, session: SessionDep, caller: PrincipalDep) -> ProductOut:
     """One product of the catalog: what it answers, from which data, at what price and for which purposes."""
-    product = service.get_product(session, product_id=product_id)
-    if caller.kind != "operator" and product.state not in VISIBLE_STATES:
-        # drafts and retired products are the operator's business: to others they do not exist
-        raise NotFound(f"no product {product_id!r} in the catalog", product=product_id)
+    product = service.catalog_product(session, product_id=product_id, viewer=caller)
     return service.catalog_entries(session, products=[product])[0]
 
 
@@ -161,3 +163,112 @@ def _no_successor(body: TransitionIn, action: str) -> None:
             f"'successor' and 'seamless' belong to deprecate, not {action}",
             errors=[{"location": "successor", "problem": f"not accepted by {action}"}],
         )
+
+
+# --- demands (需求申请) ---------------------------------------------------------------------------
+
+
+@demands_router.post("", response_model=DemandOut, status_code=201)
+def file_demand(body: DemandIn, session: SessionDep, principal: PrincipalDep) -> DemandOut:
+    """File a data demand: what data an institution or department needs and why; a curator decides."""
+    d = demands.file_demand(
+        session,
+        by=principal,
+        title=body.title,
+        description=body.description,
+        purposes=[p.value for p in body.purposes],
+        wanted_fields=body.wanted_fields,
+        wanted_departments=body.wanted_departments,
+    )
+    return DemandOut.model_validate(d)
+
+
+@demands_router.get("", response_model=list[DemandOut])
+def list_demands(
+    session: SessionDep, principal: PrincipalDep, state: QueryText = None
+) -> list[DemandOut]:
+    """Data demands: the operator sees all, others the ones they filed."""
+    if principal.kind == "department":
+        raise Forbidden("demands are filed by institutions and the operator; a department has none to list")
+    return [DemandOut.model_validate(d) for d in demands.list_demands(session, viewer=principal, state=state)]
+
+
+@demands_router.get("/{demand_id}", response_model=DemandOut)
+def get_demand(demand_id: DbId, session: SessionDep, principal: PrincipalDep) -> DemandOut:
+    """One data demand with its state and decision."""
+    return DemandOut.model_validate(demands.get_demand(session, demand_id=demand_id, viewer=principal))
+
+
+@demands_router.post("/{demand_id}/accept", response_model=DemandOut)
+def accept_demand(demand_id: DbId, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+    """Accept a demand (a curator): the operator commits to source the data."""
+    return DemandOut.model_validate(
+        demands.accept_demand(session, demand_id=demand_id, by=by, reason=body.reason)
+    )
+
+
+@demands_router.post("/{demand_id}/decline", response_model=DemandOut)
+def decline_demand(demand_id: DbId, body: ReasonIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+    """Decline a demand, with the reason (a curator)."""
+    return DemandOut.model_validate(
+        demands.decline_demand(session, demand_id=demand_id, by=by, reason=body.reason)
+    )
+
+
+@demands_router.post("/{demand_id}/fulfil", response_model=DemandOut)
+def fulfil_demand(demand_id: DbId, body: FulfilIn, session: SessionDep, by: CuratorDep) -> DemandOut:
+    """Mark a demand fulfilled by the datasets and product that answer it (a curator)."""
+    d = demands.fulfil_demand(
+        session,
+        demand_id=demand_id,
+        by=by,
+        reason=body.reason,
+        dataset_ids=body.dataset_ids,
+        product_id=body.product_id,
+    )
+    return DemandOut.model_validate(d)
+
+
+@demands_router.post("/{demand_id}/cancel", response_model=DemandOut)
+def cancel_demand(demand_id: DbId, body: ReasonIn, session: SessionDep, principal: PrincipalDep) -> DemandOut:
+    """Cancel a demand (who filed it, or a curator)."""
+    if principal.kind == "operator" and "curator" not in principal.roles:
+        raise Forbidden(
+            "cancelling a demand needs an operator with the role curator, or the filing institution"
+        )
+    d = demands.cancel_demand(session, demand_id=demand_id, by=principal, reason=body.reason)
+    return DemandOut.model_validate(d)
+
+
+# --- ratings and usage volume ----------------------------------------------------------------------
+
+
+@ratings_router.post("/{product_id}/ratings", response_model=RatingOut)
+def rate_product(product_id: str, body: RatingIn, session: SessionDep, by: InstitutionDep) -> RatingOut:
+    """Rate a product for a month (1 to 5, with a comment; default: this month); rating again replaces it."""
+    rating = evaluation.rate_product(
+        session, product_id=product_id, by=by, score=body.score, comment=body.comment, period=body.period
+    )
+    return RatingOut.model_validate(rating)
+
+
+@ratings_router.get("/{product_id}/ratings", response_model=RatingSummaryOut)
+def rating_summary(product_id: str, session: SessionDep, _: PrincipalDep) -> RatingSummaryOut:
+    """A product's ratings: count, average and distribution."""
+    return RatingSummaryOut.model_validate(evaluation.rating_summary(session, product_id=product_id))
+
+
+@usage_router.get("/volume", response_model=list[UsageVolumeOut])
+def usage_volume(
+    session: SessionDep,
+    _: OperatorDep,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    product: QueryText = None,
+) -> list[UsageVolumeOut]:
+    """Data accesses per product and Shanghai day."""
+    start, end = period_or_default(since, until)
+    return [
+        UsageVolumeOut.model_validate(u)
+        for u in evaluation.usage_volume(session, since=start, until=end, product_id=product)
+    ]

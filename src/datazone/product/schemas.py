@@ -8,14 +8,15 @@ against the zone (datasets, fields, the engine's logics) and lists every problem
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datazone.dataset.schemas import IDENT, SLUG, Masking
-from datazone.limits import RequestBody
+from datazone.lifecycle.schemas import Reason
+from datazone.limits import MAX_LIST, RequestBody
 from datazone.purposes import Purpose
 
 
@@ -375,3 +376,87 @@ class TransitionOut(BaseModel):
     by_name: str
     reason: str
     at: datetime
+
+
+# --- demands (需求申请) ----------------------------------------------------------------------------------
+
+
+class DemandIn(RequestBody):
+    model_config = ConfigDict(extra="forbid")
+
+    title: Annotated[str, Field(min_length=1, max_length=300)]
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    purposes: list[Purpose] = Field(default_factory=list, max_length=MAX_LIST)
+    wanted_fields: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=MAX_LIST
+    )
+    wanted_departments: list[Annotated[str, Field(pattern=SLUG)]] = Field(default_factory=list, max_length=MAX_LIST)
+
+
+class FulfilIn(RequestBody):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason
+    dataset_ids: list[str] = Field(default_factory=list, max_length=MAX_LIST)
+    product_id: str | None = None
+
+
+class DemandOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    title: str
+    description: str
+    purposes: list[str]
+    wanted_fields: list[str]
+    wanted_departments: list[str]
+    state: str
+    filed_by_name: str
+    institution_id: int | None
+    fulfilled_dataset_ids: list[str]
+    fulfilled_product_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+
+
+# --- ratings and usage -----------------------------------------------------------------------------
+
+
+class RatingIn(RequestBody):
+    model_config = ConfigDict(extra="forbid")
+
+    score: Annotated[int, Field(ge=1, le=5)]
+    comment: Annotated[str, Field(max_length=2000)] = ""
+    period: Annotated[str | None, Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")] = None
+
+
+class RatingOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    product_id: str
+    period: str
+    score: int
+    comment: str
+    updated_at: datetime
+
+
+class RatingSummaryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    product_id: str
+    count: int
+    mean: float | None
+    by_score: dict[int, int]
+    by_period: dict[str, float]
+
+
+class UsageVolumeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    product_id: str
+    day: date
+    calls: int
+    entities: int
+    refused: int

@@ -304,8 +304,31 @@ def get_product(session: Session, *, product_id: str, for_update: bool = False) 
     return product
 
 
-def list_products(session: Session, *, states: Sequence[str] | None = None) -> list[Product]:
+def readable_by(viewer: Principal) -> sa.ColumnElement[bool]:
+    """The products the viewer may read in the catalog, as a WHERE clause: the operator every
+    state, everyone else published and deprecated ones (drafts and retired products are the
+    operator's business: to others they do not exist)."""
+    if viewer.kind == "operator":
+        return sa.true()
+    return Product.state.in_(VISIBLE_STATES)
+
+
+def catalog_product(session: Session, *, product_id: str, viewer: Principal) -> Product:
+    """One product of the catalog as the viewer may read it (404 otherwise)."""
+    product = session.scalar(sa.select(Product).where(Product.id == product_id, readable_by(viewer)))
+    if product is None:
+        get_product(session, product_id=product_id)  # no such product at all: its own 404
+        raise NotFound(f"no product {product_id!r} in the catalog", product=product_id)
+    return product
+
+
+def list_products(
+    session: Session, *, states: Sequence[str] | None = None, viewer: Principal | None = None
+) -> list[Product]:
+    """Products in the given states (None: every state), of those the viewer may read (None: the system)."""
     q = sa.select(Product).order_by(Product.id)
+    if viewer is not None:
+        q = q.where(readable_by(viewer))
     if states is not None:
         q = q.where(Product.state.in_(list(states)))
     return list(session.scalars(q))
@@ -325,6 +348,7 @@ def search_catalog(
     tier: Tier | str | None = None,
     keyword: str | None = None,
     states: Sequence[str] | None = VISIBLE_STATES,
+    viewer: Principal | None = None,
 ) -> list[Product]:
     """Products matching every given filter. keyword matches (case-insensitively) the id,
     names, description and output names and descriptions; department is a supplier whose
@@ -332,7 +356,7 @@ def search_catalog(
     suppliers = dataset_service.suppliers_of(session) if department else {}
     needle = keyword.strip().lower() if keyword and keyword.strip() else None
     found = []
-    for product in list_products(session, states=states):
+    for product in list_products(session, states=states, viewer=viewer):
         spec = spec_of(product)
         if category is not None and spec.category != Category(category):
             continue

@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from datazone.dataset.schemas import SLUG
-from datazone.limits import RequestBody
+from datazone.lifecycle.schemas import Reason
+from datazone.limits import MAX_LIST, RequestBody
 
 
 class SupplierSpec(BaseModel):
@@ -50,3 +51,50 @@ class SupplierAdmissionOut(SupplierOut):
     """A supplier with the documents its admission was decided on (operator and the supplier itself)."""
 
     attachments: list[dict[str, Any]] = Field(default_factory=list)
+
+
+# --- admission and scorecard ----------------------------------------------------------------------------------
+
+
+class SupplierApplicationIn(RequestBody):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, Field(pattern=SLUG)]
+    name: Annotated[str, Field(min_length=1)]
+    name_en: str = ""
+    kind: Literal["department", "other"] = "department"
+    attachments: list[Attachment] = Field(
+        default_factory=list,
+        max_length=MAX_LIST, description="qualification certificate, security assessment, ..."
+    )
+    reason: Reason = "applied for admission"
+
+
+class SupplierDecisionIn(RequestBody):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason
+    attachments: list[Attachment] = Field(default_factory=list, max_length=MAX_LIST)
+
+
+class ScorecardOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    supplier_id: str
+    admission_status: str
+    since: datetime
+    until: datetime
+    datasets: int
+    datasets_admitted: int
+    versions: int
+    mean_completeness: float | None
+    mean_validity: float | None
+    on_time_share: float | None
+    rows_rejected: int
+    failed_runs: int
+    products: list[str]
+    usage_calls: int
+    usage_entities: int
+    mean_rating: float | None
+    score: float | None = Field(description="0-100; weights in `weights` (components without data left out)")
+    weights: dict[str, float]

@@ -37,7 +37,7 @@ from datazone.product.engine.facts import (
     display_value,
     needs_of,
 )
-from datazone.product.engine.records import amount_band_label, wan_to_fen
+from datazone.product.engine.records import EnterpriseRecords, amount_band_label, wan_to_fen
 
 Needs = dict[str, set[str]]
 
@@ -708,8 +708,6 @@ def scoring_features(sheet: FactSheet, _params: NoParams) -> dict[str, Any]:
 
 def _outputs(fn: Callable[..., dict[str, Any]], sample_params: BaseModel) -> tuple[str, ...]:
     """The answer fields a logic produces, read off an empty enterprise (one source of truth)."""
-    from datazone.product.engine.records import EnterpriseRecords
-
     empty = FactSheet(EnterpriseRecords(uscc="", by_dataset={}), as_of=date(2000, 1, 1))
     return tuple(fn(empty, sample_params))
 

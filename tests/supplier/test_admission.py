@@ -8,13 +8,14 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from datazone.config import Settings
+from datazone.dataset import admission as dataset_admission
 from datazone.db import Database
 from datazone.lifecycle import service as lifecycle_service
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierSpec
+from tests.admission import ingest, new_dataset
 from tests.conftest import problem
 from tests.factories import bearer, firm_rows, principal_key, write_csv
-from tests.lifecycle.conftest import ingest, new_dataset
 
 CERT = {"kind": "qualification_certificate", "reference": "doc://certs/2026-0042"}
 ASSESSMENT = {"kind": "security_assessment", "reference": "https://docs.example/sa/17", "sha256": "ab" * 32}
@@ -103,13 +104,13 @@ def test_blacklisting_stops_its_datasets_and_reinstatement_restores_them(
     for d in (ds, other):
         ingest(db, settings, d.id, write_csv(tmp_path / f"{d.id}.csv", firm_rows(3)))
         with db.unit_of_work() as s:
-            lifecycle_service.review_dataset(s, dataset_id=d.id, decision="admit", by=None, reason="ok")
+            dataset_admission.review_dataset(s, dataset_id=d.id, decision="admit", by=None, reason="ok")
 
     def refused(ids: list[str]) -> list[dict[str, object]]:
         with db.unit_of_work() as s:
             try:
-                lifecycle_service.require_in_use(s, dataset_ids=ids)
-            except lifecycle_service.DataNotInUse as exc:
+                dataset_admission.require_in_use(s, dataset_ids=ids)
+            except dataset_admission.DataNotInUse as exc:
                 return exc.errors
         return []
 

@@ -9,10 +9,10 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy.orm import Session
 
+from datazone.dataset import evaluation
+from datazone.dataset.evaluation import VersionQuality
+from datazone.dataset.models import DatasetQuality
 from datazone.errors import Forbidden, InvalidSpec
-from datazone.lifecycle import service as lifecycle
-from datazone.lifecycle.models import DatasetQuality
-from datazone.lifecycle.service import VersionQuality
 from tests.factories import apply_spec, firm_spec, session_principal
 
 # days no other test's versions arrive on
@@ -46,22 +46,22 @@ def test_quality_per_version(session: Session) -> None:
     b1v1 = evaluated(session, b1, 1, at=datetime(2031, 7, 9, 2, 0, tzinfo=UTC), rejected=3, on_time=True)
     operator = session_principal(session, roles=["curator"])
     # version 1 arrived before the 2-day window; no other test's versions arrive in it
-    assert lifecycle.quality_per_version(session, viewer=operator, days=2, last_day=LAST_DAY) == [a1v2, a1v3, b1v1]
+    assert evaluation.quality_per_version(session, viewer=operator, days=2, last_day=LAST_DAY) == [a1v2, a1v3, b1v1]
     assert (a1v2.validity, a1v3.lag_hours) == (0.988, 5.5)
     # one dataset over a year, the first `limit` versions
-    assert lifecycle.quality_per_version(
+    assert evaluation.quality_per_version(
         session, viewer=operator, days=366, last_day=LAST_DAY, dataset_id=a1, limit=2
     ) == [a1v1, a1v2]
     # a department: its own datasets only
     department = session_principal(session, "department", supplier_id=dept_a)
-    assert lifecycle.quality_per_version(session, viewer=department, days=2, last_day=LAST_DAY) == [a1v2, a1v3]
+    assert evaluation.quality_per_version(session, viewer=department, days=2, last_day=LAST_DAY) == [a1v2, a1v3]
 
 
 def test_who_may_read_quality_and_the_bounds(session: Session) -> None:
     with pytest.raises(Forbidden):
-        lifecycle.quality_per_version(session, viewer=session_principal(session, "institution"), days=7)
+        evaluation.quality_per_version(session, viewer=session_principal(session, "institution"), days=7)
     operator = session_principal(session, roles=["curator"])
     with pytest.raises(InvalidSpec, match="limit is 1 to 1000"):
-        lifecycle.quality_per_version(session, viewer=operator, days=7, limit=0)
+        evaluation.quality_per_version(session, viewer=operator, days=7, limit=0)
     with pytest.raises(InvalidSpec, match="days is 1 to 366"):
-        lifecycle.quality_per_version(session, viewer=operator, days=1000)
+        evaluation.quality_per_version(session, viewer=operator, days=1000)

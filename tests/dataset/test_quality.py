@@ -10,15 +10,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from datazone.config import Settings
+from datazone.dataset import evaluation, quality
 from datazone.dataset import service as dataset_service
 from datazone.db import Database
 from datazone.ingest.scheduler import IngestScheduler
-from datazone.lifecycle import quality
-from datazone.lifecycle import service as lifecycle_service
+from tests.admission import BAD_BATCH, ingest, new_dataset
 from tests.conftest import problem
 from tests.factories import bearer, firm_rows, principal_key, write_csv
-from tests.lifecycle.conftest import ingest, new_dataset
-from tests.lifecycle.test_use_gate import BAD_BATCH
 
 
 def version_at(session: Session, dataset_id: str, version: int) -> datetime:
@@ -31,9 +29,9 @@ def test_figures_follow_from_the_delivered_rows(
     ds = new_dataset(db, reject_tolerance=0.2)
     ingest(db, settings, ds.id, write_csv(tmp_path / "a.csv", BAD_BATCH))
     t0 = version_at(session, ds.id, 1)
-    result = lifecycle_service.evaluate_datasets(session, now=t0 + timedelta(hours=29), dataset_ids=[ds.id])
+    result = evaluation.evaluate_datasets(session, now=t0 + timedelta(hours=29), dataset_ids=[ds.id])
     assert result.evaluated == [(ds.id, 1)]
-    [q] = lifecycle_service.dataset_quality(session, dataset_id=ds.id)
+    [q] = evaluation.dataset_quality(session, dataset_id=ds.id)
     assert (q.rows, q.rows_received, q.rows_rejected, q.duplicate_keys) == (9, 10, 1, 0)
     assert q.completeness == pytest.approx(
         {"uscc": 1.0, "name": 1.0, "capital": 6 / 9, "founded": 1.0, "status": 1.0, "staff": 1.0}, abs=1e-6
@@ -44,16 +42,16 @@ def test_figures_follow_from_the_delivered_rows(
     assert (q.on_time, q.age_hours, q.lag_hours) == (True, 29.0, 0.0)
 
 
-def evaluate(db: Database, dataset_id: str, now: datetime) -> lifecycle_service.EvaluationResult:
+def evaluate(db: Database, dataset_id: str, now: datetime) -> evaluation.EvaluationResult:
     with db.unit_of_work() as s:
-        return lifecycle_service.evaluate_datasets(s, now=now, dataset_ids=[dataset_id])
+        return evaluation.evaluate_datasets(s, now=now, dataset_ids=[dataset_id])
 
 
 def latest_figures(db: Database, dataset_id: str) -> list[tuple[int, int, bool, float, float]]:
     with db.unit_of_work() as s:
         return [
             (q.version, q.rows, q.on_time, q.age_hours, q.lag_hours)
-            for q in lifecycle_service.dataset_quality(s, dataset_id=dataset_id)
+            for q in evaluation.dataset_quality(s, dataset_id=dataset_id)
         ]
 
 
@@ -98,12 +96,12 @@ def test_scheduler_job_evaluates_new_versions(db: Database, settings: Settings, 
     ingest(db, settings, ds.id, write_csv(tmp_path / "a.csv", firm_rows(7)))
     IngestScheduler(db, settings).evaluate()
     with db.unit_of_work() as s:
-        [q] = lifecycle_service.dataset_quality(s, dataset_id=ds.id)
+        [q] = evaluation.dataset_quality(s, dataset_id=ds.id)
         assert (q.version, q.rows, q.validity, q.on_time) == (1, 7, 1.0, True)
     # a second scheduler (started by mistake) evaluating again changes nothing but timeliness
     IngestScheduler(db, settings).evaluate()
     with db.unit_of_work() as s:
-        assert len(lifecycle_service.dataset_quality(s, dataset_id=ds.id)) == 1
+        assert len(evaluation.dataset_quality(s, dataset_id=ds.id)) == 1
 
 
 def test_quality_api_is_scoped(
@@ -112,7 +110,7 @@ def test_quality_api_is_scoped(
     ds = new_dataset(db)
     ingest(db, settings, ds.id, write_csv(tmp_path / "a.csv", firm_rows(2)))
     with db.unit_of_work() as s:
-        lifecycle_service.evaluate_datasets(s, now=datetime.now().astimezone(), dataset_ids=[ds.id])
+        evaluation.evaluate_datasets(s, now=datetime.now().astimezone(), dataset_ids=[ds.id])
     r = client.get(f"/v1/datasets/{ds.id}/quality", headers=keys["auditor"])
     assert r.status_code == 200 and [q["version"] for q in r.json()] == [1] and r.json()[0]["rows"] == 2
     own = bearer(principal_key(db, "department", supplier_id="test-dept"))

@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 
 from datazone.config import Settings
 from datazone.db import Database
+from tests.admission import new_dataset
 from tests.conftest import problem
 from tests.factories import bearer, ensure_department, principal_key
-from tests.lifecycle.conftest import new_dataset
 
 
 @pytest.fixture

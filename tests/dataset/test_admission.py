@@ -11,31 +11,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from datazone.config import Settings
+from datazone.dataset import admission
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import DatasetSpec
 from datazone.db import Database
 from datazone.errors import InvalidSpec
 from datazone.ingest import service as ingest_service
 from datazone.lifecycle import service as lifecycle_service
+from tests.admission import BAD_BATCH, ingest, new_dataset
 from tests.conftest import problem
 from tests.factories import firm_rows, make_uscc, write_csv
-from tests.lifecycle.conftest import ingest, new_dataset
-
-# 10 rows received: one with a bad USCC (rejected), three of the nine loaded lack the
-# optional capital, three are deregistered. Hand counts: validity 9/10 = 0.9, capital
-# 6/9, overall 51/54 cells, status active 6/9 and deregistered 3/9.
-BAD_BATCH = [
-    [make_uscc(1), "甲公司", "100", "2015/1/1", "存续", "5"],
-    [make_uscc(2), "乙公司", "", "2015/1/2", "存续", "5"],
-    [make_uscc(3), "丙公司", "", "2015/1/3", "注销", "5"],
-    [make_uscc(4), "丁公司", "", "2015/1/4", "存续", "5"],
-    [make_uscc(5), "戊公司", "300", "2015/1/5", "注销", "5"],
-    [make_uscc(6), "己公司", "300", "2015/1/6", "存续", "5"],
-    [make_uscc(7), "庚公司", "300", "2015/1/7", "存续", "5"],
-    [make_uscc(8), "辛公司", "300", "2015/1/8", "在业", "5"],
-    [make_uscc(9), "壬公司", "300", "2015/1/9", "注销", "5"],
-    ["91110105BADBADBAD0", "癸公司", "300", "2015/1/10", "存续", "5"],
-]
 
 
 def loaded(
@@ -50,7 +35,7 @@ def loaded(
 def admitted(db: Database, settings: Settings, tmp_path: Path) -> DatasetSpec:
     ds = loaded(db, settings, tmp_path, firm_rows(5))
     with db.unit_of_work() as s:
-        lifecycle_service.review_dataset(
+        admission.review_dataset(
             s, dataset_id=ds.id, decision="admit", by=None, by_name="test", reason="ok"
         )
     return ds
@@ -60,8 +45,8 @@ def gate(db: Database, dataset_ids: list[str]) -> dict[str, Any] | None:
     """The use gate's problem for these datasets, or None when they may be served."""
     with db.unit_of_work() as s:
         try:
-            lifecycle_service.require_in_use(s, dataset_ids=dataset_ids)
-        except lifecycle_service.DataNotInUse as exc:
+            admission.require_in_use(s, dataset_ids=dataset_ids)
+        except admission.DataNotInUse as exc:
             return exc.problem()
     return None
 
@@ -78,8 +63,8 @@ def transitions(db: Database, dataset_id: str) -> list[tuple[str | None, str, st
 
 def test_new_dataset_starts_in_intake_and_is_not_served(db: Database, session: Session) -> None:
     spec = new_dataset(db)
-    with pytest.raises(lifecycle_service.DataNotInUse) as exc:
-        lifecycle_service.require_in_use(session, dataset_ids=[spec.id, "no_such_dataset"])
+    with pytest.raises(admission.DataNotInUse) as exc:
+        admission.require_in_use(session, dataset_ids=[spec.id, "no_such_dataset"])
     body = exc.value.problem()
     assert body["status"] == 403 and body["type"].endswith("/data-not-in-use")
     assert body["dataset_ids"] == [spec.id, "no_such_dataset"]
@@ -165,7 +150,7 @@ def test_required_field_must_be_complete(
     with db.engine.begin() as c:
         c.execute(sa.text(f'ALTER TABLE zone."{ds.id}" ALTER COLUMN name DROP NOT NULL'))
         c.execute(sa.text(f"UPDATE zone.\"{ds.id}\" SET name = NULL WHERE uscc = '{make_uscc(0)}'"))
-    figures, failures = lifecycle_service.sample_check(session, dataset_id=ds.id)
+    figures, failures = admission.sample_check(session, dataset_id=ds.id)
     assert figures["completeness"]["name"] == 0.75
     assert [(f["location"], f["threshold"]) for f in failures] == [("completeness.name", 1.0)]
     assert "required field 'name'" in failures[0]["problem"]
@@ -194,21 +179,21 @@ def test_reject_then_resubmit(
 def test_review_of_a_given_run(db: Database, settings: Settings, tmp_path: Path, session: Session) -> None:
     ds = loaded(db, settings, tmp_path, firm_rows(3))
     run2 = ingest(db, settings, ds.id, write_csv(tmp_path / "v2.csv", firm_rows(6)))
-    figures, _ = lifecycle_service.sample_check(session, dataset_id=ds.id)
+    figures, _ = admission.sample_check(session, dataset_id=ds.id)
     assert (figures["version"], figures["rows"]) == (2, 6)
     with db.unit_of_work() as s:
         first_id = ingest_service.list_runs(s, dataset_id=ds.id)[-1].id  # newest first
-    figures, _ = lifecycle_service.sample_check(session, dataset_id=ds.id, run_id=first_id)
+    figures, _ = admission.sample_check(session, dataset_id=ds.id, run_id=first_id)
     assert (figures["version"], figures["rows"], figures["run_id"]) == (1, 3, first_id)
     other = new_dataset(db)
     with pytest.raises(InvalidSpec, match="not"):
-        lifecycle_service.sample_check(session, dataset_id=other.id, run_id=run2.id)
+        admission.sample_check(session, dataset_id=other.id, run_id=run2.id)
 
 
 def test_dataset_without_data_cannot_be_admitted_without_override(db: Database, session: Session) -> None:
     ds = new_dataset(db)
-    with pytest.raises(lifecycle_service.SampleFailed) as exc:
-        lifecycle_service.review_dataset(session, dataset_id=ds.id, decision="admit", by=None, reason="r")
+    with pytest.raises(admission.SampleFailed) as exc:
+        admission.review_dataset(session, dataset_id=ds.id, decision="admit", by=None, reason="r")
     assert exc.value.errors[0]["location"] == "sample" and "ingest" in exc.value.errors[0]["problem"]
 
 
@@ -260,7 +245,7 @@ def test_deprecation_can_be_withdrawn(
     db: Database, settings: Settings, tmp_path: Path, session: Session
 ) -> None:
     old, new = admitted(db, settings, tmp_path), admitted(db, settings, tmp_path)
-    lifecycle_service.deprecate_dataset(session, dataset_id=old.id, successor_id=new.id, by=None, reason="r")
-    lifecycle_service.reinstate_dataset(session, dataset_id=old.id, by=None, reason="successor delayed")
+    admission.deprecate_dataset(session, dataset_id=old.id, successor_id=new.id, by=None, reason="r")
+    admission.reinstate_dataset(session, dataset_id=old.id, by=None, reason="successor delayed")
     st = dataset_service.admission_states(session, dataset_ids=[old.id])[old.id]
     assert (st.state, st.successor_id) == ("admitted", None)

@@ -1,5 +1,8 @@
 """`datazone lifecycle ...`: evaluate quality, admit a dataset, print a supplier's scorecard.
 
+The commands drive dataset evaluation and admission (here, in dataset/) and the supplier
+scorecard (supplier/scorecard.py); the group keeps its name from before they moved there.
+
 The settings, the database and the services are imported in the commands that use them, for
 start-up time (`datazone lifecycle --help` loads none of them), not to dodge an import cycle.
 """
@@ -50,10 +53,10 @@ def _fail(exc: DomainError) -> typer.Exit:
 def evaluate(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Compute quality figures for new dataset versions and refresh timeliness (the scheduler does this hourly)."""
     # here for start-up time (see the module docstring)
-    from datazone.lifecycle import service
+    from datazone.dataset import evaluation
 
     with _db().unit_of_work() as s:
-        result = service.evaluate_datasets(s, now=datetime.now(UTC))
+        result = evaluation.evaluate_datasets(s, now=datetime.now(UTC))
     if as_json:
         print(json.dumps({"evaluated": result.evaluated, "refreshed": result.refreshed}))
         return
@@ -77,11 +80,11 @@ def admit_dataset(
 ) -> None:
     """Review a dataset's latest version and admit it (intake or under_review -> admitted)."""
     # here for start-up time (see the module docstring)
-    from datazone.lifecycle import service
+    from datazone.dataset import admission
 
     try:
         with _db().unit_of_work() as s:
-            review = service.review_dataset(
+            review = admission.review_dataset(
                 s,
                 dataset_id=dataset,
                 decision="admit",
@@ -107,12 +110,12 @@ def scorecard(
 ) -> None:
     """A supplier's scorecard over the last DAYS days."""
     # here for start-up time (see the module docstring)
-    from datazone.lifecycle import service
+    from datazone.supplier import scorecard as supplier_scorecard
 
     until = datetime.now(UTC)
     try:
         with _db().unit_of_work() as s:
-            card = service.supplier_scorecard(
+            card = supplier_scorecard.supplier_scorecard(
                 s, supplier_id=supplier, since=until - timedelta(days=days), until=until
             )
     except DomainError as exc:

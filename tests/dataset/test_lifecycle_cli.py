@@ -8,10 +8,9 @@ from pathlib import Path
 from datazone.config import Settings
 from datazone.db import Database
 from datazone.lifecycle import service as lifecycle_service
+from tests.admission import BAD_BATCH, ingest, new_dataset
 from tests.conftest import run_cli
 from tests.factories import firm_rows, write_csv
-from tests.lifecycle.conftest import ingest, new_dataset
-from tests.lifecycle.test_use_gate import BAD_BATCH
 
 
 def test_admit_dataset_evaluate_and_scorecard(db: Database, settings: Settings, tmp_path: Path) -> None:
