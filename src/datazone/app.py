@@ -31,6 +31,7 @@ from datazone.console import pages as console_pages
 from datazone.console.api import router as console_router
 from datazone.console.department import router as console_department_router
 from datazone.console.institution import router as console_institution_router
+from datazone.console.ledger import router as console_ledger_router
 from datazone.console.onboarding import router as console_onboarding_router
 from datazone.console.operator import router as console_operator_router
 from datazone.contract.api import router as contract_router
@@ -271,6 +272,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.include_router(console_department_router)
     app.include_router(console_institution_router)
     app.include_router(console_onboarding_router)
+    app.include_router(console_ledger_router)
     app.mount(console_pages.PREFIX + "/static", StaticFiles(directory=console_pages.STATIC), name="console-static")
     # the document is the contract: Problem schema, error answers, security schemes (datazone.openapi)
     install_openapi(app, scopes=oauth_service.published_scopes)

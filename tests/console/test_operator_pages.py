@@ -495,6 +495,14 @@ def test_a_curator_suspends_and_resumes_an_institution_s_contract(
     assert r.status_code == 303, r.text
     with db.unit_of_work() as s:
         assert contract_service.get_contract(s, contract_id=contract_id, viewer=signer).status == "active"
+    # terminated for good: the page offers no move after it, and a second termination is refused in words
+    r = browser_like.post(f"{OP}/contracts/{contract_id}/terminate", data={"csrf": csrf, "reason": "合作结束"})
+    assert r.status_code == 303, r.text
+    with db.unit_of_work() as s:
+        assert contract_service.get_contract(s, contract_id=contract_id, viewer=signer).status == "terminated"
+    assert audit_entry(db, action="contract.terminate", object_id=str(contract_id)).detail["account"] == curator.login
+    r = browser_like.post(f"{OP}/contracts/{contract_id}/terminate", data={"csrf": csrf, "reason": "again"})
+    assert r.status_code == 409 and 'role="alert"' in r.text
 
 
 def test_a_curator_suspends_an_institution_whose_keys_are_then_refused(

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
 
 from datazone.anonymous import service as anonymous_service
 from datazone.audit import service as audit_service
@@ -51,6 +52,7 @@ from datazone.product import service as product_service
 from datazone.psi import service as psi_service
 from datazone.purposes import Purpose
 from datazone.scoring import service as scoring_service
+from datazone.scoring.schemas import RetireIn
 from datazone.supplier import service as supplier_service
 
 HOME = f"{PREFIX}/operator"
@@ -350,6 +352,7 @@ def _review_page(
             d for d in dataset_service.list_datasets(session) if d.admission_state in AWAITING_ADMISSION
         ],
         models=scoring_service.list_models(session, institution_id=None, state="pending_review"),
+        approved=scoring_service.list_models(session, institution_id=None, state="approved"),
         institutions={p.id: p.name for p in principal_service.list_principals(session, kind="institution")},
         refusal=refusal,
     )
@@ -373,6 +376,20 @@ def review_model(
     except DomainError as exc:
         return _refused(request, person, session, exc, _review_page)
     return done(f"{HOME}/review", f"op.review.model.{decision}", model=model_id)
+
+
+@router.post("/models/{model_id}/retire", response_class=HTMLResponse)
+def retire_model(request: Request, model_id: str, person: Reviewer, session: SessionDep, form: FormDep) -> Response:
+    """Retire an approved model (it scores no more; its jobs stop), as POST /v1/scoring/models/{id}/retire does."""
+    try:
+        body = RetireIn.model_validate({"reason": field(form, "reason")})
+        scoring_service.retire_model(session, model_id=model_id, by=person.principal, reason=body.reason)
+    except ValidationError:
+        refusal = InvalidSpec("say why the model is retired: the reason is empty or too long")
+        return _refused(request, person, session, refusal, _review_page)
+    except DomainError as exc:
+        return _refused(request, person, session, exc, _review_page)
+    return done(f"{HOME}/review", "op.review.model.retired", model=model_id)
 
 
 @router.post("/demands/{demand_id}/{decision}", response_class=HTMLResponse)
@@ -615,7 +632,8 @@ def sign_contract(
 def move_contract(
     request: Request, contract_id: int, move: str, person: Curator, session: SessionDep, form: FormDep
 ) -> Response:
-    """Suspend or resume an institution's contract with the reason (a curator), as the contracts API does."""
+    """Suspend, resume or terminate an institution's contract with the reason (a curator), as the contracts
+    API does."""
     reason = field(form, "reason")
     try:
         if move == "suspend":
@@ -626,8 +644,12 @@ def move_contract(
             contract_service.resume_contract(
                 session, contract_id=contract_id, by=person.principal, reason=reason
             )
+        elif move == "terminate":
+            contract_service.terminate_contract(
+                session, contract_id=contract_id, by=person.principal, reason=reason
+            )
         else:
-            raise InvalidSpec(f"a contract is suspended or resumed here, not {move!r}")
+            raise InvalidSpec(f"a contract is suspended, resumed or terminated here, not {move!r}")
     except DomainError as exc:
         return _refused(request, person, session, exc, _institutions_page)
     return done(f"{HOME}/institutions", f"op.institutions.moved.{move}")
