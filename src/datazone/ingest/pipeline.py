@@ -224,7 +224,13 @@ def load(
     progress: RunProgress,
     settings: Settings,
 ) -> LoadResult:
-    with psycopg.connect(conninfo, application_name=f"datazone-ingest:{run_id}") as conn:
+    # the server checks the client's socket every second while a statement runs (PostgreSQL 14+): a
+    # loader killed mid-statement is rolled back within a second, not when its long statement ends
+    with psycopg.connect(
+        conninfo,
+        application_name=f"datazone-ingest:{run_id}",
+        options="-c client_connection_check_interval=1000",
+    ) as conn:
         progress.beat(backend_pid=conn.info.backend_pid)
         got = conn.execute(
             "SELECT pg_try_advisory_xact_lock(hashtext(%s))", (f"ingest:{spec.id}",)
