@@ -161,14 +161,21 @@ def malformed_inputs(key: js.LabelKey, other: js.LabelKey, marker: Path) -> dict
         "cut short": (column[:-100], "ends early|not a HEU"),
         "one row short": (key.encrypt_column(np.zeros(ROWS - 1, dtype=np.int64)), f"{ROWS - 1} ciphertexts, {ROWS}"),
         "two columns": (key.encrypt_column(np.zeros(ROWS, dtype=np.int64)) + b"\x00", "after its last"),
-        "under a larger key": (other.encrypt_column(np.zeros(ROWS, dtype=np.int64)), "not under this job's public key"),
+        "under another key": (other.encrypt_column(np.zeros(ROWS, dtype=np.int64)), "not under this job's public key"),
+        "under a 3072-bit key": (
+            js.LabelKey.generate(3072).encrypt_column(np.zeros(ROWS, dtype=np.int64)), "too large"
+        ),
         "a header claiming billions": (b"\x94\xce\xff\xff\xff\xff\x01\x02\xdd\xff\xff\xff\xff", "too large|holds"),
         "padded past the limit": (column + bytes(ROWS * 400), "too large"),
     }
 
 
 def test_every_malformed_column_is_refused_clearly(key: js.LabelKey, public: js.PublicKey, unpickled_marker: Path) -> None:
-    other = js.LabelKey.generate(3072)  # its ciphertexts exceed the 2048-bit key's modulus
+    # a key of the same size whose modulus is larger: its ciphertexts fall outside the job's modulus
+    # (one with a smaller modulus cannot be told apart; the bank would only get wrong sums back)
+    other = next(
+        k for k in (js.LabelKey.generate() for _ in range(40)) if k.public_key().modulus > public.modulus
+    )
     for name, (blob, why) in malformed_inputs(key, other, unpickled_marker).items():
         with pytest.raises(js.MalformedColumn, match=why) as refused:
             js.load_column(public, blob, ROWS)
