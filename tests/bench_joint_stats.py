@@ -67,8 +67,10 @@ def main() -> None:
     print(f"  bank encrypts the labels     {encrypt_s:7.2f} s   column {len(blob) / 2**20:.1f} MiB")
     print(f"  zone checks and loads it     {load_s:7.2f} s")
     print(f"  baseline: one sum of n       {baseline_s:7.2f} s")
-    print(f"  zone's bin sums {f}x10        {sums_s:7.2f} s   = {sums_s / baseline_s:.1f} x baseline"
-          f"; {sum(len(s) for s in sums)} B in all")
+    print(
+        f"  zone's bin sums {f}x10        {sums_s:7.2f} s   = {sums_s / baseline_s:.1f} x baseline"
+        f"; {sum(len(s) for s in sums)} B in all"
+    )
     print(f"  zone's grouped sums ({args.grouped})     {grouped_s:7.2f} s   {sum(len(g) for g in grouped)} B")
     print(f"  bank decrypts {sum(bins)} bin sums   {decrypt_s:7.3f} s")
     print(f"  compute_result (edges, merging, sums, grouped; once) {result_s:7.2f} s")

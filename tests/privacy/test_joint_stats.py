@@ -38,15 +38,21 @@ def encrypted_stats(
 ) -> js.StatsReport:
     rows = len(labels)
     label = js.load_column(public, key.encrypt_column(labels), rows)
-    segment_columns = [
-        js.load_column(public, key.encrypt_column((segments == k).astype(np.int64)), rows)
-        for k in range(segment_count)
-    ] if segments is not None else []
+    segment_columns = (
+        [
+            js.load_column(public, key.encrypt_column((segments == k).astype(np.int64)), rows)
+            for k in range(segment_count)
+        ]
+        if segments is not None
+        else []
+    )
     result = js.compute_result(public, label, segment_columns, names, values, **options)  # type: ignore[arg-type]
     return js.build_report(result, key, positives=int(labels.sum()), segments=segment_count)
 
 
-def test_random_data_with_ties_constant_negative_values_and_segments(key: js.LabelKey, public: js.PublicKey) -> None:
+def test_random_data_with_ties_constant_negative_values_and_segments(
+    key: js.LabelKey, public: js.PublicKey
+) -> None:
     rng = np.random.default_rng(7)
     values = np.stack(
         [
@@ -159,18 +165,30 @@ def malformed_inputs(key: js.LabelKey, other: js.LabelKey, marker: Path) -> dict
         "a pickle that would run code": (pickle.dumps(WritesAFile(marker)), "not a HEU ciphertext array"),
         "the public key": (key.public_key_bytes(), "not"),
         "cut short": (column[:-100], "ends early|not a HEU"),
-        "one row short": (key.encrypt_column(np.zeros(ROWS - 1, dtype=np.int64)), f"{ROWS - 1} ciphertexts, {ROWS}"),
-        "two columns": (key.encrypt_column(np.zeros(ROWS, dtype=np.int64)) + b"\x00", "after its last"),
-        "under another key": (other.encrypt_column(np.zeros(ROWS, dtype=np.int64)), "not under this job's public key"),
-        "under a 3072-bit key": (
-            js.LabelKey.generate(3072).encrypt_column(np.zeros(ROWS, dtype=np.int64)), "too large"
+        "one row short": (
+            key.encrypt_column(np.zeros(ROWS - 1, dtype=np.int64)),
+            f"{ROWS - 1} ciphertexts, {ROWS}",
         ),
-        "a header claiming billions": (b"\x94\xce\xff\xff\xff\xff\x01\x02\xdd\xff\xff\xff\xff", "too large|holds"),
+        "two columns": (key.encrypt_column(np.zeros(ROWS, dtype=np.int64)) + b"\x00", "after its last"),
+        "under another key": (
+            other.encrypt_column(np.zeros(ROWS, dtype=np.int64)),
+            "not under this job's public key",
+        ),
+        "under a 3072-bit key": (
+            js.LabelKey.generate(3072).encrypt_column(np.zeros(ROWS, dtype=np.int64)),
+            "too large",
+        ),
+        "a header claiming billions": (
+            b"\x94\xce\xff\xff\xff\xff\x01\x02\xdd\xff\xff\xff\xff",
+            "too large|holds",
+        ),
         "padded past the limit": (column + bytes(ROWS * 400), "too large"),
     }
 
 
-def test_every_malformed_column_is_refused_clearly(key: js.LabelKey, public: js.PublicKey, unpickled_marker: Path) -> None:
+def test_every_malformed_column_is_refused_clearly(
+    key: js.LabelKey, public: js.PublicKey, unpickled_marker: Path
+) -> None:
     # a key of the same size whose modulus is larger: its ciphertexts fall outside the job's modulus
     # (one with a smaller modulus cannot be told apart; the bank would only get wrong sums back)
     other = next(
@@ -182,17 +200,24 @@ def test_every_malformed_column_is_refused_clearly(key: js.LabelKey, public: js.
         message = str(refused.value)
         assert len(message) < 200, name
         if len(blob) >= 12:
-            assert base64.b64encode(blob[:12]).decode() not in message and repr(blob[:12]) not in message, name
+            assert base64.b64encode(blob[:12]).decode() not in message and repr(blob[:12]) not in message, (
+                name
+            )
     assert not unpickled_marker.exists()
 
 
 def test_keys_are_never_unpickled(unpickled_marker: Path, key: js.LabelKey) -> None:
-    for blob in (pickle.dumps(WritesAFile(unpickled_marker)), b"", os.urandom(800), b"\x94" + os.urandom(700)):
+    for blob in (
+        pickle.dumps(WritesAFile(unpickled_marker)),
+        b"",
+        os.urandom(800),
+        b"\x94" + os.urandom(700),
+    ):
         with pytest.raises(js.MalformedKey):
             js.load_public_key(blob)
     assert not unpickled_marker.exists()
     paillier = js.hnp.setup(js.phe.SchemaType.ZPaillier, 2048).public_key().serialize()
-    with pytest.raises(js.MalformedKey, match="Okamoto-Uchiyama|not a HEU public key"):
+    with pytest.raises(js.MalformedKey, match=r"Okamoto-Uchiyama|not a HEU public key"):
         js.load_public_key(paillier)
     source = Path(js.__file__).read_text()
     assert "import pickle" not in source and "pickle.loads" not in source
@@ -203,6 +228,8 @@ def test_the_bank_checks_the_zone_answer(key: js.LabelKey, public: js.PublicKey)
     labels = rng.integers(0, 2, 500)
     label = js.load_column(public, key.encrypt_column(labels), 500)
     result = js.compute_result(public, label, [], ["x"], rng.integers(0, 9, (500, 1)), bins=4, min_count=10)
-    result["features"][0]["positives"] = base64.b64encode(key.encrypt_column([0] * len(result["features"][0]["totals"]))).decode()
+    result["features"][0]["positives"] = base64.b64encode(
+        key.encrypt_column([0] * len(result["features"][0]["totals"]))
+    ).decode()
     with pytest.raises(js.MalformedResult, match="do not add up"):
         js.build_report(result, key, positives=int(labels.sum()))

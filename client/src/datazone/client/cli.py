@@ -60,6 +60,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "datazone.client.commands.scoring",
         "Score enterprises with a registered model: one online (--uscc), or a list as a batch job.",
     ),
+    "stats": Subcommand(
+        "datazone.client.commands.stats",
+        "WOE and IV of zone features against this bank's labels, which travel only encrypted.",
+    ),
     "token": Subcommand(
         "datazone.client.commands.calls",
         "Fetch an access token and show its scopes and expiry (the token itself only with --raw).",

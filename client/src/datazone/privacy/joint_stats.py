@@ -203,7 +203,9 @@ _MODULUS = re.compile(r"\bn=([0-9A-Fa-f]+)\[")
 def _public_key(key: Any, data: bytes) -> PublicKey:
     kit = hnp.setup(key)
     if kit.get_schema() != phe.SchemaType.OU:
-        raise MalformedKey(f"the public key is a {kit.get_schema()} key; joint statistics use Okamoto-Uchiyama (OU)")
+        raise MalformedKey(
+            f"the public key is a {kit.get_schema()} key; joint statistics use Okamoto-Uchiyama (OU)"
+        )
     found = _MODULUS.search(str(key))  # HEU gives the modulus only in its text form
     if found is None:
         raise MalformedKey("the public key has no modulus")
@@ -312,7 +314,9 @@ def quantile_edges(values: npt.NDArray[Any], bins: int) -> list[float]:
 
 def bin_index(values: npt.NDArray[Any], edges: Sequence[float]) -> npt.NDArray[np.int64]:
     """Bin b holds edges[b-1] <= x < edges[b]; the first and last bins are open."""
-    return np.searchsorted(np.asarray(edges, dtype=np.float64), np.asarray(values, dtype=np.float64), side="right")
+    return np.searchsorted(
+        np.asarray(edges, dtype=np.float64), np.asarray(values, dtype=np.float64), side="right"
+    )
 
 
 def bin_totals(bins: npt.NDArray[np.integer[Any]], count: int) -> list[int]:
@@ -347,7 +351,9 @@ def merge_small_bins(
 
 def _rerandomized(public_key: PublicKey, array: Any, rows: int) -> Any:
     """The array plus a fresh encryption of zero: the bank cannot trace rows through its randomness."""
-    zeros = public_key.kit.encryptor().encrypt(public_key.kit.array(np.zeros((rows, 1), dtype=np.int64), _encoder()))
+    zeros = public_key.kit.encryptor().encrypt(
+        public_key.kit.array(np.zeros((rows, 1), dtype=np.int64), _encoder())
+    )
     return public_key.kit.evaluator().add(array, zeros)
 
 
@@ -418,7 +424,11 @@ def _weighted_sums(public_key: PublicKey, column: Column, values: npt.NDArray[np
         weights = np.array(
             [[d * DIGIT_BASE**k] for k in range(count) for d in range(DIGIT_BASE)], dtype=object
         )
-        part = evaluator.sum(evaluator.mul(sums[start * DIGIT_BASE : start * DIGIT_BASE + rows], kit.array(weights, _encoder())))
+        part = evaluator.sum(
+            evaluator.mul(
+                sums[start * DIGIT_BASE : start * DIGIT_BASE + rows], kit.array(weights, _encoder())
+            )
+        )
         shift = evaluator.mul(
             kit.array(np.array([[int(minimums[g])]], dtype=object), _encoder()),
             _single(kit, total),
@@ -445,7 +455,14 @@ def _array_bytes(elements: Sequence[bytes]) -> bytes:
     def raw(b: bytes) -> bytes:
         return b"\xdb" + len(b).to_bytes(4, "big") + b
 
-    return array(4) + uint(len(elements)) + uint(1) + uint(2) + array(len(elements)) + b"".join(raw(e) for e in elements)
+    return (
+        array(4)
+        + uint(len(elements))
+        + uint(1)
+        + uint(2)
+        + array(len(elements))
+        + b"".join(raw(e) for e in elements)
+    )
 
 
 def _concat(kit: Any, arrays: Sequence[Any]) -> Any:
@@ -575,7 +592,9 @@ def woe_iv(positives: Sequence[int], totals: Sequence[int]) -> tuple[list[float]
         raise ValueError("a bin holds more positives than enterprises, or fewer than none")
     all_pos, all_neg = sum(pos), sum(neg)
     if all_pos == 0 or all_neg == 0:
-        raise ValueError("WOE needs both labels in the sample: it has no " + ("positive" if all_pos == 0 else "negative"))
+        raise ValueError(
+            "WOE needs both labels in the sample: it has no " + ("positive" if all_pos == 0 else "negative")
+        )
     woe: list[float] = []
     iv = 0.0
     for p, n in zip(pos, neg, strict=True):
@@ -628,7 +647,9 @@ class StatsReport:
         return sorted(self.features, key=lambda f: (-f.iv, f.name))
 
 
-def _feature_stats(name: str, edges: Sequence[float], totals: Sequence[int], positives: Sequence[int]) -> FeatureStats:
+def _feature_stats(
+    name: str, edges: Sequence[float], totals: Sequence[int], positives: Sequence[int]
+) -> FeatureStats:
     woe, iv = woe_iv(positives, totals)
     return FeatureStats(
         name,
@@ -666,7 +687,9 @@ def _decoded(value: Any, where: str) -> bytes:
         raise MalformedResult(f"{where} is not base64") from None
 
 
-def build_report(result: Mapping[str, Any], key: LabelKey, *, positives: int, segments: int = 0) -> StatsReport:
+def build_report(
+    result: Mapping[str, Any], key: LabelKey, *, positives: int, segments: int = 0
+) -> StatsReport:
     """The bank's report from the zone's result: sums decrypted, WOE and IV computed, and every
     decrypted count checked against what the bank knows (its positives, each bin's total)."""
     sample_size = result.get("sample_size")
@@ -737,10 +760,16 @@ def plain_stats(
         features.append(
             _feature_stats(name, edges, [int(m.sum()) for m in in_bin], [int(y[m].sum()) for m in in_bin])
         )
-    segs = np.zeros(len(y), dtype=np.int64) if segments is None else _integer_matrix(segments, "segments").reshape(-1)
+    segs = (
+        np.zeros(len(y), dtype=np.int64)
+        if segments is None
+        else _integer_matrix(segments, "segments").reshape(-1)
+    )
     grouped_stats: list[GroupedStats] = []
     for name in grouped:
         x = matrix[:, list(names).index(name)]
         per_segment = [(int((segs == k).sum()), int(x[segs == k].sum())) for k in range(segment_count)]
-        grouped_stats.append(_grouped_stats(name, len(x), int(x.sum()), int(y.sum()), int(x[y == 1].sum()), per_segment))
+        grouped_stats.append(
+            _grouped_stats(name, len(x), int(x.sum()), int(y.sum()), int(x[y == 1].sum()), per_segment)
+        )
     return StatsReport(len(y), features, grouped_stats, merged)
