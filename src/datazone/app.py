@@ -42,6 +42,7 @@ from datazone.db import Database
 from datazone.errors import PROBLEM_BASE, DomainError, InvalidSpec, NotFound
 from datazone.grant.api import router as grant_router
 from datazone.ingest.api import router as ingest_router
+from datazone.joint.api import router as joint_router
 from datazone.lifecycle.api import history_router
 from datazone.limits import MAX_DETAIL, MAX_INSTANCE, MAX_LISTED_ERRORS, excerpt
 from datazone.metering.api import router as metering_router
@@ -265,6 +266,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.include_router(psi_router)
     app.include_router(anonymous_router)
     app.include_router(scoring_router)
+    app.include_router(joint_router)
     app.include_router(problems_router)
     # the console: people in browsers, over the same services (datazone.console)
     app.include_router(console_router)

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     psi_link_host: str = "127.0.0.1"
     psi_link_ports: str = "61000-61999"
     psi_link_timeout_seconds: float = 120.0
+    # joint modeling: the port range a training job's link listens on (on psi_link_host), how
+    # long the worker waits for the institution's side, and how long a statistics job waits for
+    # its encrypted columns
+    joint_link_ports: str = "62000-62999"
+    joint_link_timeout_seconds: float = 300.0
+    joint_receiving_minutes: float = 30.0
     # secure scoring: re-randomization factors (r^n mod n^2) the worker keeps ready per
     # approved model's key, so online scores and job chunks do not compute them on the request path
     scoring_factor_pool: int = 2_000

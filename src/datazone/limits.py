@@ -38,6 +38,8 @@ BODY_CLASSES: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("POST", re.compile(r"^/v1/scoring/jobs$"), MAX_BULK_BODY),
     ("POST", re.compile(r"^/v1/scoring/models$"), MAX_BULK_BODY),
     ("POST", re.compile(r"^/v1/audit/verify$"), MAX_BULK_BODY),
+    ("POST", re.compile(r"^/v1/joint/jobs$"), MAX_BULK_BODY),
+    ("PUT", re.compile(r"^/v1/joint/jobs/[^/]+/columns/[^/]+$"), MAX_CHUNK_BODY),
 )
 
 

@@ -1,8 +1,8 @@
 """`datazone worker`: the zone's heavy work, out of every request handler.
 
 One pass runs each domain's share in turn: PSI (key rotation, precomputed slices, engine
-jobs), anonymous query (sealed bucket tables) and secure scoring (re-randomization factor
-pools, batch jobs). Run as many workers as you like: each piece of work is claimed once in
+jobs), anonymous query (sealed bucket tables), secure scoring (re-randomization factor
+pools, batch jobs) and joint statistics and modeling jobs. Run as many workers as you like: each piece of work is claimed once in
 the database.
 """
 
@@ -21,6 +21,7 @@ import psycopg
 from datazone.anonymous import worker as anonymous_worker
 from datazone.config import Settings
 from datazone.db import WORK_CHANNEL, Database, libpq_url
+from datazone.joint import worker as joint_worker
 from datazone.psi import worker as psi_worker
 from datazone.scoring import worker as scoring_worker
 
@@ -39,7 +40,7 @@ def run_once(db: Database, settings: Settings, *, worker_name: str | None = None
     psi = psi_worker.run_once(db, settings, run_jobs=True, worker_name=name)
     out.done += [f"psi:{b}" for b in psi.built] + [f"psi-job:{j}" for j in psi.jobs]
     out.failed += [f"psi:{f}" for f in psi.failed]
-    for domain, share in (("anonymous", anonymous_worker), ("scoring", scoring_worker)):
+    for domain, share in (("anonymous", anonymous_worker), ("scoring", scoring_worker), ("joint", joint_worker)):
         try:
             results = share.run_once(db, settings, worker_name=name)
         except Exception:  # one domain's failure must not stop the others

@@ -17,6 +17,7 @@ class Purpose(StrEnum):
     marketing = "marketing"  # 精准营销
     underwriting = "underwriting"  # 保险核保 insurance underwriting
     guarantee = "guarantee"  # 担保审核 guarantee review
+    risk_modeling = "risk_modeling"  # 风控建模 building a credit-risk model (joint statistics and modeling)
 
 
 PURPOSE_NAMES: dict[Purpose, str] = {
@@ -26,4 +27,5 @@ PURPOSE_NAMES: dict[Purpose, str] = {
     Purpose.marketing: "精准营销",
     Purpose.underwriting: "保险核保",
     Purpose.guarantee: "担保审核",
+    Purpose.risk_modeling: "风控建模",
 }

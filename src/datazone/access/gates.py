@@ -94,8 +94,20 @@ class NotServedByScoring(DomainError):
     title = "The product is not served by secure scoring"
 
 
+class ServedByJointJobsOnly(DomainError):
+    status = 409
+    type = "joint-only-product"
+    title = "The product is served by joint statistics and modeling jobs only"
+
+
+class NotServedByJointJobs(DomainError):
+    status = 409
+    type = "not-a-joint-product"
+    title = "The product is not served by joint statistics and modeling jobs"
+
+
 # the channels a product answers through (a product declares one)
-ChannelKind = Literal["lookup", "psi", "anonymous", "scoring"]
+ChannelKind = Literal["lookup", "psi", "anonymous", "scoring", "joint"]
 
 # how to call a product of each channel, for the refusal's detail
 _HOW = {
@@ -103,16 +115,19 @@ _HOW = {
     "psi": "POST /v1/psi/sessions (or `datazone-client psi`)",
     "anonymous": "POST /v1/anonymous/{id}/queries (or `datazone-client lookup --anonymous`)",
     "scoring": "POST /v1/scoring/models, then /v1/scoring/scores or /v1/scoring/jobs (or `datazone-client score`)",
+    "joint": "POST /v1/joint/jobs (or `datazone-client stats` and `datazone-client train`)",
 }
 _ONLY: dict[str, type[DomainError]] = {
     "psi": ServedByPsiOnly,
     "anonymous": ServedByAnonymousQueryOnly,
     "scoring": ServedByScoringOnly,
+    "joint": ServedByJointJobsOnly,
 }
 _NOT: dict[str, type[DomainError]] = {
     "psi": NotServedByPsi,
     "anonymous": NotServedByAnonymousQuery,
     "scoring": NotServedByScoring,
+    "joint": NotServedByJointJobs,
 }
 
 

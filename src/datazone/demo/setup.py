@@ -55,6 +55,8 @@ PRODUCTS_DIR = Path(__file__).resolve().parents[3] / "products"
 ANONYMOUS_DEMO_PRODUCTS: tuple[str, ...] = ("dishonest-debtor-anonymous", "credit-basic-anonymous")
 # served by secure scoring (/v1/scoring)
 SCORING_DEMO_PRODUCTS: tuple[str, ...] = ("secure-credit-score",)
+# served by joint statistics and modeling jobs (/v1/joint)
+JOINT_DEMO_PRODUCTS: tuple[str, ...] = ("joint-modeling",)
 DEMO_PRODUCTS = (
     "credit-basic",
     "risk-insight",
@@ -66,6 +68,7 @@ DEMO_PRODUCTS = (
     "registered-enterprises-count",
     *ANONYMOUS_DEMO_PRODUCTS,
     *SCORING_DEMO_PRODUCTS,
+    *JOINT_DEMO_PRODUCTS,
 )
 # enterprises whose consent the demo bank holds, so the paid products answer for them
 CONSENTED = 20

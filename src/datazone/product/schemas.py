@@ -194,6 +194,49 @@ class ScoringSpec(BaseModel):
         return self
 
 
+class JointSpec(BaseModel):
+    """How a product is served by joint statistics and joint modeling (联合统计与联合建模): an
+    institution's labelled sample against these zone features, its labels encrypted (statistics)
+    or secret-shared (training), never seen by the zone (see docs/joint-modeling.md, which states
+    what each side learns and why each bound below is there)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: Annotated[list[ScoringFeature], Field(min_length=1)]
+    # the product whose secure scoring applies a trained model (its features and bounds are these)
+    scoring_product: Annotated[str, Field(pattern=SLUG)]
+    # a sample below this many enterprises is refused: small samples let bins single out enterprises
+    min_sample: Annotated[int, Field(ge=100)] = 1000
+    max_sample: Annotated[int, Field(ge=100, le=200_000)] = 200_000
+    # no reported bin (or group) holds fewer enterprises than this
+    min_bin_count: Annotated[int, Field(ge=5)] = 50
+    max_bins: Annotated[int, Field(ge=2, le=50)] = 20
+    # a job whose sample differs from an earlier job's of the institution by fewer enterprises than
+    # this (but by some) is refused: the two answers' difference would describe those few
+    min_difference: Annotated[int, Field(ge=1)] = 100
+    # jobs per institution in any `period_days` days
+    max_jobs: Annotated[int, Field(ge=1)] = 30
+    period_days: Annotated[int, Field(ge=1, le=366)] = 30
+    # a model over fewer zone features is refused, as in secure scoring
+    min_features: Annotated[int, Field(ge=1)] = 3
+    # a job is metered as one unit per sample enterprise plus this many units (the job itself)
+    job_units: Annotated[int, Field(ge=0)] = 0
+    max_epochs: Annotated[int, Field(ge=1, le=200)] = 30
+    max_segments: Annotated[int, Field(ge=0, le=16)] = 8
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JointSpec:
+        names = [f.name for f in self.features]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"joint features listed twice: {', '.join(twice)}")
+        if self.min_sample > self.max_sample:
+            raise ValueError(f"min_sample {self.min_sample} is above max_sample {self.max_sample}")
+        if self.min_bin_count * 2 > self.min_sample:
+            raise ValueError("min_sample must hold at least two bins of min_bin_count")
+        return self
+
+
 class OutputSpec(BaseModel):
     """One field of the product's answer. grade and masking default to the source field's
     when `from` names exactly one field; with several sources they must be stated."""
@@ -237,22 +280,21 @@ class ProductSpec(BaseModel):
     anonymous: AnonymousSpec | None = None
     # set: served by secure scoring only (/v1/scoring)
     scoring: ScoringSpec | None = None
+    # set: served by joint statistics and modeling jobs only (/v1/joint)
+    joint: JointSpec | None = None
 
     @property
     def channel(self) -> str:
-        """How the product is served: lookup, psi, anonymous or scoring (one only)."""
-        if self.psi is not None:
-            return "psi"
-        if self.anonymous is not None:
-            return "anonymous"
-        if self.scoring is not None:
-            return "scoring"
+        """How the product is served: lookup, psi, anonymous, scoring or joint (one only)."""
+        for name in ("psi", "anonymous", "scoring", "joint"):
+            if getattr(self, name) is not None:
+                return name
         return "lookup"
 
     @model_validator(mode="after")
     def _consistent(self) -> ProductSpec:
         problems: list[str] = []
-        served_by = [name for name in ("psi", "anonymous", "scoring") if getattr(self, name) is not None]
+        served_by = [name for name in ("psi", "anonymous", "scoring", "joint") if getattr(self, name) is not None]
         if len(served_by) > 1:
             problems.append(f"a product is served one way: it sets {' and '.join(served_by)}")
         if self.anonymous is not None:
@@ -268,11 +310,14 @@ class ProductSpec(BaseModel):
                         f"anonymous.{role}.dataset {pop.dataset!r} must be among the sources, "
                         "so its department's grant covers the query"
                     )
-        if self.scoring is not None:
+        for served in (self.scoring, self.joint):
+            if served is None:
+                continue
             outputs = {o.name for o in self.outputs}
-            unknown = [f.name for f in self.scoring.features if f.name not in outputs]
+            unknown = [f.name for f in served.features if f.name not in outputs]
             if unknown:
-                problems.append(f"scoring.features names {', '.join(unknown)}, which are not outputs")
+                what = "scoring" if served is self.scoring else "joint"
+                problems.append(f"{what}.features names {', '.join(unknown)}, which are not outputs")
         if self.psi is not None:
             if self.consent_required:
                 problems.append(
@@ -353,6 +398,8 @@ class ProductOut(BaseModel):
     anonymous: AnonymousSpec | None = None
     # served by secure scoring (/v1/scoring): the feature catalog
     scoring: ScoringSpec | None = None
+    # served by joint statistics and modeling (/v1/joint): the features and the bounds on a sample
+    joint: JointSpec | None = None
 
 
 class AppliedOut(BaseModel):

@@ -521,7 +521,7 @@ def _grant_problems(
     return problems
 
 
-def _clearance_problems(
+def clearance_problems(
     *, spec: ProductSpec, named: Sequence[tuple[int, str]], clearance: int
 ) -> list[dict[str, Any]]:
     """Features graded above the contract's clearance. A crafted model can make a score show one
@@ -613,7 +613,7 @@ def register_model(
     problems += _grant_problems(
         session, spec=spec, named=known, institution_id=caller.id, purpose=purpose, at=at
     )
-    problems += _clearance_problems(spec=spec, named=known, clearance=auth.contract.clearance)
+    problems += clearance_problems(spec=spec, named=known, clearance=auth.contract.clearance)
     key_refused = False
     try:
         paillier.PublicKey.from_json(document.get("public_key"), min_bits=offer.min_key_bits)

@@ -1,0 +1,207 @@
+"""The joint worker: statistics jobs summed over encrypted labels, training jobs run against the
+institution's side over the engine link, both out of every request handler.
+
+Each job is claimed once (SKIP LOCKED), checked again against its grants and contract before
+it starts and, for training, every second while it runs, and settled in a transaction of its
+own: succeeded with its result, or failed or expired with its charge credited back when the
+zone did not deliver (docs/joint-modeling.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import shutil
+import time
+from pathlib import Path
+
+from datazone.config import Settings
+from datazone.db import Database
+from datazone.errors import DomainError
+from datazone.joint import service
+from datazone.joint.models import JointJob
+from datazone.observability import metrics
+from datazone.privacy import engine as link_engine
+from datazone.privacy import joint_model
+
+log = logging.getLogger("datazone.joint.worker")
+
+
+def run_once(db: Database, settings: Settings, *, worker_name: str) -> list[str]:
+    """Expire what waited too long, then run queued jobs one after another."""
+    ran: list[str] = []
+    while True:
+        with db.unit_of_work() as s:
+            service.expire_stale_jobs(s)
+            job = service.claim_job(s, worker=worker_name)
+            job_id, kind = (job.id, job.kind) if job is not None else (None, None)
+        if job_id is None:
+            return ran
+        started = time.perf_counter()
+        status = run_stats(db, job_id=job_id) if kind == "stats" else run_training(db, settings, job_id=job_id)
+        metrics.worker_job_finished(kind=f"joint_{kind}", outcome=status, started=started)
+        ran.append(f"{job_id}:{status}" if status == "succeeded" else f"failed:{job_id}")
+
+
+def _refused(db: Database, *, job_id: str) -> bool:
+    """Fail (and credit) a job whose grants or contract no longer hold."""
+    with db.unit_of_work() as s:
+        job = s.get(JointJob, job_id)
+        assert job is not None
+        why = service.job_refusal(s, job=job)
+        if why is None:
+            return False
+        service.finish_job(s, job_id=job_id, status="failed", reason=f"stopped by the zone: {why}", credit=True)
+        return True
+
+
+def _progress(db: Database, job_id: str) -> service.ProgressNote:
+    def note(phase: str, done: int, total: int) -> None:
+        with db.unit_of_work() as s:
+            service.note_progress(s, job_id=job_id, phase=phase, done=done, total=total)
+
+    return note
+
+
+def run_stats(db: Database, *, job_id: str) -> str:
+    """Sum a statistics job's encrypted columns per bin and group; returns its final status."""
+    if _refused(db, job_id=job_id):
+        return "failed"
+    started = time.perf_counter()
+    try:
+        with db.unit_of_work() as s:
+            job = s.get(JointJob, job_id)
+            assert job is not None
+            result = service.run_stats(s, job=job, progress=_progress(db, job_id))
+    except DomainError as exc:
+        # bins the institution declared fall under the minimum count: nothing computed is shown
+        with db.unit_of_work() as s:
+            service.finish_job(s, job_id=job_id, status="failed", reason=exc.detail, credit=True)
+        return "failed"
+    except Exception as exc:
+        log.error("joint statistics job %s failed: %s", job_id, type(exc).__name__)
+        with db.unit_of_work() as s:
+            service.finish_job(
+                s, job_id=job_id, status="failed", reason=f"the zone's worker failed ({type(exc).__name__})", credit=True
+            )
+        return "failed"
+    with db.unit_of_work() as s:
+        service.finish_job(
+            s, job_id=job_id, status="succeeded", result=result, report={"seconds": service.elapsed_since(started)}
+        )
+    log.info("joint statistics job %s succeeded", job_id)
+    return "succeeded"
+
+
+def _workdir(settings: Settings, job_id: str) -> Path:
+    workdir = settings.home / "joint" / "jobs" / job_id
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return workdir
+
+
+def run_training(db: Database, settings: Settings, *, job_id: str, poll_seconds: float = 1.0) -> str:
+    """Run the zone's side of a training job against the institution's; returns its final status.
+
+    The zone's side runs in a child process (privacy/joint_model.py); each second the worker
+    checks the job's grants and contract again and stops the child when one no longer holds."""
+    if _refused(db, job_id=job_id):
+        return "failed"
+    workdir = _workdir(settings, job_id)
+    try:
+        with db.unit_of_work() as s:
+            job = s.get(JointJob, job_id)
+            assert job is not None
+            spec = service.spec_of_job(s, job=job)
+            _progress(db, job_id)("features", 0, job.sample_size)
+            features = service.sample_features(s, job=job, spec=spec)
+            tls = None
+            if job.institution_certificate_pem and job.zone_certificate_pem:
+                zone_key = service.zone_link_key(settings, job)
+                assert zone_key is not None
+                cert, key, peer = workdir / "zone.crt", workdir / "zone.key", workdir / "institution.crt"
+                cert.write_text(job.zone_certificate_pem)
+                link_engine.write_private(key, zone_key)
+                peer.write_text(job.institution_certificate_pem)
+                tls = link_engine.TlsFiles(certificate=cert, private_key=key, peer_ca=peer)
+            remaining = min(
+                settings.joint_link_timeout_seconds, max(1.0, (job.expires_at - service.utcnow()).total_seconds())
+            )
+            assert job.zone_address is not None and job.peer_address is not None and job.ticket_sha256 is not None
+            link = link_engine.LinkSpec(
+                job_id=job.id,
+                zone_address=job.zone_address,
+                institution_address=job.peer_address,
+                connect_timeout_s=remaining,
+                recv_timeout_s=max(60.0, settings.psi_link_timeout_seconds),
+                tls=tls,
+            )
+            # the zone trains with the parameters the job was created with; the bank's side must
+            # bring the same ones (the zone's side checks them on the link)
+            params = joint_model.TrainParams(
+                epochs=int(job.params["epochs"]),
+                batch_size=int(job.params["batch_size"]),
+                learning_rate=float(job.params["learning_rate"]),
+                l2=float(job.params["l2"]),
+            )
+            bins = service.scorecard_bins(job=job, features=features)
+            proc = joint_model.ZoneTrainProcess(
+                link,
+                ticket_sha256=bytes(job.ticket_sha256),
+                features=features.values.astype("float64"),
+                params=params,
+                bins=bins.indices if bins is not None else None,
+                bin_counts=bins.counts if bins is not None else None,
+                run_dir=workdir,
+            )
+        proc.start()
+        status, reason, credit, report = "failed", None, False, None
+        shown: str | None = None
+        while True:
+            try:
+                zone_report = proc.wait(timeout=poll_seconds)
+            except link_engine.PeerNeverConnected as exc:
+                status, reason, credit = "expired", str(exc), True
+                break
+            except link_engine.TicketRejected as exc:
+                status, reason = "failed", str(exc)
+                break
+            except link_engine.EngineError as exc:
+                # stopped by the zone, the engine failed or the link dropped: credited
+                status, reason, credit = "failed", str(exc), True
+                break
+            if zone_report is not None:
+                status, report = "succeeded", dataclasses.asdict(zone_report)
+                break
+            phase = proc.phase
+            if phase is not None and phase != shown:
+                shown = phase
+                _progress(db, job_id)(phase, 0, 0)
+            with db.unit_of_work() as s:
+                job = s.get(JointJob, job_id)
+                assert job is not None
+                why = service.job_refusal(s, job=job)
+            if why is not None:
+                proc.cancel(f"stopped by the zone: {why}")
+        if reason is not None:
+            # the institution reads the reason: no path of the zone's machine in it
+            reason = re.sub(r"[;,]? *(its|the) log is \S+", "", reason).replace(str(workdir), "<job>")
+        with db.unit_of_work() as s:
+            service.finish_job(s, job_id=job_id, status=status, reason=reason, credit=credit, report=report)
+        proc.close("the job ended")
+        log.info("joint training job %s %s", job_id, status)
+        return status
+    except Exception as exc:
+        log.error("joint training job %s failed: %s", job_id, type(exc).__name__)
+        with db.unit_of_work() as s:
+            service.finish_job(
+                s, job_id=job_id, status="failed", reason=f"the zone's worker failed ({type(exc).__name__})", credit=True
+            )
+        return "failed"
+    finally:
+        log_file = workdir / "engine.log"
+        if log_file.exists():
+            kept = settings.home / "joint" / "logs"
+            kept.mkdir(parents=True, exist_ok=True, mode=0o700)
+            shutil.copyfile(log_file, kept / f"{job_id}.log")
+        shutil.rmtree(workdir, ignore_errors=True)

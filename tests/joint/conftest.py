@@ -1,0 +1,233 @@
+"""The joint tests' zone: the synthetic zone served by a real gateway on loopback, and an
+institution of the tests' own with a contract for joint modeling (purpose risk_modeling), every
+department's grant, and the consent of CONSENTED enterprises.
+
+Besides the shipped product, the tests publish `joint-modeling-small`: the same features with
+bounds small enough for the synthetic zone's 2,000 enterprises (a floor of 200, bins of at
+least 10, samples differing by at least 20, at most MAX_JOBS jobs a period)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from datazone.client.sdk import ZoneClient
+from datazone.config import Settings
+from datazone.consent import service as consent_service
+from datazone.consent.schemas import ConsentIn
+from datazone.contract import service as contract_service
+from datazone.dataset import service as dataset_service
+from datazone.dataset.schemas import SHANGHAI
+from datazone.db import Database
+from datazone.grant import service as grant_service
+from datazone.joint import worker as joint_worker
+from datazone.oauth import service as oauth_service
+from datazone.principal import service as principal_service
+from datazone.product import engine
+from datazone.product import service as product_service
+from datazone.product.schemas import ProductSpec
+from tests.conftest import SIGNING_KEY_SECRET, Server, synthetic_zone_settings
+from tests.factories import bearer
+
+PRODUCT = "joint-modeling"
+SMALL = "joint-modeling-small"
+PURPOSE = "risk_modeling"
+CONSENTED = 1500
+MAX_JOBS = 12
+SMALL_BOUNDS = {
+    "min_sample": 200,
+    "min_bin_count": 10,
+    "min_difference": 20,
+    "max_jobs": MAX_JOBS,
+    "period_days": 30,
+    "job_units": 100,
+}
+PRODUCTS_DIR = Path(__file__).resolve().parents[2] / "products"
+
+
+@dataclass
+class JointZone:
+    db: Database
+    settings: Settings
+    server: Server
+    url: str
+    token: dict[str, str]
+    client_id: str
+    client_secret: str
+    institution_id: int
+    spec: ProductSpec
+    consented: list[str]
+    unconsented: list[str]  # registered enterprises the institution holds no consent for
+    _next_sample: int = 0
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.token, timeout=120)
+
+    def sample(self, size: int = 300) -> list[str]:
+        """A sample no earlier one of the tests is close to: each starts 30 enterprises after the
+        last, so any two differ by at least 60 (the small product's floor is 20)."""
+        start = self._next_sample
+        self._next_sample += 30
+        if start + size > len(self.consented):
+            raise RuntimeError("the joint tests ran out of consented enterprises")
+        return self.consented[start : start + size]
+
+    def sdk(self) -> ZoneClient:
+        return ZoneClient(self.url, self.client_id, self.client_secret, timeout=120)
+
+    def plain_features(self, codes: list[str], names: list[str]) -> np.ndarray:
+        """The features as the product engine computes them in plaintext today, clamped to the
+        product's bounds, `missing` where the zone has no data: the truth the tests compare with."""
+        assert self.spec.joint is not None
+        offer = {f.name: f for f in self.spec.joint.features}
+        today = datetime.now(UTC).astimezone(SHANGHAI).date()
+        with self.db.unit_of_work() as s:
+            computed = engine.compute(s, spec=self.spec, usccs=codes, as_of=today)
+        rows = []
+        for code in codes:
+            answer = computed.answers.get(code) or {}
+            row = []
+            for name in names:
+                value = answer.get(name)
+                value = offer[name].missing if value is None else int(Decimal(str(value)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+                row.append(min(max(value, offer[name].min), offer[name].max))
+            rows.append(row)
+        return np.array(rows, dtype=np.int64)
+
+    @contextmanager
+    def worker(self) -> Iterator[None]:
+        """The joint worker running in a thread of this process while the block runs."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                joint_worker.run_once(self.db, self.worker_settings(), worker_name="joint-tests")
+                stop.wait(0.2)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(120)
+
+    def worker_settings(self) -> Settings:
+        return Settings(
+            home=self.settings.home,
+            database_url=self.settings.database_url,
+            signing_key_secret=SIGNING_KEY_SECRET,
+        )
+
+
+def _small_spec() -> ProductSpec:
+    doc = yaml.safe_load((PRODUCTS_DIR / f"{PRODUCT}.yaml").read_text(encoding="utf-8"))
+    doc["id"], doc["name"] = SMALL, "企业联合建模（测试）"
+    doc["joint"].update(SMALL_BOUNDS)
+    return product_service.parse_product_spec(doc, origin="tests/joint")
+
+
+@pytest.fixture(scope="module")
+def joint_zone(
+    synthetic_zone: dict[str, Any], db: Database, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JointZone]:
+    settings = synthetic_zone_settings(synthetic_zone, database_url, tmp_path_factory, "joint")
+    now = datetime.now(UTC)
+    start, end = now - timedelta(days=1), now + timedelta(days=365)
+    tag = secrets.token_hex(3)
+    with db.unit_of_work() as s:
+        operator = principal_service.find_principal(s, name="demo-operator")
+        assert operator is not None
+        product, _ = product_service.apply_product(s, spec=_small_spec(), by=operator, origin="tests/joint")
+        if product.state == "draft":
+            product_service.publish_product(s, product_id=SMALL, by=operator, reason="the joint tests' product")
+        spec = product_service.spec_of(product_service.get_product(s, product_id=SMALL))
+        bank = principal_service.create_principal(s, kind="institution", name=f"joint-bank-{tag}")
+        institution_id = bank.id
+        contract_service.create_contract(
+            s,
+            institution_id=bank.id,
+            purposes=[PURPOSE],
+            products=[PRODUCT, SMALL],
+            clearance=2,
+            valid_from=start,
+            valid_to=end,
+            by=operator,
+        )
+        by_department: dict[str, list[str]] = {}
+        for dataset_id in spec.sources:
+            owner = dataset_service.get_dataset(s, dataset_id=dataset_id).supplier_id
+            by_department.setdefault(owner, []).append(dataset_id)
+        for department, datasets in sorted(by_department.items()):
+            dept = principal_service.find_principal(s, name=f"demo-{department}")
+            assert dept is not None, department
+            grant_service.create_grant(
+                s,
+                department=department,
+                datasets=datasets,
+                purposes=[PURPOSE],
+                products=[PRODUCT, SMALL],
+                institutions=[institution_id],
+                valid_from=start,
+                valid_to=end,
+                by=dept,
+            )
+        client, secret = oauth_service.create_client(s, institution_id=bank.id, name="joint tests", by_name="tests")
+        client_id = client.client_id
+        registered = dataset_service.current_entities(s, dataset_id="mr_registration", limit=CONSENTED + 50)
+    consented, unconsented = registered[:CONSENTED], registered[CONSENTED:]
+    for at in range(0, len(consented), 500):
+        with db.unit_of_work() as s:
+            bank = principal_service.get_principal(s, principal_id=institution_id)
+            consent_service.register_consents(
+                s,
+                institution=bank,
+                items=[
+                    ConsentIn(
+                        uscc=code,
+                        purpose=PURPOSE,
+                        products=None,
+                        valid_from=start,
+                        valid_to=end,
+                        evidence_ref=f"test://consents/{code}.pdf",
+                        evidence_sha256=hashlib.sha256(code.encode()).hexdigest(),
+                    )
+                    for code in consented[at : at + 500]
+                ],
+            )
+    server = Server(settings)
+    server.wait_ready()
+    r = httpx.post(
+        f"{server.url}/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret or ""), timeout=30
+    )
+    assert r.status_code == 200, r.text
+    assert f"product:{SMALL}" in r.json()["scope"].split()
+    try:
+        yield JointZone(
+            db=db,
+            settings=settings,
+            server=server,
+            url=server.url,
+            token=bearer(r.json()["access_token"]),
+            client_id=client_id,
+            client_secret=secret or "",
+            institution_id=institution_id,
+            spec=spec,
+            consented=consented,
+            unconsented=unconsented,
+        )
+    finally:
+        server.stop()
