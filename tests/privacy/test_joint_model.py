@@ -324,7 +324,7 @@ def test_the_scorecard_form_trains_on_woe_and_gives_points_per_bin(sample: Sampl
         zone_extra={"bins": bins, "bin_counts": counts},
         bank_extra={"woe": woe},
     )
-    assert report.scorecard
+    assert report.scorecard and "woe_lookup" in report.seconds
     joined = np.hstack([np.stack([woe[i][bins[:, i]] for i in range(ZONE)], axis=1), sample.own])
     holdout = ~sample.train_mask
     reference = LogisticRegression(max_iter=2000).fit(joined[train_rows], sample.labels[train_rows])
