@@ -60,6 +60,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "datazone.client.commands.scoring",
         "Score enterprises with a registered model: one online (--uscc), or a list as a batch job.",
     ),
+    "train": Subcommand(
+        "datazone.client.commands.train",
+        "Train a logistic model (or a WOE scorecard) with the zone: labels stay here, zone data there.",
+    ),
     "token": Subcommand(
         "datazone.client.commands.calls",
         "Fetch an access token and show its scopes and expiry (the token itself only with --raw).",
