@@ -64,6 +64,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "datazone.client.commands.stats",
         "WOE and IV of zone features against this bank's labels, which travel only encrypted.",
     ),
+    "train": Subcommand(
+        "datazone.client.commands.train",
+        "Train a logistic model (or a WOE scorecard) with the zone: labels stay here, zone data there.",
+    ),
     "token": Subcommand(
         "datazone.client.commands.calls",
         "Fetch an access token and show its scopes and expiry (the token itself only with --raw).",

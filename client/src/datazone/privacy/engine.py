@@ -51,7 +51,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -454,7 +454,7 @@ def _key_digest(secret_key_file: Path) -> str:
 # --- the child process: everything that touches the engine -------------------------------------
 
 
-class _EngineProcess:
+class EngineProcess:
     """One engine run in a child process of its own session, with its own temporary directory.
 
     The parent polls the child without reaping it first (waitid WNOWAIT), kills
@@ -464,10 +464,27 @@ class _EngineProcess:
     or an exception.
     """
 
-    def __init__(self, kind: str, params: dict[str, Any], workdir: Path) -> None:
+    def __init__(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        workdir: Path,
+        *,
+        child_entry: str = _CHILD_ENTRY,
+        files: dict[str, bytes] | None = None,
+        label: str = "PSI",
+        engine_phase: str = "psi",
+    ) -> None:
+        """`child_entry` is the Python source the child runs (it calls `run_child`); `files` are
+        written (mode 0600) into the run directory before it starts, and removed with it; `label`
+        names the job's kind in messages ("PSI"); a child killed during `engine_phase` means a dropped link."""
         self._kind = kind
         self._params = params
         self._workdir = workdir.resolve()
+        self._child_entry = child_entry
+        self._files = dict(files or {})
+        self._label = label
+        self._engine_phase = engine_phase
         self._proc: subprocess.Popen[bytes] | None = None
         self._run_dir: Path | None = None
         self._log_offset = 0
@@ -488,11 +505,19 @@ class _EngineProcess:
             run_dir = Path(tempfile.mkdtemp(prefix=f"psi-{self._kind}-", dir=self._workdir))
             (run_dir / "tmp").mkdir()
             self._run_dir = run_dir
+            try:
+                for name, data in self._files.items():
+                    write_private(run_dir / name, data)
+            except BaseException:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                raise
+            self._files.clear()  # the child has them now; the parent keeps no copy
             payload = {
                 **self._params,
                 "kind": self._kind,
                 "run_dir": str(run_dir),
                 "result": str(run_dir / "result.json"),
+                "engine_label": self._label,
             }
             source_root = str(Path(__file__).resolve().parents[2])
             env = {
@@ -504,7 +529,7 @@ class _EngineProcess:
                 with self.log_path.open("ab") as log:
                     self._log_offset = log.tell()
                     self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and entry point
-                        [sys.executable, "-c", _CHILD_ENTRY],
+                        [sys.executable, "-c", self._child_entry],
                         stdin=subprocess.PIPE,
                         stdout=log,
                         stderr=log,
@@ -526,6 +551,16 @@ class _EngineProcess:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._outcome is None and not self._exited()
+
+    @property
+    def phase(self) -> str | None:
+        """What the running child last said it was doing (`mark_phase`), for a progress display."""
+        if self._run_dir is None or self._outcome is not None:
+            return None
+        try:
+            return (self._run_dir / "phase").read_text()
+        except OSError:
+            return None
 
     def _exited(self) -> bool:
         assert self._proc is not None
@@ -631,26 +666,26 @@ class _EngineProcess:
             return {
                 "ok": False,
                 "error": "Cancelled",
-                "message": f"the PSI job was cancelled: {self._cancel_reason}",
+                "message": f"the {self._label} job was cancelled: {self._cancel_reason}",
             }
         ending = f"exit status {returncode}"
         if returncode < 0:
             with contextlib.suppress(ValueError):
                 ending = signal.Signals(-returncode).name
-        if phase == "psi":
+        if phase == self._engine_phase or phase.startswith(self._engine_phase + " "):
             # The engine aborts (SIGABRT from a native thread) when its peer stops
             # abruptly mid-protocol: for the caller that is a dropped link, worth a retry.
             return {
                 "ok": False,
                 "error": "LinkDropped",
-                "message": f"the link to the {'institution' if self._kind == 'zone' else 'zone'} dropped "
-                f"mid-job: the PSI engine stopped ({ending}), as it does when its peer goes away during "
+                "message": f"the link to the {'zone' if 'institution' in self._kind else 'institution'} dropped "
+                f"mid-job: the {self._label} engine stopped ({ending}), as it does when its peer goes away during "
                 f"the protocol; its log is {self.log_path}",
             }
         return {
             "ok": False,
             "error": "EngineError",
-            "message": f"the PSI engine process ended without a result ({ending}) while {phase}; "
+            "message": f"the {self._label} engine process ended without a result ({ending}) while {phase}; "
             f"its log is {self.log_path}",
         }
 
@@ -701,13 +736,13 @@ class _EngineProcess:
                 self.close("its owner was garbage-collected")
 
 
-def _link_params(link: LinkSpec) -> dict[str, Any]:
+def link_params(link: LinkSpec) -> dict[str, Any]:
     """The link for the child process, as JSON, its TLS files checked and resolved."""
     checked = replace(link, tls=_check_tls(link.tls))
     return cast(dict[str, Any], json.loads(json.dumps(asdict(checked), default=str)))
 
 
-def _link_from_params(params: dict[str, Any]) -> LinkSpec:
+def link_from_params(params: dict[str, Any]) -> LinkSpec:
     tls = params.get("tls")
     return LinkSpec(
         job_id=params["job_id"],
@@ -731,13 +766,13 @@ def _check_tls(tls: TlsFiles | None) -> TlsFiles | None:
     return resolved
 
 
-_Side = TypeVar("_Side", bound="_SideProcess")  # typing.Self is Python 3.11+
+_Side = TypeVar("_Side", bound="SideProcess")  # typing.Self is Python 3.11+
 
 
-class _SideProcess:
+class SideProcess:
     """What both sides' handles share: one engine child process, started, cancelled, closed."""
 
-    _process: _EngineProcess
+    _process: EngineProcess
 
     def start(self) -> None:
         self._process.start()
@@ -766,7 +801,7 @@ class _SideProcess:
         self._process.close("the caller left the job's block")
 
 
-class ZoneSideProcess(_SideProcess):
+class ZoneSideProcess(SideProcess):
     """The zone's side of one job (rank 0) in a child process: start, poll, cancel; always reaped.
 
     `wait()` returns the ZoneReport, None while the job runs, or raises the
@@ -805,7 +840,7 @@ class ZoneSideProcess(_SideProcess):
                 raise ValueError(f"items_csv {items_csv} holds no items: a PSI job needs a non-empty slice")
         self._items = items
         params: dict[str, Any] = {
-            "link": _link_params(link),
+            "link": link_params(link),
             "ticket_sha256": ticket_sha256.hex(),
             "protocol": protocol,
             "items_csv": str(items),
@@ -825,7 +860,7 @@ class ZoneSideProcess(_SideProcess):
             params["cache_id"] = record["cache_id"]
             params["zone_items"] = int(record["items"])
             params["secret_key_file"] = str(secret_key_file.resolve())
-        self._process = _EngineProcess("zone", params, workdir)
+        self._process = EngineProcess("zone", params, workdir)
 
     def items_written(self) -> None:
         """The items file of an `items_pending` job is complete: checked here, then the child,
@@ -844,7 +879,7 @@ class ZoneSideProcess(_SideProcess):
 
 
 
-class InstitutionSideProcess(_SideProcess):
+class InstitutionSideProcess(SideProcess):
     """The institution's side of one job (rank 1) in a child process; `run_institution_side` waits on it.
 
     The SDK can poll `wait(timeout)` to draw progress, and `cancel()` on Ctrl-C.
@@ -875,14 +910,14 @@ class InstitutionSideProcess(_SideProcess):
         if not output.parent.is_dir():
             raise ValueError(f"the directory of output_csv {output_csv} does not exist")
         params: dict[str, Any] = {
-            "link": _link_params(link),
+            "link": link_params(link),
             "ticket": ticket,
             "protocol": protocol,
             "items_csv": str(items),
             "output_csv": str(output),
             "client_cache_dir": None if client_cache_dir is None else str(client_cache_dir.resolve()),
         }
-        self._process = _EngineProcess("institution", params, workdir)
+        self._process = EngineProcess("institution", params, workdir)
 
     def wait(self, timeout: float | None = None) -> InstitutionReport | None:
         report = self._process.wait(timeout)
@@ -978,7 +1013,7 @@ def build_unbalanced_cache(
         raise ValueError(f"cache_dir {cache_dir} is not empty: build each slice version into a new directory")
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.chmod(0o700)
-    process = _EngineProcess(
+    process = EngineProcess(
         "cache",
         {
             "items_csv": str(items),
@@ -1008,29 +1043,42 @@ def build_unbalanced_cache(
 # --- inside the child ------------------------------------------------------------------------
 
 
+def _psi_job(payload: dict[str, Any], links: list[Any]) -> dict[str, Any]:
+    kind = payload["kind"]
+    if kind == "zone":
+        return asdict(_zone_side_here(payload, links))
+    if kind == "institution":
+        report = _institution_side_here(payload, links)
+        return {**asdict(report), "output": str(report.output)}
+    return {"items": _build_cache_here(payload)}
+
+
 def _child_main() -> None:
-    """Entry point of the child process: run one engine job and write result.json."""
+    """Entry point of the PSI engine's child process."""
+    run_child(_psi_job, linger_kinds=frozenset({"zone"}))
+
+
+def run_child(
+    job: Callable[[dict[str, Any], list[Any]], dict[str, Any]], *, linger_kinds: frozenset[str] = frozenset()
+) -> None:
+    """The body of an `EngineProcess` child: read the job's parameters from stdin, run `job` (which
+    appends the links it opens to its second argument), write result.json, close the links, exit.
+
+    A child whose kind is in `linger_kinds` stays a moment after a success (see below)."""
     payload = json.loads(sys.stdin.buffer.read())
     result_path = Path(payload["result"])
     outcome: dict[str, Any]
     links: list[Any] = []
     try:
-        kind = payload["kind"]
-        if kind == "zone":
-            outcome = {"ok": True, "report": asdict(_zone_side_here(payload, links))}
-        elif kind == "institution":
-            report = _institution_side_here(payload, links)
-            outcome = {"ok": True, "report": {**asdict(report), "output": str(report.output)}}
-        else:
-            outcome = {"ok": True, "report": {"items": _build_cache_here(payload)}}
+        outcome = {"ok": True, "report": job(payload, links)}
     except EngineError as exc:
         outcome = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
     except Exception as exc:
-        _log_engine_failure(exc)
+        log_engine_failure(exc)
         outcome = {
             "ok": False,
             "error": "EngineError",
-            "message": f"the PSI engine failed ({type(exc).__name__}); its log is {Path(payload['run_dir']).parent / ENGINE_LOG}",
+            "message": f"the {payload.get('engine_label', 'PSI')} engine failed ({type(exc).__name__}); its log is {Path(payload['run_dir']).parent / ENGINE_LOG}",
         }
     temporary = result_path.with_suffix(".tmp")
     temporary.write_text(json.dumps(outcome))
@@ -1038,15 +1086,15 @@ def _child_main() -> None:
     # The link closes only now: closing it can crash the engine (brpc aborts when
     # the peer has already gone), and by now that no longer changes the outcome.
     for context in links:
-        _stop(context)
-    if payload["kind"] == "zone" and outcome.get("ok"):
+        stop_link_quietly(context)
+    if payload["kind"] in linger_kinds and outcome.get("ok"):
         # brpc on the institution's side aborts its process when the zone's end vanishes while
         # it still finishes closing (seen with spu called directly): stay a moment longer
         time.sleep(_LINGER_SECONDS)
-    _exit_now(0)
+    exit_child(0)
 
 
-def _exit_now(status: int) -> None:
+def exit_child(status: int) -> None:
     """Exit without running brpc's and the engine's static destructors, which can hang at exit."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -1055,7 +1103,7 @@ def _exit_now(status: int) -> None:
     os._exit(status)
 
 
-def _log_engine_failure(exc: BaseException) -> None:
+def log_engine_failure(exc: BaseException) -> None:
     text = _USCC_LIKE.sub("<redacted>", str(exc))
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
     print(
@@ -1065,7 +1113,7 @@ def _log_engine_failure(exc: BaseException) -> None:
     )
 
 
-def _is_link_failure(exc: BaseException) -> bool:
+def is_link_failure(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(marker in text for marker in ("timeout", "channel", "brpc", "rpc", "send", "recv", "link"))
 
@@ -1125,7 +1173,7 @@ def _recv_exactly(conn: socket.socket, size: int) -> bytes:
     return data
 
 
-def _connect(link: LinkSpec, rank: int) -> Any:
+def connect_link(link: LinkSpec, rank: int) -> Any:
     """Bring the brpc link up, or raise PeerNeverConnected after about connect_timeout_s."""
     from spu.libspu import link as spu_link
 
@@ -1186,32 +1234,32 @@ def _connect(link: LinkSpec, rank: int) -> Any:
             raise EngineError(
                 f"could not listen on {own_address} for job {link.job_id}: the port is taken or the host is not this machine's"
             )
-        _log_engine_failure(error)
+        log_engine_failure(error)
         raise never
     return outcome["context"]
 
 
-def _mark_phase(run_dir: Path, phase: str) -> None:
+def mark_phase(run_dir: Path, phase: str) -> None:
     """Where the child is, for the parent's message if the engine kills the process."""
     (run_dir / "phase").write_text(phase)
 
 
-def _send(context: Any, peer: int, message: str) -> None:
+def send_message(context: Any, peer: int, message: str) -> None:
     context.send(peer, message)
 
 
-def _recv(context: Any, peer: int, link: LinkSpec, waiting_for: str) -> bytes:
+def receive_message(context: Any, peer: int, link: LinkSpec, waiting_for: str) -> bytes:
     try:
         return bytes(context.recv(peer))
     except Exception as exc:
-        _log_engine_failure(exc)
+        log_engine_failure(exc)
         raise LinkDropped(
             f"no {waiting_for} within {link.recv_timeout_s:g} s on job {link.job_id}: the peer went away or stalled"
         ) from None
 
 
-def _recv_json(context: Any, peer: int, link: LinkSpec, waiting_for: str) -> dict[str, Any]:
-    raw = _recv(context, peer, link, waiting_for)
+def receive_json(context: Any, peer: int, link: LinkSpec, waiting_for: str) -> dict[str, Any]:
+    raw = receive_message(context, peer, link, waiting_for)
     try:
         message = json.loads(raw[:_MAX_HELLO_BYTES]) if len(raw) <= _MAX_HELLO_BYTES else None
     except ValueError:
@@ -1221,7 +1269,7 @@ def _recv_json(context: Any, peer: int, link: LinkSpec, waiting_for: str) -> dic
     return message
 
 
-def _stop(context: Any) -> None:
+def stop_link_quietly(context: Any) -> None:
     """Close the link, but give up after a few seconds: after a failed run stop_link can wait on a peer forever."""
 
     def stop() -> None:
@@ -1252,7 +1300,7 @@ def _confirm_stop(context: Any, link: LinkSpec) -> None:
     closer.join(link.recv_timeout_s)
     if closer.is_alive() or "error" in outcome:
         if "error" in outcome:
-            _log_engine_failure(outcome["error"])
+            log_engine_failure(outcome["error"])
         raise ResultUnconfirmed(
             f"the institution did not close the link of job {link.job_id} within {link.recv_timeout_s:g} s "
             "after the PSI: the zone cannot confirm that it received its result"
@@ -1264,8 +1312,8 @@ def _run_engine(link: LinkSpec, peer: str, phase: str, call: Any) -> Any:
     try:
         return call()
     except Exception as exc:
-        _log_engine_failure(exc)
-        if _is_link_failure(exc):
+        log_engine_failure(exc)
+        if is_link_failure(exc):
             raise LinkDropped(
                 f"the link to the {peer} dropped during {phase} on job {link.job_id}: "
                 f"it went away or was silent for {link.recv_timeout_s:g} s"
@@ -1337,28 +1385,19 @@ def _staged_input(run_dir: Path, items_csv: Path) -> Path:
 def _zone_side_here(p: dict[str, Any], links: list[Any]) -> ZoneReport:
     import spu.psi as psi
 
-    link = _link_from_params(p["link"])
+    link = link_from_params(p["link"])
     protocol = _check_protocol(p["protocol"])
     run_dir = Path(p["run_dir"])
     items = _staged_input(run_dir, Path(p["items_csv"]))
-    _mark_phase(run_dir, "connecting to the peer")
-    context = _connect(link, rank=0)
+    mark_phase(run_dir, "connecting to the peer")
+    context = connect_link(link, rank=0)
     links.append(context)
     started = time.monotonic()
-    _mark_phase(run_dir, "authenticating the peer")
-    presented = _recv(context, 1, link, "ticket from the institution")
-    accepted = len(presented) <= _MAX_TICKET_BYTES and hmac.compare_digest(
-        hashlib.sha256(presented).digest(), bytes.fromhex(p["ticket_sha256"])
-    )
-    _send(context, 1, _ACCEPTED if accepted else _REJECTED)
-    if not accepted:
-        raise TicketRejected(
-            f"the institution presented a wrong or expired ticket for job {link.job_id}; "
-            "the link was closed before any PSI message"
-        )
-    hello = _recv_json(context, 1, link, "job description from the institution")
+    mark_phase(run_dir, "authenticating the peer")
+    accept_ticket(context, link, p["ticket_sha256"], before="any PSI message")
+    hello = receive_json(context, 1, link, "job description from the institution")
     if hello.get("protocol") != protocol:
-        _send(context, 1, json.dumps({"error": "protocol", "protocol": protocol}))
+        send_message(context, 1, json.dumps({"error": "protocol", "protocol": protocol}))
         raise ProtocolMismatch(
             f"the institution asked for protocol {str(hello.get('protocol'))[:20]!r} but job {link.job_id} runs {protocol!r}"
         )
@@ -1366,13 +1405,13 @@ def _zone_side_here(p: dict[str, Any], links: list[Any]) -> ZoneReport:
     institution_items = declared if isinstance(declared, int) and declared >= 0 else None
     cache_id = p.get("cache_id")
     transfer = protocol == "unbalanced" and hello.get("cache") != cache_id
-    _send(context, 1, json.dumps({"protocol": protocol, "transfer_cache": transfer, "cache": cache_id}))
+    send_message(context, 1, json.dumps({"protocol": protocol, "transfer_cache": transfer, "cache": cache_id}))
     if p.get("items_ready"):
-        _mark_phase(run_dir, "waiting for the zone's items")
+        mark_phase(run_dir, "waiting for the zone's items")
         _wait_for_items(Path(p["items_ready"]), link)
     # The engine wants an output path; with receiver rank 1 it leaves it unwritten.
     output = run_dir / "zone-output.csv"
-    _mark_phase(run_dir, "psi")
+    mark_phase(run_dir, "psi")
     if protocol == "unbalanced":
         cache_dir, key = Path(p["cache_dir"]), p["secret_key_file"]
         modes = (["MODE_OFFLINE_TRANSFER_CACHE"] if transfer else []) + ["MODE_ONLINE"]
@@ -1402,7 +1441,7 @@ def _zone_side_here(p: dict[str, Any], links: list[Any]) -> ZoneReport:
     # in brpc while closing (the peer is gone): by then the institution has closed its end
     # after the whole PSI, which is the confirmation. The parent finds this report then.
     (run_dir / _CLOSING_REPORT).write_text(json.dumps(asdict(report)))
-    _mark_phase(run_dir, _CLOSING_PHASE)
+    mark_phase(run_dir, _CLOSING_PHASE)
     _confirm_stop(context, link)
     links.remove(context)
     return report
@@ -1411,38 +1450,30 @@ def _zone_side_here(p: dict[str, Any], links: list[Any]) -> ZoneReport:
 def _institution_side_here(p: dict[str, Any], links: list[Any]) -> InstitutionReport:
     import spu.psi as psi
 
-    link = _link_from_params(p["link"])
+    link = link_from_params(p["link"])
     protocol = _check_protocol(p["protocol"])
     run_dir = Path(p["run_dir"])
     items = _staged_input(run_dir, Path(p["items_csv"]))
     item_count = _count_items(items)
-    _mark_phase(run_dir, "connecting to the peer")
-    context = _connect(link, rank=1)
+    mark_phase(run_dir, "connecting to the peer")
+    context = connect_link(link, rank=1)
     links.append(context)
     started = time.monotonic()
-    _mark_phase(run_dir, "authenticating the peer")
-    _send(context, 0, p["ticket"])
-    answer = _recv(context, 0, link, "answer to the ticket from the zone")
-    if answer == _REJECTED.encode():
-        raise TicketRejected(
-            f"the zone rejected the ticket of job {link.job_id}: it is wrong, expired or was already used; "
-            "create a new PSI job to get a new ticket"
-        )
-    if answer != _ACCEPTED.encode():
-        raise EngineError(f"the zone answered the ticket of job {link.job_id} with something unexpected")
+    mark_phase(run_dir, "authenticating the peer")
+    present_ticket(context, link, p["ticket"], job_kind="PSI job")
     cache_dir = None if p["client_cache_dir"] is None else Path(p["client_cache_dir"])
     held = None
     if protocol == "unbalanced" and cache_dir is not None:
         with contextlib.suppress(OSError):
             held = (cache_dir / CLIENT_CACHE_RECORD).read_text().strip() or None
-    _send(context, 0, json.dumps({"protocol": protocol, "items": item_count, "cache": held}))
-    plan = _recv_json(context, 0, link, "job plan from the zone")
+    send_message(context, 0, json.dumps({"protocol": protocol, "items": item_count, "cache": held}))
+    plan = receive_json(context, 0, link, "job plan from the zone")
     if "error" in plan or plan.get("protocol") != protocol:
         raise ProtocolMismatch(
             f"the zone runs job {link.job_id} with protocol {str(plan.get('protocol'))[:20]!r}, not {protocol!r}"
         )
     output = run_dir / "intersection.csv"
-    _mark_phase(run_dir, "psi")
+    mark_phase(run_dir, "psi")
     if protocol == "unbalanced":
         assert cache_dir is not None
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -1480,6 +1511,34 @@ def _institution_side_here(p: dict[str, Any], links: list[Any]) -> InstitutionRe
         output=destination,
         cache_transferred=bool(protocol == "unbalanced" and plan.get("transfer_cache")),
     )
+
+
+def accept_ticket(context: Any, link: LinkSpec, ticket_sha256_hex: str, *, before: str) -> None:
+    """The zone's first step on a link: receive the institution's ticket, compare its sha256 with
+    the job's in constant time, answer; raise TicketRejected (naming no ticket) if it is not the job's."""
+    presented = receive_message(context, 1, link, "ticket from the institution")
+    accepted = len(presented) <= _MAX_TICKET_BYTES and hmac.compare_digest(
+        hashlib.sha256(presented).digest(), bytes.fromhex(ticket_sha256_hex)
+    )
+    send_message(context, 1, _ACCEPTED if accepted else _REJECTED)
+    if not accepted:
+        raise TicketRejected(
+            f"the institution presented a wrong or expired ticket for job {link.job_id}; "
+            f"the link was closed before {before}"
+        )
+
+
+def present_ticket(context: Any, link: LinkSpec, ticket: str, *, job_kind: str) -> None:
+    """The institution's first step on a link: send the ticket, raise TicketRejected if the zone refuses it."""
+    send_message(context, 0, ticket)
+    answer = receive_message(context, 0, link, "answer to the ticket from the zone")
+    if answer == _REJECTED.encode():
+        raise TicketRejected(
+            f"the zone rejected the ticket of job {link.job_id}: it is wrong, expired or was already used; "
+            f"create a new {job_kind} to get a new ticket"
+        )
+    if answer != _ACCEPTED.encode():
+        raise EngineError(f"the zone answered the ticket of job {link.job_id} with something unexpected")
 
 
 def _write_plain_output(engine_output: Path, destination: Path) -> None:
