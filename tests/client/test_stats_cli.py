@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,12 @@ def test_report_files(tmp_path: Path) -> None:
     labels = rng.integers(0, 2, 400)
     report = js.plain_stats(["a", "b<"], values, labels, bins=4, min_count=10)
     written = stats.write_report(tmp_path / "out", report)
-    assert [p.name for p in written] == ["stats.csv", "a.svg", "b<.svg"]
+    assert [p.name for p in written] == ["stats.csv", "stats-report.json", "a.svg", "b<.svg"]
+    saved = json.loads(written[1].read_text(encoding="utf-8"))
+    # what `datazone-client train --scorecard` reads: each feature's edges and one WOE per bin
+    assert [f["name"] for f in saved["features"]] == ["a", "b<"]
+    assert all(len(f["woe"]) == len(f["edges"]) + 1 for f in saved["features"])
+    assert saved["features"][0]["woe"] == report.features[0].woe
     with open(written[0], encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == stats.CSV_HEADER

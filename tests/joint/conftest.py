@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from datazone.client.sdk import ZoneClient
@@ -45,6 +46,9 @@ from tests.factories import bearer
 PRODUCT = "joint-modeling"
 SMALL = "joint-modeling-small"
 PURPOSE = "risk_modeling"
+# what a trained model is registered for and scored under (secure scoring)
+SCORING = "secure-credit-score"
+SCORING_PURPOSE = "pre_loan"
 CONSENTED = 1500
 MAX_JOBS = 12
 SMALL_BOUNDS = {
@@ -67,6 +71,7 @@ class JointZone:
     token: dict[str, str]
     client_id: str
     client_secret: str
+    operator: dict[str, str]  # the demo operator's key: curator, reviewer, auditor
     institution_id: int
     spec: ProductSpec
     consented: list[str]
@@ -160,8 +165,8 @@ def joint_zone(
         contract_service.create_contract(
             s,
             institution_id=bank.id,
-            purposes=[PURPOSE],
-            products=[PRODUCT, SMALL],
+            purposes=[PURPOSE, SCORING_PURPOSE],
+            products=[PRODUCT, SMALL, SCORING],
             clearance=2,
             valid_from=start,
             valid_to=end,
@@ -178,8 +183,8 @@ def joint_zone(
                 s,
                 department=department,
                 datasets=datasets,
-                purposes=[PURPOSE],
-                products=[PRODUCT, SMALL],
+                purposes=[PURPOSE, SCORING_PURPOSE],
+                products=[PRODUCT, SMALL, SCORING],
                 institutions=[institution_id],
                 valid_from=start,
                 valid_to=end,
@@ -198,7 +203,7 @@ def joint_zone(
                 items=[
                     ConsentIn(
                         uscc=code,
-                        purpose=PURPOSE,
+                        purpose=purpose,
                         products=None,
                         valid_from=start,
                         valid_to=end,
@@ -206,6 +211,7 @@ def joint_zone(
                         evidence_sha256=hashlib.sha256(code.encode()).hexdigest(),
                     )
                     for code in consented[at : at + 500]
+                    for purpose in (PURPOSE, SCORING_PURPOSE)
                 ],
             )
     server = Server(settings)
@@ -224,6 +230,7 @@ def joint_zone(
             token=bearer(r.json()["access_token"]),
             client_id=client_id,
             client_secret=secret or "",
+            operator=bearer(synthetic_zone["operator_token"]),
             institution_id=institution_id,
             spec=spec,
             consented=consented,
@@ -231,3 +238,12 @@ def joint_zone(
         )
     finally:
         server.stop()
+        # jobs nobody will join must not hold up a later test's worker (it claims any queued job)
+        with db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE joint_job SET status = 'expired', reason = 'the tests ended', finished_at = now() "
+                    "WHERE institution_id = :i AND status IN ('receiving', 'queued')"
+                ),
+                {"i": institution_id},
+            )

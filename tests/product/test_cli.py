@@ -46,12 +46,13 @@ def test_apply_list_and_lifecycle_from_the_command_line(
         "product dishonest-debtor-labeled: created",
         "product dishonest-debtor-psi: created",
         "product enterprise-portrait: created",
+        "product joint-modeling: created",
         "product registered-enterprises-count: created",
         "product risk-insight: created",
         "product secure-credit-score: created",
     ]
     r = run_cli(settings, "product", "apply", *files)
-    assert r.returncode == 0 and r.stdout.count(": unchanged") == 8
+    assert r.returncode == 0 and r.stdout.count(": unchanged") == 9
 
     # one bad file among good ones: every problem printed with its file and location, nothing applied
     changed = load_product("credit-basic")

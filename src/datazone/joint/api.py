@@ -58,6 +58,7 @@ def create_job(
         batch_size=body.batch_size,
         learning_rate=body.learning_rate,
         l2=body.l2,
+        sigmoid=body.sigmoid,
         scorecard=body.scorecard,
         stats_job=body.stats_job,
     )

@@ -134,10 +134,11 @@ class JobRequest:
     peer_address: str | None = None
     institution_certificate_pem: str | None = None
     own_features: int = 0
-    epochs: int = 5
-    batch_size: int = 1024
-    learning_rate: float = 0.5
+    epochs: int = 2
+    batch_size: int = 8192
+    learning_rate: float = 2.0
     l2: float = 0.0
+    sigmoid: str = "seg3"
     scorecard: bool = False
     stats_job: str | None = None
 
@@ -204,6 +205,7 @@ def feature_catalog(spec: ProductSpec) -> list[dict[str, Any]]:
             "description": f.description or spec.output(f.name).description,
             "min": f.min,
             "max": f.max,
+            "missing": f.missing,
             "grade": spec.output(f.name).grade or 1,
         }
         for f in offer.features
@@ -335,8 +337,8 @@ class JointJobCall(Channel[CreatedJob]):
             problems.append(_problem("epochs", f"1 to {offer.max_epochs}"))
         if not 16 <= request.batch_size <= 65536:
             problems.append(_problem("batch_size", "16 to 65536"))
-        if not (0 < request.learning_rate <= 10 and math.isfinite(request.learning_rate)):
-            problems.append(_problem("learning_rate", "above 0, at most 10"))
+        if not (0 < request.learning_rate <= 100 and math.isfinite(request.learning_rate)):
+            problems.append(_problem("learning_rate", "above 0, at most 100"))
         if not (0 <= request.l2 <= 10 and math.isfinite(request.l2)):
             problems.append(_problem("l2", "0 to 10"))
         if request.public_key is not None or request.segments or request.grouped:
@@ -448,6 +450,7 @@ class JointJobCall(Channel[CreatedJob]):
                 "batch_size": request.batch_size,
                 "learning_rate": request.learning_rate,
                 "l2": request.l2,
+                "sigmoid": request.sigmoid,
                 "scorecard": request.scorecard,
                 "stats_job": request.stats_job,
                 "edges": self.edges if request.scorecard else None,
@@ -457,7 +460,8 @@ class JointJobCall(Channel[CreatedJob]):
             self.ticket = secrets.token_urlsafe(32)
             ticket_sha256 = hashlib.sha256(self.ticket.encode()).digest()
             if request.institution_certificate_pem:
-                zone_cert, zone_key = link_engine.link_certificate_pem(common_name=f"datazone joint {settings.psi_link_host}")
+                cert_pem, zone_key = link_engine.link_certificate_pem(common_name=settings.psi_link_host, days=2)
+                zone_cert = cert_pem.decode()
         job = self.job = JointJob(
             id="joint_" + secrets.token_urlsafe(15),
             kind=request.kind,

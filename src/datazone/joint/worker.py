@@ -143,6 +143,7 @@ def run_training(db: Database, settings: Settings, *, job_id: str, poll_seconds:
                 batch_size=int(job.params["batch_size"]),
                 learning_rate=float(job.params["learning_rate"]),
                 l2=float(job.params["l2"]),
+                sigmoid=job.params.get("sigmoid", "seg3"),
             )
             bins = service.scorecard_bins(job=job, features=features)
             proc = joint_model.ZoneTrainProcess(

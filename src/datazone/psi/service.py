@@ -854,7 +854,8 @@ class EngineJob(Channel[CreatedJob]):
         self.ticket = secrets.token_urlsafe(32)
         zone_cert = zone_key = None
         if self.institution_certificate_pem:
-            zone_cert, zone_key = _link_certificate(job_host=settings.psi_link_host)
+            cert_pem, zone_key = psi_engine.link_certificate_pem(common_name=settings.psi_link_host, days=2)
+            zone_cert = cert_pem.decode()
         job = self.job = PsiJob(
             id="job_" + secrets.token_urlsafe(15),
             institution_id=call.caller.id,
@@ -944,34 +945,6 @@ def create_job(
 def _cache_id(product_id: str, slice_key: str, epoch: int) -> str:
     digest = hashlib.sha256(f"{product_id}|{slice_key}|{epoch}".encode()).hexdigest()[:16]
     return f"{product_id}-e{epoch}-{digest}"
-
-
-def _link_certificate(*, job_host: str) -> tuple[str, bytes]:
-    """A self-signed certificate and its key (PEM) for one job's link: the institution pins it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"datazone psi {job_host}")])
-    now = utcnow()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return pem, key_pem
 
 
 def job_body(job: PsiJob) -> dict[str, Any]:

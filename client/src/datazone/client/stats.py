@@ -11,6 +11,8 @@ The key pair lives only in memory for the run; no label, and no key, is written 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -269,11 +271,35 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def report_json(report: js.StatsReport) -> dict[str, Any]:
+    """The report as JSON: what `datazone-client train --scorecard` reads its bins and WOE from."""
+    return {
+        "job_id": report.job_id,
+        "sample_size": report.sample_size,
+        "features": [dataclasses.asdict(f) for f in report.features],
+        "grouped": [
+            {
+                "name": g.name,
+                "count": g.count,
+                "sum": g.sum,
+                "by_label": {str(k): {"count": v.count, "sum": v.sum, "mean": v.mean} for k, v in g.by_label.items()},
+                "by_segment": {
+                    str(k): {"count": v.count, "sum": v.sum, "mean": v.mean} for k, v in g.by_segment.items()
+                },
+            }
+            for g in report.grouped
+        ],
+        "merged": report.merged,
+    }
+
+
 def write_report(directory: Path, report: js.StatsReport) -> list[Path]:
-    """stats.csv and one SVG chart per feature in `directory`; the paths written."""
+    """stats.csv, stats-<job>.json (the bins and WOE a scorecard trains on) and one SVG chart per
+    feature in `directory`; the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
-    written = [directory / "stats.csv"]
+    written = [directory / "stats.csv", directory / f"stats-{report.job_id or 'report'}.json"]
     write_stats_csv(written[0], report)
+    written[1].write_text(json.dumps(report_json(report), indent=2, allow_nan=False), encoding="utf-8")
     for feature in report.features:
         path = directory / f"{feature.name}.svg"
         path.write_text(feature_svg(feature), encoding="utf-8")

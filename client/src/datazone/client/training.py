@@ -279,18 +279,21 @@ def _progress_of(phase: str | None, epochs: int) -> tuple[str, int]:
     return step, epochs + 2
 
 
-def _feature_bounds(zone: ZoneClient, names: list[str]) -> dict[str, Any]:
+def _feature_bounds(zone: ZoneClient, names: list[str], product: str) -> dict[str, Any]:
     from datazone.privacy.scoring import FeatureBounds  # the privacy libraries load only when training
 
-    catalog = zone._call("GET", "/v1/joint/features", params={"product": PRODUCT})
+    catalog = zone._call("GET", "/v1/joint/features", params={"product": product})
     listed = {f.get("name"): f for f in catalog.get("features", []) if isinstance(f, dict)}
     unknown = [n for n in names if n not in listed]
     if unknown:
-        raise ConfigError(f"the zone's joint-modeling product has no feature {', '.join(unknown)}")
+        raise ConfigError(f"the zone's {product} product has no feature {', '.join(unknown)}")
     # `missing` matters only to plaintext scoring; the model file itself carries no bounds
     return {
         n: FeatureBounds(
-            name=n, min=int(listed[n]["min"]), max=int(listed[n]["max"]), missing=int(listed[n]["min"])
+            name=n,
+            min=int(listed[n]["min"]),
+            max=int(listed[n]["max"]),
+            missing=int(listed[n]["missing"] if "missing" in listed[n] else listed[n]["min"]),
         )
         for n in names
     }
@@ -311,6 +314,8 @@ def train(
     seed: int | None = None,
     model_name: str = "joint-model",
     progress: Progress | None = None,
+    product: str = PRODUCT,
+    model_purpose: Purpose = Purpose.pre_loan,
 ) -> TrainingResult:
     """Create a train job for `features` over the labelled sample and run the bank's side here."""
     from datazone.privacy import engine, joint_model  # SPU and its link load only when training
@@ -328,14 +333,14 @@ def train(
         if absent:
             raise ConfigError(f"the stats report has no bins for {', '.join(absent)}")
         woe_tables = [np.asarray(scorecard.woe[f], dtype=np.float64) for f in features]
-    bounds = _feature_bounds(zone, features)
+    bounds = _feature_bounds(zone, features, product)
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="datazone-train-"))  # 0700: certificates, the engine's log
     try:
         certificate, private_key = engine.new_link_certificate(workdir / "tls", common_name="institution")
         body = {
             "kind": "train",
-            "product": PRODUCT,
+            "product": product,
             "purpose": purpose.value,
             "features": features,
             "sample": sample.usccs,
@@ -346,6 +351,7 @@ def train(
             "batch_size": train_params.batch_size,
             "learning_rate": train_params.learning_rate,
             "l2": train_params.l2,
+            "sigmoid": train_params.sigmoid,
             "scorecard": scorecard is not None,
             "stats_job": scorecard.stats_job if scorecard is not None else None,
         }
@@ -406,7 +412,7 @@ def train(
         features=features,
         bounds=bounds,
         scorecard=scorecard,
-        purpose=purpose,
+        purpose=model_purpose,
         model_name=model_name,
         out_dir=out_dir,
         params=train_params,

@@ -255,25 +255,22 @@ def _is_host_port(address: str) -> bool:
     return bool(sep and host and port.isdigit() and 1 <= int(port) <= 65535)
 
 
-def new_link_certificate(directory: Path, *, common_name: str, days: int = 7) -> tuple[Path, Path]:
-    """A self-signed P-256 certificate and its key (mode 0600) for one side of a link.
+def link_certificate_pem(*, common_name: str, days: int = 7) -> tuple[bytes, bytes]:
+    """A self-signed P-256 certificate and its key, as PEM, for one side of a link.
 
     The peer trusts it by naming it as its `TlsFiles.peer_ca`, so it is its own CA.
-    Returns (certificate, private key) paths named after the common name.
-    """
+    Returns (certificate PEM, PKCS#8 private key PEM)."""
     if not common_name or len(common_name) > 64:
         raise ValueError("common_name must be 1-64 characters")
     if days < 1:
         raise ValueError("days must be at least 1")
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", common_name)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     alternative: x509.GeneralName
     try:
         alternative = x509.IPAddress(ipaddress.ip_address(common_name))
     except ValueError:
-        alternative = x509.DNSName(common_name)
+        alternative = x509.DNSName(re.sub(r"[^A-Za-z0-9.-]", "-", common_name))
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
         x509.CertificateBuilder()
@@ -301,15 +298,22 @@ def new_link_certificate(directory: Path, *, common_name: str, days: int = 7) ->
         .add_extension(x509.SubjectAlternativeName([alternative]), critical=False)
         .sign(key, hashes.SHA256())
     )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def new_link_certificate(directory: Path, *, common_name: str, days: int = 7) -> tuple[Path, Path]:
+    """`link_certificate_pem` written to files: the key with mode 0600. Returns (certificate,
+    private key) paths named after the common name."""
+    certificate, key = link_certificate_pem(common_name=common_name, days=days)
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", common_name)
     certificate_path = directory / f"{stem}.crt"
     key_path = directory / f"{stem}.key"
-    write_private(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    )
-    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, key)
+    certificate_path.write_bytes(certificate)
     return certificate_path, key_path
 
 

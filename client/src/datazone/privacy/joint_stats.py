@@ -642,6 +642,7 @@ class StatsReport:
     features: list[FeatureStats]
     grouped: list[GroupedStats]
     merged: list[dict[str, Any]] = field(default_factory=list)
+    job_id: str = ""  # the zone's statistics job (a scorecard's training names it for its bins)
 
     def by_iv(self) -> list[FeatureStats]:
         return sorted(self.features, key=lambda f: (-f.iv, f.name))
@@ -721,7 +722,8 @@ def build_report(
             by_segment = [(int(c), int(s)) for c, s in zip(counts, sums, strict=True)]
         grouped.append(_grouped_stats(name, count, total, positives, int(label_sum), by_segment))
     merged = [dict(m) for m in result.get("merged") or [] if isinstance(m, Mapping)]
-    return StatsReport(sample_size, features, grouped, merged)
+    job_id = result.get("job_id")
+    return StatsReport(sample_size, features, grouped, merged, job_id if isinstance(job_id, str) else "")
 
 
 def plain_stats(

@@ -27,6 +27,9 @@ def train(
     ],
     purpose: Annotated[Purpose, typer.Option(help="why the bank trains, e.g. risk_modeling")],
     product: Annotated[str, typer.Option(help="the joint-modeling product")] = PRODUCT,
+    model_purpose: Annotated[
+        Purpose, typer.Option(help="what the trained model will score for (model.json's purpose), e.g. pre_loan")
+    ] = Purpose.pre_loan,
     own_features: Annotated[
         Path | None, typer.Option(help="CSV with the header uscc,f1,f2,...: the bank's own features")
     ] = None,
@@ -51,8 +54,6 @@ def train(
     from datazone.client import training
     from datazone.client.training import TrainingFailed, TrainingInputError, read_scorecard_report
 
-    if product != PRODUCT:
-        fail(EXIT_BAD_INPUT, f"error: joint modeling runs on the {PRODUCT} product")
     wanted = [f.strip() for f in features.split(",") if f.strip()]
     if not wanted or len(set(wanted)) != len(wanted):
         fail(EXIT_BAD_INPUT, "error: --features needs distinct feature names, comma-separated")
@@ -86,6 +87,8 @@ def train(
                 seed=seed,
                 model_name=name,
                 progress=show,
+                product=product,
+                model_purpose=model_purpose,
             )
     except TrainingFailed as exc:
         fail(EXIT_REFUSED, f"failed: {exc.detail}")
