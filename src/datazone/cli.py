@@ -489,7 +489,7 @@ def worker(
     interval: Annotated[float, typer.Option("--interval", help="seconds between passes")] = 30.0,
     once: Annotated[bool, typer.Option("--once", help="one pass, then exit")] = False,
 ) -> None:
-    """Run the zone's heavy work: PSI, anonymous-query tables, scoring jobs (as many as you like)."""
+    """Run the zone's heavy work: PSI, anonymous-query tables, scoring and joint jobs (as many as you like)."""
     # here for start-up time (see the module docstring)
     from datazone import worker as zone_worker
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import stat
 from datetime import UTC, datetime
+from pathlib import Path
 
 from datazone.config import Settings
 from datazone.consent import service as consent_service
 from datazone.contract import service as contract_service
 from datazone.dataset import admission as dataset_admission
 from datazone.db import Database
-from datazone.demo.setup import DEMO_PRODUCTS, demo_file, prepare_demo
+from datazone.demo.setup import DEMO_PRODUCTS, JOINT_SAMPLE, demo_file, prepare_demo
 from datazone.principal import service as principal_service
 from datazone.product import service as product_service
 from tests.conftest import fresh_database
@@ -50,9 +51,13 @@ def _demo_loads_and_is_reused(db: Database, settings: Settings) -> None:
             spec = product_service.spec_of(product)
             dataset_admission.require_in_use(s, dataset_ids=sorted(spec.sources))
             contract_service.require_contract(
-                s, institution_id=bank.id, product_id=product_id, purpose="pre_loan", at=datetime.now(UTC)
+                s, institution_id=bank.id, product_id=product_id, purpose=spec.purposes[0].value, at=datetime.now(UTC)
             )
         assert len(info["consented_usccs"]) == 20
+        # the joint-modeling tour's files: a label for every consented firm of its sample
+        labelled = Path(info["joint_labels"]).read_text(encoding="utf-8").splitlines()
+        assert labelled[0] == "uscc,label" and len(labelled) == JOINT_SAMPLE + 1
+        assert {line.rsplit(",", 1)[1] for line in labelled[1:]} == {"0", "1"}
         consent_service.require_consents(
             s, institution_id=bank.id, usccs=info["consented_usccs"], purpose="pre_loan",
             product_id="risk-insight", at=datetime.now(UTC),
@@ -67,4 +72,8 @@ def _demo_loads_and_is_reused(db: Database, settings: Settings) -> None:
         bank = principal_service.authenticate(s, token=info["institution_token"])
         # a second run adds no second contract, grant or consent
         assert len(contract_service.list_contracts(s, viewer=bank)) == 1
-        assert len(consent_service.list_consents(s, viewer=bank, limit=1000)) == 40
+        consents = consent_service.list_consents(s, viewer=bank, limit=1000)
+        consents += consent_service.list_consents(s, viewer=bank, limit=1000, after_id=consents[-1].id)
+        # 20 firms for pre- and post-loan use, and the joint-modeling tour's sample for risk modeling
+        assert len(consents) == 40 + JOINT_SAMPLE
+        assert sum(c.purpose == "risk_modeling" for c in consents) == JOINT_SAMPLE

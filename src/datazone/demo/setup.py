@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from datazone.console.models import Account
 from datazone.contract import service as contract_service
 from datazone.dataset import admission as dataset_admission
 from datazone.dataset import service as dataset_service
+from datazone.dataset.schemas import SHANGHAI
 from datazone.db import Database
 from datazone.demo.generate import generate_zone, load_demo_specs
 from datazone.errors import DomainError
@@ -42,6 +45,7 @@ from datazone.ingest.pipeline import execute_run
 from datazone.oauth import service as oauth_service
 from datazone.principal import service as principal_service
 from datazone.principal.models import Principal
+from datazone.product import engine as product_engine
 from datazone.product import service as product_service
 from datazone.purposes import Purpose
 from datazone.supplier import service as supplier_service
@@ -72,6 +76,9 @@ DEMO_PRODUCTS = (
 )
 # enterprises whose consent the demo bank holds, so the paid products answer for them
 CONSENTED = 20
+# the joint-modeling tour's sample: enterprises whose risk-modeling consent the demo bank holds
+# (above the product's floor of 1,000), with labels of the bank's own invention
+JOINT_SAMPLE = 1200
 
 
 @dataclass
@@ -159,10 +166,13 @@ def prepare_demo(
     if built.failed:
         raise RuntimeError(f"demo precomputation failed for {', '.join(built.failed)}")
     customers = _psi_customer_list(db, settings)
+    joint_labels, joint_own = _joint_tour_files(db, settings, bank_id=bank.id)
     info = dict(previous)
     info.update(
         {
             "psi_customers": str(customers),
+            "joint_labels": str(joint_labels),
+            "joint_own_features": str(joint_own),
             "url": f"http://{settings.host}:{settings.port}",
             "database_url": db.url,
             "entities": entities,
@@ -224,6 +234,54 @@ def _psi_customer_list(db: Database, settings: Settings) -> Path:
     others = [c for c in registered if c not in set(listed)][: 500 - len(listed)]
     path.write_text("uscc\n" + "".join(f"{c}\n" for c in sorted([*listed, *others])), encoding="utf-8")
     return path
+
+
+def _joint_tour_files(db: Database, settings: Settings, *, bank_id: int) -> tuple[Path, Path]:
+    """The joint-modeling tour's sample: the risk-modeling consent of JOINT_SAMPLE enterprises, and
+    the bank's side of it, as the bank would hold it: a labels CSV (a default more likely where the
+    courts enforce against the firm or the tax office grades it low; drawn, so it is not the
+    features themselves) and a CSV of two features of the bank's own."""
+    labels_path = Path(settings.home) / "joint-labels.csv"
+    own_path = Path(settings.home) / "joint-own-features.csv"
+    now = datetime.now(UTC)
+    with db.unit_of_work() as s:
+        codes = dataset_service.current_entities(s, dataset_id="mr_registration", limit=JOINT_SAMPLE)
+        spec = product_service.spec_of(product_service.get_product(s, product_id=JOINT_DEMO_PRODUCTS[0]))
+        answers = product_engine.compute(s, spec=spec, usccs=codes, as_of=now.astimezone(SHANGHAI).date()).answers
+        bank = principal_service.get_principal(s, principal_id=bank_id)
+        # registered all at once or not at all: a second run of the demo finds the first one's
+        registered = any(
+            c.purpose == Purpose.risk_modeling.value
+            for c in consent_service.list_consents(s, viewer=bank, uscc=codes[0], live=True)
+        )
+        wanted = [] if registered else [
+            ConsentIn(
+                uscc=code,
+                purpose=Purpose.risk_modeling.value,
+                products=[JOINT_DEMO_PRODUCTS[0]],
+                valid_from=now - timedelta(days=1),
+                valid_to=now + timedelta(days=365),
+                evidence_ref=f"demo://consents/{code}-modeling.pdf",
+                evidence_sha256=hashlib.sha256(f"demo modeling consent {code}".encode()).hexdigest(),
+            )
+            for code in codes
+        ]
+        for start in range(0, len(wanted), consent_service.MAX_BATCH):
+            consent_service.register_consents(s, institution=bank, items=wanted[start : start + consent_service.MAX_BATCH])
+    # the same files on every run of the demo: synthetic data, not a secret
+    rng = random.Random(20261207)  # noqa: S311
+    label_lines, own_lines = ["uscc,label"], ["uscc,deposit_months,overdue_days_12m"]
+    for code in codes:
+        answer = answers.get(code) or {}
+        risk = -1.6 + 0.8 * min(int(answer.get("enforcement_cases_24m") or 0), 3)
+        risk += 0.5 * (3 - min(int(answer.get("tax_grade_code") or 0), 5)) + 0.9 * int(answer.get("abnormal_listed") or 0)
+        overdue = max(0.0, rng.gauss(5 + 6 * max(risk, 0), 4))
+        risk += 0.08 * overdue
+        label_lines.append(f"{code},{int(rng.random() < 1 / (1 + math.exp(-risk)))}")
+        own_lines.append(f"{code},{rng.randint(1, 120)},{overdue:.0f}")
+    labels_path.write_text("\n".join(label_lines) + "\n", encoding="utf-8")
+    own_path.write_text("\n".join(own_lines) + "\n", encoding="utf-8")
+    return labels_path, own_path
 
 
 def _principal_with_key(
