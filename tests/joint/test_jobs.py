@@ -123,6 +123,9 @@ def test_refusals_list_every_problem_and_write_nothing(joint_zone: JointZone) ->
         few = c.post("/v1/joint/jobs", json=train_body(sample, features=FEATURES[:2]))
         assert few.status_code == 422 and "at least 3" in few.text
 
+        no_stats = c.post("/v1/joint/jobs", json=train_body(sample, scorecard=True, stats_job="joint_notajob0000"))
+        assert no_stats.status_code == 422 and "no succeeded statistics job" in no_stats.text
+
         no_peer = c.post("/v1/joint/jobs", json={**train_body(sample), "peer_address": "nowhere"})
         assert no_peer.status_code == 422 and "peer_address" in {e["location"] for e in problem(no_peer)["errors"]}
 

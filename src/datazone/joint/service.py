@@ -361,6 +361,16 @@ class JointJobCall(Channel[CreatedJob]):
                         problems.append(
                             _problem("stats_job", f"it did not bin {', '.join(lacking)}; run statistics on them first")
                         )
+                    # a feature left with one bin is a constant over the sample: it has no points to learn
+                    single = [n for n in request.features if n in edges and not edges[n]]
+                    if single:
+                        problems.append(
+                            _problem(
+                                "features",
+                                f"{', '.join(single)} fell into a single bin in statistics job {request.stats_job}; "
+                                "leave it out of the scorecard",
+                            )
+                        )
                     self.edges = edges
         elif request.stats_job is not None:
             problems.append(_problem("stats_job", "only a scorecard takes a statistics job's bins"))

@@ -332,6 +332,12 @@ def train(
         absent = [f for f in features if f not in scorecard.woe or f not in scorecard.edges]
         if absent:
             raise ConfigError(f"the stats report has no bins for {', '.join(absent)}")
+        single = [f for f in features if len(scorecard.woe[f]) < 2]
+        if single:
+            raise ConfigError(
+                f"{', '.join(single)} fell into a single bin in the statistics: a scorecard has nothing to learn "
+                "from it; leave it out"
+            )
         woe_tables = [np.asarray(scorecard.woe[f], dtype=np.float64) for f in features]
     bounds = _feature_bounds(zone, features, product)
     out_dir.mkdir(parents=True, exist_ok=True)

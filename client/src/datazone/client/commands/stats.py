@@ -25,10 +25,10 @@ def _names(text: str | None) -> list[str]:
 @app.command()
 def stats(
     ctx: typer.Context,
-    product: Annotated[str, typer.Option(help="the joint-modeling product")],
     purpose: Annotated[Purpose, typer.Option(help="why the institution asks (risk_modeling)")],
     labels: Annotated[Path, typer.Option(help="CSV uscc,label[,segment]: labels 0/1, segments 0-7")],
     features: Annotated[str, typer.Option(help="zone features, comma-separated")],
+    product: Annotated[str, typer.Option(help="the joint-modeling product")] = "joint-modeling",
     bins: Annotated[
         int, typer.Option(min=2, max=20, help="quantile bins the zone makes over the sample")
     ] = 10,
@@ -38,7 +38,7 @@ def stats(
     grouped: Annotated[
         str | None, typer.Option(help="features to count, sum and average by label/segment")
     ] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="directory for stats.csv and the charts")] = Path(
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for stats.csv, stats-<job>.json and the charts")] = Path(
         "stats"
     ),
 ) -> None:
