@@ -88,7 +88,7 @@ def test_report_files(tmp_path: Path) -> None:
     first = report.by_iv()[0]
     assert rows[0]["feature"] == first.name and rows[0]["lower"] == "-inf"
     assert [int(r["total"]) for r in rows if r["feature"] == first.name] == first.totals
-    svg = written[2].read_text(encoding="utf-8")
+    svg = written[3].read_text(encoding="utf-8")
     assert svg.startswith("<svg") and "b&lt;" in svg and "<polyline" in svg
 
 

@@ -242,8 +242,10 @@ def list_consents(
     institution_id: int | None = None,
     after_id: int | None = None,
     limit: int = 100,
+    newest_first: bool = False,
 ) -> list[Consent]:
-    """Consents the viewer may see, oldest first, `limit` at a time after `after_id`."""
+    """Consents the viewer may see, oldest first, `limit` at a time after `after_id` (or the
+    newest `limit`, newest first: what a person looking at a page wants to see)."""
     q = sa.select(Consent).where(readable_by(viewer))
     if institution_id is not None:
         q = q.where(Consent.institution_id == institution_id)
@@ -255,7 +257,8 @@ def list_consents(
         q = q.where(in_force if live else sa.not_(in_force))
     if after_id is not None:
         q = q.where(Consent.id > after_id)
-    return list(session.scalars(q.order_by(Consent.id).limit(max(1, min(limit, MAX_BATCH)))))
+    order = Consent.id.desc() if newest_first else Consent.id
+    return list(session.scalars(q.order_by(order).limit(max(1, min(limit, MAX_BATCH)))))
 
 
 def revoke_consent(session: Session, *, consent_id: int, by: Principal, reason: str) -> Consent:

@@ -380,7 +380,7 @@ def _consents_page(
     request: Request, session: Session, person: Person, *, status_code: int = 200, **context: Any
 ) -> Response:
     live = consent_service.list_consents(
-        session, viewer=person.principal, live=True, limit=consent_service.MAX_BATCH
+        session, viewer=person.principal, live=True, limit=consent_service.MAX_BATCH, newest_first=True
     )
     return render(
         request,

@@ -21,13 +21,17 @@ from datazone.product import service as product_service
 
 router = APIRouter(prefix="/v1/joint", tags=["joint statistics and modeling"])
 
-JobId = Annotated[str, Path(pattern=r"^joint_[A-Za-z0-9_-]{8,60}$")]
+JobId = Annotated[str, Path(pattern=r"^joint_[A-Za-z0-9_-]{8,60}$", description="the joint job's id")]
 COLUMN = r"^(label|segment-[0-9]{1,2})$"
 
 
 @router.get("/features", response_model=FeaturesOut)
 def features(
-    session: SessionDep, grant: GrantDep, product: Annotated[str, Query(pattern=r"^[a-z][a-z0-9-]{1,62}$")] = "joint-modeling"
+    session: SessionDep,
+    grant: GrantDep,
+    product: Annotated[
+        str, Query(pattern=r"^[a-z][a-z0-9-]{1,62}$", description="the joint product whose features to list")
+    ] = "joint-modeling",
 ) -> dict[str, Any]:
     """The zone features a joint product offers, with their bounds and grades."""
     spec = product_service.spec_of(product_service.get_product(session, product_id=product))
@@ -87,7 +91,7 @@ def job_status(job_id: JobId, session: SessionDep, grant: GrantDep) -> dict[str,
 @router.put("/jobs/{job_id}/columns/{name}", response_model=JobOut)
 def put_column(
     job_id: JobId,
-    name: Annotated[str, Path(pattern=COLUMN)],
+    name: Annotated[str, Path(pattern=COLUMN, description="the column: label, or segment-<k>")],
     session: SessionDep,
     db: DbDep,
     grant: GrantDep,

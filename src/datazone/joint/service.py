@@ -106,7 +106,7 @@ def joint_spec(spec: ProductSpec) -> JointSpec:
     return spec.joint
 
 
-def _problem(location: str, problem: str) -> dict[str, str]:
+def _listed(location: str, problem: str) -> dict[str, str]:
     return {"location": location, "problem": problem}
 
 
@@ -267,24 +267,24 @@ class JointJobCall(Channel[CreatedJob]):
         offered = {f.name: f for f in offer.features}
         problems: list[dict[str, str]] = []
         if request.kind not in ("stats", "train"):
-            problems.append(_problem("kind", f"one of stats, train, not {request.kind!r}"))
+            problems.append(_listed("kind", f"one of stats, train, not {request.kind!r}"))
         named = list(enumerate(request.features))
         for i, name in named:
             if name not in offered:
                 problems.append(
-                    _problem(f"features.{i}", f"{name!r} is not a feature of {spec.id}; GET /v1/joint/features lists them")
+                    _listed(f"features.{i}", f"{name!r} is not a feature of {spec.id}; GET /v1/joint/features lists them")
                 )
         if len(set(request.features)) != len(request.features):
-            problems.append(_problem("features", "each feature once"))
+            problems.append(_listed("features", "each feature once"))
         if not 1 <= len(request.features) <= MAX_FEATURES:
-            problems.append(_problem("features", f"1 to {MAX_FEATURES} features"))
+            problems.append(_listed("features", f"1 to {MAX_FEATURES} features"))
         if request.kind == "train" and len(request.features) < offer.min_features:
             problems.append(
-                _problem("features", f"a model reads at least {offer.min_features} zone features, as in secure scoring")
+                _listed("features", f"a model reads at least {offer.min_features} zone features, as in secure scoring")
             )
         known = [(i, n) for i, n in named if n in offered]
         problems += [
-            _problem(p["location"].removesuffix(".name"), p["problem"])
+            _listed(p["location"].removesuffix(".name"), p["problem"])
             for p in scoring_service.clearance_problems(spec=spec, named=known, clearance=auth.contract.clearance)
         ]
         if request.kind == "stats":
@@ -298,54 +298,54 @@ class JointJobCall(Channel[CreatedJob]):
     def _stats_problems(self, offer: JointSpec, offered: dict[str, ScoringFeature]) -> list[dict[str, str]]:
         request, problems = self.request, []
         if not 2 <= request.bins <= offer.max_bins:
-            problems.append(_problem("bins", f"2 to {offer.max_bins} bins"))
+            problems.append(_listed("bins", f"2 to {offer.max_bins} bins"))
         for name, edges in (request.edges or {}).items():
             if name not in request.features:
-                problems.append(_problem(f"edges.{name}", "edges for a feature the job does not ask for"))
+                problems.append(_listed(f"edges.{name}", "edges for a feature the job does not ask for"))
             elif not edges or len(edges) + 1 > offer.max_bins:
-                problems.append(_problem(f"edges.{name}", f"1 to {offer.max_bins - 1} edges"))
+                problems.append(_listed(f"edges.{name}", f"1 to {offer.max_bins - 1} edges"))
             elif any(not math.isfinite(e) for e in edges) or any(b <= a for a, b in itertools.pairwise(edges)):
-                problems.append(_problem(f"edges.{name}", "finite and strictly increasing"))
+                problems.append(_listed(f"edges.{name}", "finite and strictly increasing"))
         for i, name in enumerate(request.grouped):
             if name not in request.features:
-                problems.append(_problem(f"grouped.{i}", f"{name!r} is not among the job's features"))
+                problems.append(_listed(f"grouped.{i}", f"{name!r} is not among the job's features"))
         if not 0 <= request.segments <= offer.max_segments:
-            problems.append(_problem("segments", f"0 to {offer.max_segments} segment columns"))
+            problems.append(_listed("segments", f"0 to {offer.max_segments} segment columns"))
         if request.public_key is None:
-            problems.append(_problem("public_key", "a statistics job needs your HEU public key"))
+            problems.append(_listed("public_key", "a statistics job needs your HEU public key"))
         else:
             try:
                 raw = base64.b64decode(request.public_key, validate=True)
                 joint_stats.load_public_key(raw)
             except (ValueError, joint_stats.MalformedColumn) as exc:
-                problems.append(_problem("public_key", f"not an HEU public key: {exc}"))
+                problems.append(_listed("public_key", f"not an HEU public key: {exc}"))
             else:
                 self.public_key = raw
         for name in ("peer_address", "institution_certificate_pem", "stats_job"):
             if getattr(request, name) is not None:
-                problems.append(_problem(name, "only a training job takes it"))
+                problems.append(_listed(name, "only a training job takes it"))
         return problems
 
     def _train_problems(self, session: Session, call: Call, offer: JointSpec) -> list[dict[str, str]]:
         request, problems = self.request, []
         why = "required" if request.peer_address is None else _address_problem(request.peer_address)
         if why is not None:
-            problems.append(_problem("peer_address", why + ": where your side of the link listens"))
+            problems.append(_listed("peer_address", why + ": where your side of the link listens"))
         if not 0 <= request.own_features <= MAX_OWN_FEATURES:
-            problems.append(_problem("own_features", f"0 to {MAX_OWN_FEATURES} of your own features"))
+            problems.append(_listed("own_features", f"0 to {MAX_OWN_FEATURES} of your own features"))
         if not 1 <= request.epochs <= offer.max_epochs:
-            problems.append(_problem("epochs", f"1 to {offer.max_epochs}"))
+            problems.append(_listed("epochs", f"1 to {offer.max_epochs}"))
         if not 16 <= request.batch_size <= 65536:
-            problems.append(_problem("batch_size", "16 to 65536"))
+            problems.append(_listed("batch_size", "16 to 65536"))
         if not (0 < request.learning_rate <= 100 and math.isfinite(request.learning_rate)):
-            problems.append(_problem("learning_rate", "above 0, at most 100"))
+            problems.append(_listed("learning_rate", "above 0, at most 100"))
         if not (0 <= request.l2 <= 10 and math.isfinite(request.l2)):
-            problems.append(_problem("l2", "0 to 10"))
+            problems.append(_listed("l2", "0 to 10"))
         if request.public_key is not None or request.segments or request.grouped:
-            problems.append(_problem("public_key", "only a statistics job takes a key, groups or segments"))
+            problems.append(_listed("public_key", "only a statistics job takes a key, groups or segments"))
         if request.scorecard:
             if request.stats_job is None:
-                problems.append(_problem("stats_job", "a scorecard is binned as a statistics job of yours binned"))
+                problems.append(_listed("stats_job", "a scorecard is binned as a statistics job of yours binned"))
             else:
                 stats = session.scalars(
                     sa.select(JointJob).where(
@@ -353,19 +353,19 @@ class JointJobCall(Channel[CreatedJob]):
                     )
                 ).first()
                 if stats is None or stats.kind != "stats" or stats.status != "succeeded" or stats.result is None:
-                    problems.append(_problem("stats_job", f"no succeeded statistics job {request.stats_job!r} of yours"))
+                    problems.append(_listed("stats_job", f"no succeeded statistics job {request.stats_job!r} of yours"))
                 else:
                     edges = {f["name"]: list(f["edges"]) for f in stats.result.get("features", [])}
                     lacking = [n for n in request.features if n not in edges]
                     if lacking:
                         problems.append(
-                            _problem("stats_job", f"it did not bin {', '.join(lacking)}; run statistics on them first")
+                            _listed("stats_job", f"it did not bin {', '.join(lacking)}; run statistics on them first")
                         )
                     # a feature left with one bin is a constant over the sample: it has no points to learn
                     single = [n for n in request.features if n in edges and not edges[n]]
                     if single:
                         problems.append(
-                            _problem(
+                            _listed(
                                 "features",
                                 f"{', '.join(single)} fell into a single bin in statistics job {request.stats_job}; "
                                 "leave it out of the scorecard",
@@ -373,7 +373,7 @@ class JointJobCall(Channel[CreatedJob]):
                         )
                     self.edges = edges
         elif request.stats_job is not None:
-            problems.append(_problem("stats_job", "only a scorecard takes a statistics job's bins"))
+            problems.append(_listed("stats_job", "only a scorecard takes a statistics job's bins"))
         return problems
 
     def _check_cap(self, session: Session, call: Call, offer: JointSpec) -> None:
