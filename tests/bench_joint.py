@@ -71,11 +71,11 @@ def build_zone(home: Path, entities: int, sample_size: int) -> dict[str, Any]:
     from datazone.dataset import service as dataset_service
     from datazone.db import Database
     from datazone.demo.setup import prepare_demo
-    from datazone.grant import service as grant_service
     from datazone.metering import service as metering
     from datazone.oauth import service as oauth_service
     from datazone.principal import service as principal_service
     from datazone.product import service as product_service
+    from tests.factories import grant_every_department
 
     settings = Settings(home=home, drop_dir=home / "drop")
     db = Database.from_settings(settings)
@@ -97,18 +97,10 @@ def build_zone(home: Path, entities: int, sample_size: int) -> dict[str, Any]:
             plan_id=PLAN, by=operator, valid_from=valid_from, valid_to=valid_to,
         )
         spec = product_service.spec_of(product_service.get_product(s, product_id=PRODUCT))
-        by_department: dict[str, list[str]] = {}
-        for dataset_id in spec.sources:
-            owner = dataset_service.get_dataset(s, dataset_id=dataset_id).supplier_id
-            by_department.setdefault(owner, []).append(dataset_id)
-        for department, datasets in sorted(by_department.items()):
-            dept = principal_service.find_principal(s, name=f"demo-{department}")
-            assert dept is not None, department
-            grant_service.create_grant(
-                s, department=department, datasets=datasets, purposes=[PURPOSE, "pre_loan"],
-                products=[PRODUCT, SCORING], institutions=[bench.id], by=dept,
-                valid_from=valid_from, valid_to=valid_to,
-            )
+        grant_every_department(
+            s, spec=spec, institution_id=bench.id, purposes=[PURPOSE, "pre_loan"], products=[PRODUCT, SCORING],
+            valid_from=valid_from, valid_to=valid_to,
+        )
         client, secret = oauth_service.create_client(s, institution_id=bench.id, name="bench", by_name="bench")
         _, registered = dataset_service.population(s, dataset_id="mr_registration")
         bench_id = bench.id
@@ -259,6 +251,7 @@ def run(ctx: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[str, 
         woe = np.column_stack([
             np.asarray(f.woe)[joint_stats.bin_index(zone_values[:, k], f.edges)]
             for k, f in enumerate(report.features)
+            if f.edges
         ])
         reference = {
             "logistic": sklearn_auc(joined, labels, train_rows),
@@ -267,14 +260,17 @@ def run(ctx: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[str, 
         for form in ("logistic", "scorecard"):
             plain_auc = reference[form]
             say(f"\n-- training: {form}, {len(names)} zone + {BANK_FEATURES} bank features --")
-            card = None
+            card, wanted = None, names
             if form == "scorecard":
                 card = training.read_scorecard_report(work / "out" / f"stats-{report.job_id}.json", report.job_id)
+                # a feature the sample leaves in one bin (constant over it) has no points to learn
+                wanted = [f.name for f in report.features if f.edges]
+                say(f"  {len(wanted)} of the {len(names)} features have two bins or more over the sample")
             t0 = time.perf_counter()
             result = training.train(
                 zone, purpose=Purpose.risk_modeling, labels_path=labels_path, own_features_path=own_path,
-                features=names, listen=f"127.0.0.1:{free_port()}", out_dir=work / f"model-{form}",
-                holdout=0.2, seed=args.seed, scorecard=card, product=PRODUCT,
+                features=wanted, listen=f"127.0.0.1:{free_port()}", out_dir=work / f"model-{form}",
+                holdout=0.2, seed=args.seed, scorecard=card, product=PRODUCT, params={"epochs": args.epochs},
             )
             train_s = time.perf_counter() - t0
             metrics = json.loads(result.metrics_path.read_text())
@@ -318,6 +314,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=100_000, help="enterprises in the demo zone")
     parser.add_argument("--sample", type=int, default=100_000, help="enterprises in the bank's sample")
     parser.add_argument("--seed", type=int, default=20261207)
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (the job's default is 2)")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     parser.add_argument("--keep", type=Path, help="keep the zone in this directory")
     args = parser.parse_args()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import DatasetSpec
 from datazone.db import Database
+from datazone.grant import service as grant_service
 from datazone.oauth import service as oauth_service
 from datazone.oauth.resource import AccessGrant
 from datazone.principal import service as principal_service
@@ -23,6 +24,7 @@ from datazone.principal.models import Principal
 from datazone.privacy import paillier
 from datazone.privacy import scoring as circuits
 from datazone.product import service as product_service
+from datazone.product.schemas import ProductSpec
 from datazone.scoring import service as scoring_service
 from datazone.supplier import service as supplier_service
 from datazone.supplier.schemas import SupplierSpec
@@ -221,4 +223,36 @@ def retire_model(db: Database, model_id: str, *, institution: str = "demo-bank")
     with db.unit_of_work() as s:
         scoring_service.retire_model(
             s, model_id=model_id, by=principal_service.named_principal(s, name=institution), reason="test over"
+        )
+
+
+def grant_every_department(
+    session: Session,
+    *,
+    spec: ProductSpec,
+    institution_id: int,
+    purposes: list[str],
+    products: list[str],
+    valid_from: datetime,
+    valid_to: datetime,
+) -> None:
+    """Each department whose datasets the product reads grants them to the institution (by the
+    demo's department principals, `demo-<department>`), for these purposes and products."""
+    by_department: dict[str, list[str]] = {}
+    for dataset_id in spec.sources:
+        owner = dataset_service.get_dataset(session, dataset_id=dataset_id).supplier_id
+        by_department.setdefault(owner, []).append(dataset_id)
+    for department, datasets in sorted(by_department.items()):
+        dept = principal_service.find_principal(session, name=f"demo-{department}")
+        assert dept is not None, department
+        grant_service.create_grant(
+            session,
+            department=department,
+            datasets=datasets,
+            purposes=purposes,
+            products=products,
+            institutions=[institution_id],
+            valid_from=valid_from,
+            valid_to=valid_to,
+            by=dept,
         )

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     joint_link_ports: str = "62000-62999"
     joint_link_timeout_seconds: float = 300.0
     joint_receiving_minutes: float = 30.0
+    # processes a joint job's zone features are computed in (0: one per core)
+    joint_processes: int = 0
     # secure scoring: re-randomization factors (r^n mod n^2) the worker keeps ready per
     # approved model's key, so online scores and job chunks do not compute them on the request path
     scoring_factor_pool: int = 2_000

@@ -33,7 +33,6 @@ from datazone.contract import service as contract_service
 from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import SHANGHAI
 from datazone.db import Database
-from datazone.grant import service as grant_service
 from datazone.joint import worker as joint_worker
 from datazone.oauth import service as oauth_service
 from datazone.principal import service as principal_service
@@ -41,7 +40,7 @@ from datazone.product import engine
 from datazone.product import service as product_service
 from datazone.product.schemas import ProductSpec
 from tests.conftest import SIGNING_KEY_SECRET, Server, synthetic_zone_settings
-from tests.factories import bearer
+from tests.factories import bearer, grant_every_department
 
 PRODUCT = "joint-modeling"
 SMALL = "joint-modeling-small"
@@ -172,24 +171,15 @@ def joint_zone(
             valid_to=end,
             by=operator,
         )
-        by_department: dict[str, list[str]] = {}
-        for dataset_id in spec.sources:
-            owner = dataset_service.get_dataset(s, dataset_id=dataset_id).supplier_id
-            by_department.setdefault(owner, []).append(dataset_id)
-        for department, datasets in sorted(by_department.items()):
-            dept = principal_service.find_principal(s, name=f"demo-{department}")
-            assert dept is not None, department
-            grant_service.create_grant(
-                s,
-                department=department,
-                datasets=datasets,
-                purposes=[PURPOSE, SCORING_PURPOSE],
-                products=[PRODUCT, SMALL, SCORING],
-                institutions=[institution_id],
-                valid_from=start,
-                valid_to=end,
-                by=dept,
-            )
+        grant_every_department(
+            s,
+            spec=spec,
+            institution_id=institution_id,
+            purposes=[PURPOSE, SCORING_PURPOSE],
+            products=[PRODUCT, SMALL, SCORING],
+            valid_from=start,
+            valid_to=end,
+        )
         client, secret = oauth_service.create_client(s, institution_id=bank.id, name="joint tests", by_name="tests")
         client_id = client.client_id
         registered = dataset_service.current_entities(s, dataset_id="mr_registration", limit=CONSENTED + 50)

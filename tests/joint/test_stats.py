@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from datazone.client import stats as stats_sdk
+from datazone.joint import worker as joint_worker
 from datazone.privacy import joint_stats
 from tests.joint.conftest import SMALL, SMALL_BOUNDS, JointZone
 
@@ -75,6 +76,24 @@ def test_statistics_equal_the_plaintext_computation(joint_zone: JointZone) -> No
         assert conn.execute(sa.text("SELECT count(*) FROM joint_column WHERE job_id = :j"), {"j": job.id}).scalar_one() == 0
         assert all(isinstance(f["positives"], str) for f in job.result["features"])
         assert "label" not in job.params
+
+
+def test_features_computed_in_several_processes_give_the_same_statistics(
+    joint_zone: JointZone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker splits a large sample's features over processes; the sums are still exact."""
+    monkeypatch.setattr(joint_worker, "PARALLEL_FROM", 100)
+    sample = labelled(joint_zone, 300, seed=9)
+    with joint_zone.worker(), joint_zone.sdk() as zone:
+        report = stats_sdk.run_stats(
+            zone, sample, product=SMALL, purpose="risk_modeling", features=FEATURES, bins=4, poll_interval=0.2
+        )
+    plain = joint_stats.plain_stats(
+        FEATURES, joint_zone.plain_features(sample.codes, FEATURES), sample.labels, bins=4,
+        min_count=SMALL_BOUNDS["min_bin_count"],
+    )
+    for got, want in zip(report.features, plain.features, strict=True):
+        assert (got.edges, got.totals, got.positives) == (want.edges, want.totals, want.positives), got.name
 
 
 def test_declared_bins_under_the_minimum_fail_the_job_and_credit_it(joint_zone: JointZone) -> None:

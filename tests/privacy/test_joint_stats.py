@@ -102,6 +102,12 @@ def test_quantile_edges_and_bins() -> None:
     assert edges == [2.0, 4.0, 6.0]
     assert js.bin_index(np.array([0, 2, 3.9, 4, 5.99, 6, 100]), edges).tolist() == [0, 1, 1, 2, 2, 3, 3]
     assert js.quantile_edges(np.full(10, 4), 3) == []
+    # a flag that is 1 for 5% of the sample: two bins, not one (every quantile is 0)
+    flag = np.array([1] * 5 + [0] * 95)
+    assert js.quantile_edges(flag, 10) == [1.0]
+    # a count that is 0 for most firms and spread above: "none" gets a bin of its own
+    counts = np.array([0] * 92 + list(range(1, 9)))
+    assert js.quantile_edges(counts, 5)[0] == 1.0
 
 
 def test_merge_small_bins() -> None:

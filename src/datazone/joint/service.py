@@ -25,11 +25,10 @@ import hmac
 import itertools
 import math
 import secrets
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -46,6 +45,7 @@ from datazone.access.pipeline import Answer, Audited, Call, Channel, Computed, S
 from datazone.audit import service as audit_service
 from datazone.billing import service as billing_service
 from datazone.config import Settings
+from datazone.dataset.schemas import SHANGHAI
 from datazone.db import notify_work
 from datazone.errors import Conflict, DomainError, Forbidden, InvalidSpec, NotFound
 from datazone.joint.models import JointColumn, JointJob, JointSampleMember
@@ -56,7 +56,7 @@ from datazone.principal.models import Principal
 from datazone.privacy import engine as link_engine
 from datazone.privacy import joint_stats
 from datazone.product import service as product_service
-from datazone.product.schemas import JointSpec, ProductSpec, ScoringFeature
+from datazone.product.schemas import JointSpec, ProductSpec
 from datazone.purposes import Purpose
 from datazone.scoring import service as scoring_service
 
@@ -288,14 +288,14 @@ class JointJobCall(Channel[CreatedJob]):
             for p in scoring_service.clearance_problems(spec=spec, named=known, clearance=auth.contract.clearance)
         ]
         if request.kind == "stats":
-            problems += self._stats_problems(offer, offered)
+            problems += self._stats_problems(offer)
         else:
             problems += self._train_problems(session, call, offer)
         _refuse(problems, check="joint_job")
         self._check_cap(session, call, offer)
         self._check_difference(session, call, offer)
 
-    def _stats_problems(self, offer: JointSpec, offered: dict[str, ScoringFeature]) -> list[dict[str, str]]:
+    def _stats_problems(self, offer: JointSpec) -> list[dict[str, str]]:
         request, problems = self.request, []
         if not 2 <= request.bins <= offer.max_bins:
             problems.append(_listed("bins", f"2 to {offer.max_bins} bins"))
@@ -806,26 +806,39 @@ class ZoneFeatures:
     found: int  # sample enterprises the zone has data for
 
 
-def sample_features(session: Session, *, job: JointJob, spec: ProductSpec) -> ZoneFeatures:
+def job_day(job: JointJob) -> date:
+    """The day a job's features are computed as of: the day it was created, in Shanghai (the
+    zone's day), as every product answers."""
+    return job.created_at.astimezone(SHANGHAI).date()
+
+
+def clamped_features(
+    session: Session, *, spec: ProductSpec, names: Sequence[str], codes: Sequence[str], as_of: date
+) -> ZoneFeatures:
+    """The features of `codes` (in their order), clamped to the product's bounds, `missing` where
+    the zone has no data: what both the statistics and the training read."""
     offer = {f.name: f for f in joint_spec(spec).features}
-    names = list(job.features)
     computed = scoring_service.compute_features(
         session,
         spec=spec,
         datasets=scoring_service.model_datasets(spec, names),
         names=names,
-        usccs=list(job.sample),
-        as_of=job.created_at.date(),
+        usccs=list(codes),
+        as_of=as_of,
     )
-    values = np.empty((job.sample_size, len(names)), dtype=np.int64)
+    values = np.empty((len(codes), len(names)), dtype=np.int64)
     low = np.array([offer[n].min for n in names], dtype=np.int64)
     high = np.array([offer[n].max for n in names], dtype=np.int64)
     missing = [offer[n].missing for n in names]
-    for row, code in enumerate(job.sample):
+    for row, code in enumerate(codes):
         found = computed.rows.get(code)
         values[row] = [missing[k] if found is None or found[k] is None else found[k] for k in range(len(names))]
     np.clip(values, low, high, out=values)
-    return ZoneFeatures(names, values, len(computed.rows))
+    return ZoneFeatures(list(names), values, len(computed.rows))
+
+
+def sample_features(session: Session, *, job: JointJob, spec: ProductSpec) -> ZoneFeatures:
+    return clamped_features(session, spec=spec, names=list(job.features), codes=list(job.sample), as_of=job_day(job))
 
 
 # how a worker reports a job's phase: (phase, done, total)
@@ -852,7 +865,9 @@ def scorecard_bins(*, job: JointJob, features: ZoneFeatures) -> ScorecardBins | 
     return ScorecardBins(indices, counts)
 
 
-def run_stats(session: Session, *, job: JointJob, progress: ProgressNote | None = None) -> dict[str, Any]:
+def run_stats(
+    session: Session, *, job: JointJob, progress: ProgressNote | None = None, features: ZoneFeatures | None = None
+) -> dict[str, Any]:
     """The zone's side of a statistics job: bin the sample's features, sum the encrypted labels
     (and segment indicators) per bin and group (`joint_stats.compute_result`). Returns the result
     body (ciphertexts, and the plaintext counts the zone knows anyway); raises InvalidSpec when a
@@ -860,8 +875,9 @@ def run_stats(session: Session, *, job: JointJob, progress: ProgressNote | None 
     spec = spec_of_job(session, job=job)
     params = job.params
     tell = progress or (lambda phase, done, total: None)
-    tell("features", 0, job.sample_size)
-    features = sample_features(session, job=job, spec=spec)
+    if features is None:
+        tell("features", 0, job.sample_size)
+        features = sample_features(session, job=job, spec=spec)
     public_key = joint_stats.load_public_key(job.public_key or b"")
     stored = {c.name: c.data for c in session.scalars(sa.select(JointColumn).where(JointColumn.job_id == job.id))}
     names = column_names(job)
@@ -891,9 +907,9 @@ def zone_link_key(settings: Settings, job: JointJob) -> bytes | None:
     return _link_sealer(settings).decrypt(job.zone_key_encrypted) if job.zone_key_encrypted else None
 
 
+def spec_of_product(session: Session, *, product_id: str) -> ProductSpec:
+    return product_service.spec_of(product_service.get_product(session, product_id=product_id))
+
+
 def spec_of_job(session: Session, *, job: JointJob) -> ProductSpec:
-    return product_service.spec_of(product_service.get_product(session, product_id=job.product_id))
-
-
-def elapsed_since(start: float) -> float:
-    return round(time.perf_counter() - start, 3)
+    return spec_of_product(session, product_id=job.product_id)

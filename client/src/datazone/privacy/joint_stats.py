@@ -298,7 +298,8 @@ class LabelKey:
 
 def quantile_edges(values: npt.NDArray[Any], bins: int) -> list[float]:
     """Equal-frequency edges over the sample: the values at ranks k*n/bins (k = 1..bins-1), each a
-    value of the sample, distinct; ties collapse bins, so a constant feature has one bin (no edge)."""
+    value of the sample, distinct; ties collapse bins, so a constant feature has one bin (no edge).
+    A feature of at most `bins` distinct values gets a bin per value."""
     if not 2 <= bins <= MAX_BINS:
         raise ValueError(f"bins must be 2 to {MAX_BINS}")
     ordered = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
@@ -306,9 +307,17 @@ def quantile_edges(values: npt.NDArray[Any], bins: int) -> list[float]:
         raise ValueError("no values to bin")
     if not np.all(np.isfinite(ordered)):
         raise ValueError("values must be finite")
+    distinct = np.unique(ordered)
+    if distinct.size <= bins:
+        # few values (a flag, a grade, a count): a bin each, as a bank would bin them by hand
+        return [float(v) for v in distinct[1:]]
     n = ordered.size
     cuts = {float(ordered[min(n - 1, (k * n) // bins)]) for k in range(1, bins)}
     cuts.discard(float(ordered[0]))  # a cut at the minimum would leave the first bin empty
+    if len(cuts) < bins - 1:
+        # ties at the minimum took several ranks (most firms with no case, no penalty): the
+        # minimum gets a bin of its own, so "none" and "some" are told apart
+        cuts.add(float(distinct[1]))
     return sorted(cuts)
 
 
