@@ -314,7 +314,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=100_000, help="enterprises in the demo zone")
     parser.add_argument("--sample", type=int, default=100_000, help="enterprises in the bank's sample")
     parser.add_argument("--seed", type=int, default=20261207)
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs (the job's default is 2)")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (the job's default)")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     parser.add_argument("--keep", type=Path, help="keep the zone in this directory")
     args = parser.parse_args()

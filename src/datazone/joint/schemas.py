@@ -43,7 +43,7 @@ class JobIn(RequestBody):
     institution_certificate_pem: Annotated[str | None, Field(max_length=20_000)] = None
     own_features: Annotated[int, Field(ge=0, le=64)] = 0
     # the defaults are the engine's (privacy/joint_model.py TrainParams), tuned on 100,000 x 40
-    epochs: Annotated[int, Field(ge=1, le=100)] = 2
+    epochs: Annotated[int, Field(ge=1, le=100)] = 3
     batch_size: Annotated[int, Field(ge=16, le=65_536)] = 8192
     learning_rate: Annotated[float, Field(gt=0, le=100)] = 2.0
     l2: Annotated[float, Field(ge=0, le=10)] = 0.0

@@ -134,7 +134,7 @@ class JobRequest:
     peer_address: str | None = None
     institution_certificate_pem: str | None = None
     own_features: int = 0
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 8192
     learning_rate: float = 2.0
     l2: float = 0.0
