@@ -46,6 +46,8 @@ def upgrade() -> None:
         sa.Column("progress_phase", sa.Text),
         sa.Column("progress_done", sa.Integer, nullable=False, server_default="0"),
         sa.Column("progress_total", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("features_worker", sa.Text),
+        sa.Column("zone_features", sa.LargeBinary),
         sa.Column("report", JSONB),
         sa.Column("charged_fen", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("call_id", UUID(as_uuid=True)),

@@ -96,6 +96,51 @@ def test_features_computed_in_several_processes_give_the_same_statistics(
         assert (got.edges, got.totals, got.positives) == (want.edges, want.totals, want.positives), got.name
 
 
+def test_the_worker_computes_features_while_the_columns_are_on_their_way(joint_zone: JointZone) -> None:
+    sample = labelled(joint_zone, 300, seed=19)
+    key = joint_stats.LabelKey.generate()
+    body = {
+        "kind": "stats",
+        "product": SMALL,
+        "purpose": "risk_modeling",
+        "features": FEATURES,
+        "sample": sample.codes,
+        "bins": 4,
+        "public_key": joint_stats._b64(key.public_key_bytes()),
+    }
+    settings = joint_zone.worker_settings()
+    with joint_zone.client() as c:
+        job = c.post("/v1/joint/jobs", json=body).json()
+        # no column yet: the worker's pass computes the job's features ahead and keeps them
+        joint_worker.run_once(joint_zone.db, settings, worker_name="ahead")
+        with joint_zone.db.engine.connect() as conn:
+            kept = conn.execute(
+                sa.text("SELECT status, features_worker, length(zone_features) FROM joint_job WHERE id = :j"),
+                {"j": job["job_id"]},
+            ).one()
+        assert kept[0] == "receiving" and kept[1] == "ahead" and kept[2] > 0
+        put = c.put(
+            f"/v1/joint/jobs/{job['job_id']}/columns/label",
+            content=key.encrypt_column(sample.labels),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert put.json()["status"] == "queued"
+        joint_worker.run_once(joint_zone.db, settings, worker_name="sums")
+        result = c.get(f"/v1/joint/jobs/{job['job_id']}/result").json()
+    report = joint_stats.build_report(result, key, positives=int(sample.labels.sum()))
+    plain = joint_stats.plain_stats(
+        FEATURES, joint_zone.plain_features(sample.codes, FEATURES), sample.labels, bins=4,
+        min_count=SMALL_BOUNDS["min_bin_count"],
+    )
+    for got, want in zip(report.features, plain.features, strict=True):
+        assert (got.edges, got.totals, got.positives) == (want.edges, want.totals, want.positives), got.name
+    with joint_zone.db.engine.connect() as conn:
+        # the zone's copy of its features goes with the job's end
+        assert conn.execute(
+            sa.text("SELECT zone_features FROM joint_job WHERE id = :j"), {"j": job["job_id"]}
+        ).scalar_one() is None
+
+
 def test_declared_bins_under_the_minimum_fail_the_job_and_credit_it(joint_zone: JointZone) -> None:
     sample = labelled(joint_zone, 300, seed=11)
     with joint_zone.worker(), joint_zone.sdk() as zone, pytest.raises(stats_sdk.StatsJobFailed) as failed:

@@ -66,6 +66,10 @@ class JointJob(Base):
     progress_phase: Mapped[str | None] = mapped_column(sa.Text)
     progress_done: Mapped[int] = mapped_column(sa.Integer, default=0)
     progress_total: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # a statistics job's zone features, computed by a worker while the bank encrypts and sends its
+    # columns (`features_worker` marks who computes them); dropped when the job ends
+    features_worker: Mapped[str | None] = mapped_column(sa.Text)
+    zone_features: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
     # what the zone's side reports of a finished job: seconds per phase, bytes sent (no model)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     charged_fen: Mapped[int] = mapped_column(sa.BigInteger, default=0)

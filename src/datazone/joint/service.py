@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import itertools
 import math
 import secrets
@@ -524,8 +525,9 @@ class JointJobCall(Channel[CreatedJob]):
         job.charged_fen = admission.charged_fen
         job.call_id = uuid.uuid4()
         headers = dict(admission.headers)
-        if job.status == "queued":
-            notify_work(session, job_id=job.id)
+        # a queued training job for its link, a statistics job for its features (computed while
+        # the bank encrypts and sends its columns)
+        notify_work(session, job_id=job.id)
         units = len(self.codes) + joint_spec(auth.spec).job_units
         return Answer(
             CreatedJob(job, self.ticket, 201, headers),
@@ -674,6 +676,37 @@ def result_body(session: Session, *, institution_id: int, job_id: str) -> dict[s
 # ---------------------------------------------------------------- the worker's side
 
 
+def claim_features(session: Session, *, worker: str) -> str | None:
+    """A statistics job still receiving its columns whose features nobody computes yet, now marked
+    as `worker`'s to compute (a short statement: the bank's column uploads never wait on it)."""
+    job = session.scalars(
+        sa.select(JointJob)
+        .where(JointJob.kind == "stats", JointJob.status == "receiving", JointJob.features_worker.is_(None))
+        .order_by(JointJob.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if job is None:
+        return None
+    job.features_worker = worker
+    session.flush()
+    return job.id
+
+
+def keep_features(session: Session, *, job_id: str, features: ZoneFeatures) -> None:
+    """Keep a job's computed features until its columns are in (NumPy's own format, no pickle)."""
+    out = io.BytesIO()
+    np.savez(out, values=features.values, found=np.array([features.found]))
+    session.execute(sa.update(JointJob).where(JointJob.id == job_id).values(zone_features=out.getvalue()))
+
+
+def kept_features(job: JointJob) -> ZoneFeatures | None:
+    if job.zone_features is None:
+        return None
+    with np.load(io.BytesIO(job.zone_features), allow_pickle=False) as kept:
+        return ZoneFeatures(list(job.features), kept["values"], int(kept["found"][0]))
+
+
 def claim_job(session: Session, *, worker: str) -> JointJob | None:
     """The oldest queued job, now running on `worker` (SKIP LOCKED: two workers never take one)."""
     job = session.scalars(
@@ -737,6 +770,7 @@ def finish_job(
         job.result = result
     if report is not None:
         job.report = report
+    job.zone_features = None
     session.execute(sa.delete(JointColumn).where(JointColumn.job_id == job.id))
     if credit:
         credit_job(session, job=job)

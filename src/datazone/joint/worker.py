@@ -43,7 +43,19 @@ def run_once(db: Database, settings: Settings, *, worker_name: str) -> list[str]
             job = service.claim_job(s, worker=worker_name)
             job_id, kind = (job.id, job.kind) if job is not None else (None, None)
         if job_id is None:
-            return ran
+            # nothing to run: compute a receiving statistics job's features ahead of its columns
+            with db.unit_of_work() as s:
+                pending = service.claim_features(s, worker=worker_name)
+            if pending is None:
+                return ran
+            try:
+                features = job_features(db, settings, job_id=pending)
+            except Exception as exc:  # the job computes them itself once queued
+                log.error("features of joint job %s failed ahead of its columns: %s", pending, type(exc).__name__)
+                continue
+            with db.unit_of_work() as s:
+                service.keep_features(s, job_id=pending, features=features)
+            continue
         started = time.perf_counter()
         status = (
             run_stats(db, settings, job_id=job_id) if kind == "stats" else run_training(db, settings, job_id=job_id)
@@ -119,8 +131,13 @@ def run_stats(db: Database, settings: Settings, *, job_id: str) -> str:
         return "failed"
     started = time.perf_counter()
     try:
-        _progress(db, job_id)("features", 0, 0)
-        features = job_features(db, settings, job_id=job_id)
+        with db.unit_of_work() as s:
+            job = s.get(JointJob, job_id)
+            assert job is not None
+            features = service.kept_features(job)
+        if features is None:
+            _progress(db, job_id)("features", 0, 0)
+            features = job_features(db, settings, job_id=job_id)
         with db.unit_of_work() as s:
             job = s.get(JointJob, job_id)
             assert job is not None
