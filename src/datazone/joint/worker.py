@@ -13,8 +13,6 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import re
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
@@ -253,7 +251,7 @@ def run_training(db: Database, settings: Settings, *, job_id: str, poll_seconds:
                 proc.cancel(f"stopped by the zone: {why}")
         if reason is not None:
             # the institution reads the reason: no path of the zone's machine in it
-            reason = re.sub(r"[;,]? *(its|the) log is \S+", "", reason).replace(str(workdir), "<job>")
+            reason = link_engine.reason_for_peer(reason, workdir)
         with db.unit_of_work() as s:
             service.finish_job(s, job_id=job_id, status=status, reason=reason, credit=credit, report=report)
         proc.close("the job ended")
@@ -267,9 +265,5 @@ def run_training(db: Database, settings: Settings, *, job_id: str, poll_seconds:
             )
         return "failed"
     finally:
-        log_file = workdir / "engine.log"
-        if log_file.exists():
-            kept = settings.home / "joint" / "logs"
-            kept.mkdir(parents=True, exist_ok=True, mode=0o700)
-            shutil.copyfile(log_file, kept / f"{job_id}.log")
-        shutil.rmtree(workdir, ignore_errors=True)
+        # the engine's log is kept for the operator; the job's inputs are not
+        link_engine.close_run_dir(workdir, logs=settings.home / "joint" / "logs", name=job_id)

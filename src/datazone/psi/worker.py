@@ -9,7 +9,6 @@ workers never build the same thing twice and a failure leaves the others standin
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +76,6 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
     The engine runs in a child process: each second the worker checks the job's grants and
     contract again and stops the child when one no longer holds, and the child is always
     reaped. The slice's items are written to a private directory removed afterwards."""
-    import shutil
 
     from datazone.product import service as product_service
     from datazone.psi.models import PsiJob
@@ -191,7 +189,7 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
                 proc.cancel(f"stopped by the zone: {why}")
         if reason is not None:
             # the institution reads the reason: no path of the zone's machine in it
-            reason = re.sub(r"[;,]? *(its|the) log is \S+", "", reason).replace(str(workdir), "<job>")
+            reason = psi_engine.reason_for_peer(reason, workdir)
         with db.unit_of_work() as s:
             job = service.finish_job(s, job_id=job_id, status=status, reason=reason, credit=credit)
             if status == "succeeded" and job.protocol == "unbalanced":
@@ -209,13 +207,8 @@ def run_job(db: Database, settings: Settings, *, job_id: str, poll_seconds: floa
             )
         return "failed"
     finally:
-        log_file = workdir / "engine.log"
-        if log_file.exists():
-            # the engine's log (no item in it) is kept for the operator; the slice's items are not
-            kept = settings.home / "psi" / "logs"
-            kept.mkdir(parents=True, exist_ok=True, mode=0o700)
-            shutil.copyfile(log_file, kept / f"{job_id}.log")
-        shutil.rmtree(workdir, ignore_errors=True)
+        # the engine's log is kept for the operator; the job's inputs are not
+        psi_engine.close_run_dir(workdir, logs=settings.home / "psi" / "logs", name=job_id)
 
 
 def run_queued_jobs(db: Database, settings: Settings, *, worker_name: str, limit: int | None = None) -> list[str]:

@@ -317,6 +317,22 @@ def new_link_certificate(directory: Path, *, common_name: str, days: int = 7) ->
     return certificate_path, key_path
 
 
+def reason_for_peer(message: str, run_dir: Path) -> str:
+    """An engine error's message as the other party may read it: without the path of this
+    machine's log or of the job's directory."""
+    return re.sub(r"[;,]? *(its|the) log is \S+", "", message).replace(str(run_dir), "<job>")
+
+
+def close_run_dir(run_dir: Path, *, logs: Path, name: str) -> None:
+    """Keep a finished job's engine log (no item, label or share is ever in it) as
+    `logs/<name>.log` for the operator, then remove the job's directory and what else it held."""
+    log_file = run_dir / ENGINE_LOG
+    if log_file.exists():
+        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.copyfile(log_file, logs / f"{name}.log")
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def new_unbalanced_key(path: Path) -> Path:
     """A fresh 32-byte secret key (mode 0600) for the zone's unbalanced-PSI cache of one key epoch."""
     write_private(path, secrets.token_bytes(SECRET_KEY_BYTES))
