@@ -63,10 +63,12 @@ class Settings(BaseSettings):
     psi_link_ports: str = "61000-61999"
     psi_link_timeout_seconds: float = 120.0
     # joint modeling: the port range a training job's link listens on (on psi_link_host), how
-    # long the worker waits for the institution's side, and how long a statistics job waits for
-    # its encrypted columns
+    # long the worker waits for the institution's side, how long its side waits for the
+    # institution's next message before it calls the link dropped (longer than the slowest step
+    # of the bank's side), and how long a statistics job waits for its encrypted columns
     joint_link_ports: str = "62000-62999"
     joint_link_timeout_seconds: float = 300.0
+    joint_peer_silence_seconds: float = Field(default=120.0, ge=5.0)  # the engine link needs 5 s to come up
     joint_receiving_minutes: float = 30.0
     # processes a joint job's zone features are computed in (0: one per core)
     joint_processes: int = 0

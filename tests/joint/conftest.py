@@ -9,6 +9,7 @@ least 10, samples differing by at least 20, at most MAX_JOBS jobs a period)."""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -112,13 +113,15 @@ class JointZone:
         return np.array(rows, dtype=np.int64)
 
     @contextmanager
-    def worker(self) -> Iterator[None]:
-        """The joint worker running in a thread of this process while the block runs."""
+    def worker(self, **settings: Any) -> Iterator[None]:
+        """The joint worker running in a thread of this process while the block runs (with these
+        settings changed)."""
         stop = threading.Event()
+        worker_settings = self.worker_settings().model_copy(update=settings)
 
         def loop() -> None:
             while not stop.is_set():
-                joint_worker.run_once(self.db, self.worker_settings(), worker_name="joint-tests")
+                joint_worker.run_once(self.db, worker_settings, worker_name="joint-tests")
                 stop.wait(0.2)
 
         thread = threading.Thread(target=loop, daemon=True)
@@ -129,12 +132,75 @@ class JointZone:
             stop.set()
             thread.join(120)
 
+    def traces_of(self, labels: np.ndarray, codes: list[str], received: list[bytes], logged: str) -> list[str]:
+        """Where the labels show anywhere the zone keeps or received something: every table of the
+        database (each row as text; bytea as hex), the gateway's log, the engine logs, the
+        worker's log records (`logged`) and the bodies the gateway received (`received`).
+        Returns the places found, none when the zone holds no label."""
+        traces = label_traces(labels, codes)
+        found: list[str] = []
+        # a table's row as text: "(91110...,1,...)" is a column beside a code, not a label, so rows
+        # are searched for the runs, the JSON pairs and the bytes (bytea shows as hex)
+        in_rows = "|".join(traces.runs + traces.pairs_json + [b.hex() for b in traces.octets])
+        with self.db.engine.connect() as conn:
+            tables = conn.execute(
+                sa.text(
+                    "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.tables "
+                    "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+                )
+            ).scalars().all()
+            for table in tables:
+                hits = conn.execute(sa.text(f"SELECT count(*) FROM {table} t WHERE t::text ~ :p"), {"p": in_rows}).scalar_one()
+                if hits:
+                    found.append(f"table {table}: {hits} rows")
+        in_text = re.compile("|".join(traces.runs + traces.pairs_json + traces.pairs_csv))
+        logs = [self.server.log, *sorted((self.settings.home / "joint" / "logs").glob("*"))]
+        texts = {str(path): path.read_text(errors="replace") for path in logs if path.is_file()}
+        texts["the worker's log records"] = logged
+        for where, text in texts.items():
+            if in_text.search(text):
+                found.append(where)
+        for n, body in enumerate(received):
+            if any(o in body for o in traces.octets) or in_text.search(body.decode("latin-1")):
+                found.append(f"received body {n}")
+        return found
+
     def worker_settings(self) -> Settings:
         return Settings(
             home=self.settings.home,
             database_url=self.settings.database_url,
             signing_key_secret=SIGNING_KEY_SECRET,
         )
+
+
+@dataclass(frozen=True)
+class LabelTraces:
+    """The forms the bank's labels would take if they leaked, as regular expressions that
+    PostgreSQL and Python both read, and as bytes. 64 random labels match by chance once in 2^64."""
+
+    runs: list[str]  # 64 labels joined as a program would print them (never bare "0100...", which
+    # a hex dump of 0/1 bytes could spell by chance)
+    pairs_json: list[str]  # the first 20 positive enterprises beside their label, as JSON has it
+    pairs_csv: list[str]  # ... and as a CSV line or a log line would
+    octets: list[bytes]  # 64 labels as 8-bit, 64-bit and float64 values, and the labels bit-packed
+
+
+def label_traces(labels: np.ndarray, codes: list[str]) -> LabelTraces:
+    run = [str(int(v)) for v in labels[:64]]
+    positives = [c for c, y in zip(codes, labels, strict=True) if y == 1][:20]
+    head = labels[:64]
+    return LabelTraces(
+        runs=[re.escape(sep.join(run)) for sep in (",", ", ", " ", ";", "|")],
+        # a row's text doubles the quotes of a JSON column: "{""code"": 1}"
+        pairs_json=[f'{c}"{{1,2}} *: *"{{0,2}}1(?![0-9])' for c in positives],
+        pairs_csv=[f"{c}[,;:\t ]+1(?![0-9A-Za-z,])" for c in positives],
+        octets=[
+            head.astype(np.int8).tobytes(),
+            head.astype(np.int64).tobytes(),
+            head.astype(np.float64).tobytes(),
+            np.packbits(labels.astype(np.uint8)).tobytes()[:8],
+        ],
+    )
 
 
 def _small_spec() -> ProductSpec:

@@ -4,12 +4,22 @@ The statistics and the training themselves are tested in test_stats.py and test_
 
 from __future__ import annotations
 
+import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
+from datazone.contract import service as contract_service
+from datazone.dataset import service as dataset_service
+from datazone.grant import service as grant_service
+from datazone.oauth import service as oauth_service
+from datazone.principal import service as principal_service
+from datazone.scoring import service as scoring_service
 from tests.conftest import problem
-from tests.joint.conftest import MAX_JOBS, SMALL, SMALL_BOUNDS, JointZone
+from tests.factories import bearer
+from tests.joint.conftest import MAX_JOBS, PURPOSE, SMALL, SMALL_BOUNDS, JointZone
 
 FEATURES = ["years_since_founding", "reg_capital_wan", "tax_grade_code", "enforcement_cases_24m"]
 
@@ -181,3 +191,79 @@ def test_the_cap_holds_per_period(joint_zone: JointZone) -> None:
             assert made <= MAX_JOBS, "the cap did not hold"
         body = problem(r)
         assert r.status_code == 403 and body["check"] == "joint_cap" and body["cap"] == MAX_JOBS
+
+
+def test_features_whose_department_has_not_granted_are_refused_before_consent(joint_zone: JointZone) -> None:
+    """A bank whose contract covers the product, and from which the tax department withdraws its
+    grant after the bank's token was issued: a job over a tax feature is refused at the grants,
+    naming the department, before its sample's consent is looked at; a job over the other
+    departments' features passes the grants and is refused next, at consent (this bank holds
+    none). Nothing is written or charged, and each refusal is audited once."""
+    spec = joint_zone.spec
+    assert spec.joint is not None
+    owner = {}
+    now = datetime.now(UTC)
+    withdrawn: list[str] = []
+    with joint_zone.db.unit_of_work() as s:
+        for dataset_id in spec.sources:
+            owner[dataset_id] = dataset_service.get_dataset(s, dataset_id=dataset_id).supplier_id
+        withheld = {owner[d] for d in scoring_service.model_datasets(spec, ["tax_grade_code"])} - {
+            owner[d] for d in scoring_service.model_datasets(spec, [])
+        }
+        assert withheld, "tax_grade_code reads no dataset of its own department"
+        covered = [
+            f.name
+            for f in spec.joint.features
+            if not {owner[d] for d in scoring_service.model_datasets(spec, [f.name])} & withheld
+        ]
+        assert len(covered) >= 3
+        operator = principal_service.find_principal(s, name="demo-operator")
+        assert operator is not None
+        bank = principal_service.create_principal(s, kind="institution", name=f"joint-narrow-{secrets.token_hex(3)}")
+        bank_id = bank.id
+        contract_service.create_contract(
+            s, institution_id=bank_id, purposes=[PURPOSE], products=[SMALL], clearance=2,
+            valid_from=now - timedelta(days=1), valid_to=now + timedelta(days=30), by=operator,
+        )
+        for department in sorted(set(owner.values())):
+            dept = principal_service.find_principal(s, name=f"demo-{department}")
+            assert dept is not None
+            grant = grant_service.create_grant(
+                s, department=department, datasets=[d for d, o in owner.items() if o == department],
+                purposes=[PURPOSE], products=[SMALL], institutions=[bank_id],
+                valid_from=now - timedelta(days=1), valid_to=now + timedelta(days=30), by=dept,
+            )
+            if department in withheld:
+                withdrawn.append(grant.id)
+        client, secret = oauth_service.create_client(s, institution_id=bank_id, name="narrow", by_name="tests")
+        client_id = client.client_id
+    issued = httpx.post(
+        f"{joint_zone.url}/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret or ""), timeout=30
+    )
+    assert issued.status_code == 200, issued.text
+    token = issued.json()["access_token"]
+    with joint_zone.db.unit_of_work() as s:
+        for department, grant_id in zip(sorted(withheld), withdrawn, strict=True):
+            dept = principal_service.find_principal(s, name=f"demo-{department}")
+            assert dept is not None
+            grant_service.revoke_grant(s, grant_id=grant_id, by=dept, reason="the joint tests withdraw it")
+    sample = joint_zone.consented[:300]
+    with httpx.Client(base_url=joint_zone.url, headers=bearer(token), timeout=60) as c:
+        refused = c.post("/v1/joint/jobs", json=train_body(sample))
+        body = problem(refused)
+        assert refused.status_code == 403 and body["check"] == "grant", body
+        assert all(department in body["detail"] for department in withheld)
+        passed_grants = c.post("/v1/joint/jobs", json=train_body(sample, features=covered[:3]))
+        assert passed_grants.status_code == 403 and problem(passed_grants)["check"] == "consent"
+    with joint_zone.db.engine.connect() as conn:
+        for table in ("joint_job", "usage_event"):
+            assert conn.execute(
+                sa.text(f"SELECT count(*) FROM {table} WHERE institution_id = :i"), {"i": bank_id}
+            ).scalar_one() == 0
+        audited = conn.execute(
+            sa.text(
+                "SELECT detail->>'check' FROM audit_entry WHERE institution_id = :i AND outcome = 'refused' ORDER BY id"
+            ),
+            {"i": bank_id},
+        ).scalars().all()
+        assert audited == ["grant", "consent"]

@@ -5,6 +5,9 @@ the zone keeps no label; a job that cannot deliver is credited."""
 
 from __future__ import annotations
 
+import logging
+
+import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -26,10 +29,18 @@ def labelled(zone: JointZone, size: int, seed: int) -> stats_sdk.LabeledSample:
     return stats_sdk.LabeledSample(codes=codes, labels=labels, segments=segments, source="tests")
 
 
-def test_statistics_equal_the_plaintext_computation(joint_zone: JointZone) -> None:
+def test_statistics_equal_the_plaintext_computation(joint_zone: JointZone, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     sample = labelled(joint_zone, 400, seed=7)
     phases: list[str] = []
+    received: list[bytes] = []
+
+    def keep_column(request: httpx.Request) -> None:
+        if request.method == "PUT":
+            received.append(request.read())
+
     with joint_zone.worker(), joint_zone.sdk() as zone:
+        zone._http.event_hooks["request"].append(keep_column)
         report = stats_sdk.run_stats(
             zone,
             sample,
@@ -76,6 +87,13 @@ def test_statistics_equal_the_plaintext_computation(joint_zone: JointZone) -> No
         assert conn.execute(sa.text("SELECT count(*) FROM joint_column WHERE job_id = :j"), {"j": job.id}).scalar_one() == 0
         assert all(isinstance(f["positives"], str) for f in job.result["features"])
         assert "label" not in job.params
+    # the columns the gateway received were ciphertexts (1 label and 3 segment indicators), and no
+    # table, log or received body holds a label in any form a leak would take
+    assert len(received) == 4 and all(len(body) > 400 * 256 for body in received)
+    assert joint_zone.traces_of(sample.labels, sample.codes, received, caplog.text) == []
+    # the search finds a label where one is: a log line that did print them
+    logging.getLogger("datazone.tests").warning("labels %s", ",".join(map(str, sample.labels)))
+    assert joint_zone.traces_of(sample.labels, sample.codes, [], caplog.text) == ["the worker's log records"]
 
 
 def test_features_computed_in_several_processes_give_the_same_statistics(

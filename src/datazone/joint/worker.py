@@ -198,7 +198,7 @@ def run_training(db: Database, settings: Settings, *, job_id: str, poll_seconds:
                 zone_address=job.zone_address,
                 institution_address=job.peer_address,
                 connect_timeout_s=remaining,
-                recv_timeout_s=max(60.0, settings.psi_link_timeout_seconds),
+                recv_timeout_s=settings.joint_peer_silence_seconds,
                 tls=tls,
             )
             # the zone trains with the parameters the job was created with; the bank's side must

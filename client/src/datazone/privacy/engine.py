@@ -1085,6 +1085,7 @@ def run_child(
     appends the links it opens to its second argument), write result.json, close the links, exit.
 
     A child whose kind is in `linger_kinds` stays a moment after a success (see below)."""
+    _stop_with_parent(os.getppid())
     payload = json.loads(sys.stdin.buffer.read())
     result_path = Path(payload["result"])
     outcome: dict[str, Any]
@@ -1112,6 +1113,25 @@ def run_child(
         # it still finishes closing (seen with spu called directly): stay a moment longer
         time.sleep(_LINGER_SECONDS)
     exit_child(0)
+
+
+# how often a child looks whether the process that started it is still there
+_PARENT_WATCH_SECONDS = 0.5
+EXIT_PARENT_GONE = 75
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Exit when the process that started this child is gone (killed, say). The child runs in a
+    session of its own, so no signal reaches it; without this an orphaned engine would go on
+    training or intersecting for nobody, and its peer would wait on a job no one will read."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_WATCH_SECONDS)
+        print("the process that started this engine is gone: stopping", file=sys.stderr, flush=True)
+        exit_child(EXIT_PARENT_GONE)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def exit_child(status: int) -> None:
