@@ -17,6 +17,7 @@ from datazone.dataset import service as dataset_service
 from datazone.dataset.schemas import DatasetSpec
 from datazone.db import Database
 from datazone.grant import service as grant_service
+from datazone.joint.models import JointJob
 from datazone.oauth import service as oauth_service
 from datazone.oauth.resource import AccessGrant
 from datazone.principal import service as principal_service
@@ -256,3 +257,17 @@ def grant_every_department(
             valid_to=valid_to,
             by=dept,
         )
+
+
+def add_joint_job(session: Session, *, institution_id: int, status: str, sample_size: int = 1234) -> JointJob:
+    """A statistics job's row as the pipeline leaves it (no sample kept here): for pages that list jobs."""
+    created = datetime.now(UTC) - timedelta(minutes=5)
+    job = JointJob(
+        id="joint_" + secrets.token_hex(9), kind="stats", institution_id=institution_id, client_id="app-1",
+        product_id="joint-modeling", purpose="risk_modeling", contract_id=1, status=status,
+        features=["reg_capital_wan", "tax_grade_code"], params={"bins": 10}, sample_size=sample_size, sample=[],
+        progress_phase="sums" if status == "running" else None, created_at=created, expires_at=created + timedelta(hours=1),
+    )
+    session.add(job)
+    session.flush()
+    return job

@@ -32,6 +32,7 @@ from datazone.principal.models import Principal
 from datazone.psi.models import PsiJob, PsiKeyEpoch
 from datazone.uscc import check_character
 from tests.console.conftest import PersonLogin, csrf_of, make_person, sign_in
+from tests.factories import add_joint_job
 
 BANK = "demo-bank"
 SECRET_ON_PAGE = re.compile(r'id="client-secret">([^<]+)<')
@@ -435,7 +436,7 @@ def test_the_jobs_page_shows_the_institutions_own_jobs(
 ) -> None:
     person = make_person(db, settings, kind="institution", roles=["analyst"])
     other = make_person(db, settings, kind="institution", roles=["analyst"])
-    ids = {}
+    ids, joint = {}, {}
     with db.unit_of_work() as s:
         epoch = PsiKeyEpoch(key_encrypted=b"not a key", retired_at=datetime(2001, 1, 1, tzinfo=UTC))
         s.add(epoch)
@@ -452,11 +453,17 @@ def test_the_jobs_page_shows_the_institutions_own_jobs(
                 )
             )
             ids[who.login] = job_id
+            joint[who.login] = add_joint_job(s, institution_id=who.principal_id, status="receiving", sample_size=2345).id
     sign_in(browser_like, person)
     page = browser_like.get("/console/institution/jobs")
     assert page.status_code == 200
     assert ids[person.login] in page.text and "4321" in page.text and "运行中" in page.text
     assert ids[other.login] not in page.text
+    # joint statistics and modeling jobs too, with their kind, sample size and status in words
+    joint_table = re.search(r'<table class="data" id="joint-jobs">(.*?)</table>', page.text, re.S)
+    assert joint_table is not None
+    assert joint[person.login] in joint_table.group(1) and joint[other.login] not in page.text
+    assert "2345" in joint_table.group(1) and "等待加密列" in joint_table.group(1) and "联合统计" in joint_table.group(1)
 
 
 def test_forms_without_their_token_are_refused(

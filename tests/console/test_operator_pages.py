@@ -32,7 +32,15 @@ from datazone.supplier.schemas import SupplierSpec
 from tests.admission import BAD_BATCH, ingest, new_dataset
 from tests.conftest import unique_id
 from tests.console.conftest import PersonLogin, make_person, sign_in
-from tests.factories import bearer, firm_rows, principal_key, registered_model, retire_model, write_csv
+from tests.factories import (
+    add_joint_job,
+    bearer,
+    firm_rows,
+    principal_key,
+    registered_model,
+    retire_model,
+    write_csv,
+)
 
 PRODUCTS_DIR = Path(__file__).resolve().parents[2] / "products"
 OP = "/console/operator"
@@ -82,6 +90,7 @@ def test_the_dashboard_shows_each_role_the_figures_it_may_read(
                 purpose="pre_loan",
                 detail={"check": check, "status": 403},
             )
+        add_joint_job(s, institution_id=institution.id, status="running")
     broken = new_dataset(db, reject_tolerance=0.0)
     failed = ingest(db, settings, broken.id, write_csv(tmp_path / "bad.csv", BAD_BATCH))
     assert failed.status == "failed"
@@ -95,6 +104,8 @@ def test_the_dashboard_shows_each_role_the_figures_it_may_read(
     assert f"#{failed.id}" in table(page.text, "failed-runs") and broken.id in table(page.text, "failed-runs")
     for chart in ("chart-calls", "chart-revenue", "chart-refusals", "chart-runs"):
         assert f'id="{chart}-data"' in page.text
+    # the workers' queues: the joint jobs' beside PSI's, scoring's and the anonymous tables'
+    assert re.search(r"<td>running</td><td class=\"num\">[1-9]\d*</td>", table(page.text, "queue-joint"))
 
     # a reviewer reads no usage, revenue or refusals: those figures are the auditor's
     browser_like.cookies.clear()

@@ -41,6 +41,7 @@ from datazone.console.service import Person
 from datazone.contract import service as contract_service
 from datazone.deps import DbDep, SessionDep
 from datazone.errors import DomainError, InvalidSpec, NotFound
+from datazone.joint import service as joint_service
 from datazone.limits import day_window
 from datazone.metering import service as metering_service
 from datazone.oauth import service as oauth_service
@@ -518,4 +519,5 @@ def jobs(request: Request, session: SessionDep, person: Someone) -> Response:
         scoring_jobs=[
             (j, scoring_service.job_view(j)) for j in scoring_service.list_jobs(session, viewer=person.principal)
         ],
+        joint_jobs=[(j, joint_service.job_body(j)) for j in joint_service.list_jobs(session, viewer=person.principal)],
     )

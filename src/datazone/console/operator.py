@@ -43,6 +43,7 @@ from datazone.dataset import service as dataset_service
 from datazone.deps import SessionDep
 from datazone.errors import DomainError, InvalidSpec, NotFound
 from datazone.ingest import service as ingest_service
+from datazone.joint import service as joint_service
 from datazone.metering import service as metering_service
 from datazone.oauth import service as oauth_service
 from datazone.principal import service as principal_service
@@ -164,6 +165,7 @@ def home(request: Request, person: Someone, session: SessionDep, days: PeriodQue
         )
     ctx["psi_queue"] = psi_service.job_queue(session, viewer=viewer)
     ctx["scoring_queue"] = scoring_service.job_queue(session, viewer=viewer)
+    ctx["joint_queue"] = joint_service.job_queue(session, viewer=viewer)
     ctx["build_queue"] = anonymous_service.build_queue(session, viewer=viewer)
     return render(request, "operator/home.html", person=person, **ctx)
 

@@ -58,6 +58,7 @@ from datazone.privacy import engine as link_engine
 from datazone.privacy import joint_stats
 from datazone.product import service as product_service
 from datazone.product.schemas import JointSpec, ProductSpec
+from datazone.psi.service import JobsInStatus
 from datazone.purposes import Purpose
 from datazone.scoring import service as scoring_service
 
@@ -588,6 +589,18 @@ def list_jobs(session: Session, *, viewer: Principal, limit: int = 100) -> list[
         .limit(max(1, min(limit, 1000)))
     )
     return list(session.scalars(q))
+
+
+def job_queue(session: Session, *, viewer: Principal) -> list[JobsInStatus]:
+    """Joint jobs per status (receiving, queued and running are the workers' queue), by status
+    name: the operator's every job, an institution its own. One GROUP BY."""
+    q = (
+        sa.select(JointJob.status, sa.func.count(), sa.func.min(JointJob.created_at))
+        .where(readable_by(viewer))
+        .group_by(JointJob.status)
+        .order_by(JointJob.status)
+    )
+    return [JobsInStatus(status=s, jobs=int(n), oldest_created_at=t) for s, n, t in session.execute(q)]
 
 
 def job_body(job: JointJob, *, received: Sequence[str] = (), ticket: str | None = None) -> dict[str, Any]:
