@@ -689,16 +689,20 @@ def result_body(session: Session, *, institution_id: int, job_id: str) -> dict[s
 # ---------------------------------------------------------------- the worker's side
 
 
+def _oldest_unclaimed(session: Session, *where: sa.ColumnElement[bool]) -> JointJob | None:
+    """The oldest job that matches, locked for this transaction (SKIP LOCKED: two workers never
+    take the same one)."""
+    return session.scalars(
+        sa.select(JointJob).where(*where).order_by(JointJob.created_at).limit(1).with_for_update(skip_locked=True)
+    ).first()
+
+
 def claim_features(session: Session, *, worker: str) -> str | None:
     """A statistics job still receiving its columns whose features nobody computes yet, now marked
     as `worker`'s to compute (a short statement: the bank's column uploads never wait on it)."""
-    job = session.scalars(
-        sa.select(JointJob)
-        .where(JointJob.kind == "stats", JointJob.status == "receiving", JointJob.features_worker.is_(None))
-        .order_by(JointJob.created_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    ).first()
+    job = _oldest_unclaimed(
+        session, JointJob.kind == "stats", JointJob.status == "receiving", JointJob.features_worker.is_(None)
+    )
     if job is None:
         return None
     job.features_worker = worker
@@ -722,13 +726,7 @@ def kept_features(job: JointJob) -> ZoneFeatures | None:
 
 def claim_job(session: Session, *, worker: str) -> JointJob | None:
     """The oldest queued job, now running on `worker` (SKIP LOCKED: two workers never take one)."""
-    job = session.scalars(
-        sa.select(JointJob)
-        .where(JointJob.status == "queued")
-        .order_by(JointJob.created_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    ).first()
+    job = _oldest_unclaimed(session, JointJob.status == "queued")
     if job is None:
         return None
     job.status, job.worker, job.started_at = "running", worker, utcnow()
